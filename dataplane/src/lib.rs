@@ -1,0 +1,28 @@
+//! vxtap's packet core: wire formats, the forwarding switch and the VXLAN tunnel.
+//!
+//! - [`wire`]: zero-copy parse and emit of Ethernet (with VLAN detection), ARP, IPv4, UDP,
+//!   TCP and VXLAN, checked for untrusted input.
+//! - [`switch`]: per-VNI forwarding tables with learning, ageing and limits, flood lists, the
+//!   ARP proxy and source-VTEP admission, as pure decisions over an injected clock.
+//! - [`tunnel`]: VXLAN decapsulation with a named reason for every refusal, and encapsulation
+//!   with a flow-hashed outer source port.
+//! - [`counters`]: drop reasons and per-network counters.
+//!
+//! Nothing in this crate performs I/O, reads a clock or uses `unsafe`; the I/O shell that
+//! feeds it lives elsewhere.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod counters;
+pub mod switch;
+pub mod tunnel;
+pub mod wire;
+
+pub use counters::{DropCounters, DropReason, NetworkCounters, SwitchCounters};
+pub use switch::{
+    Admission, Event, FloodPolicy, NetworkAction, NetworkConfig, Switch, TapAction, Timestamp,
+    ARP_REPLY_LEN,
+};
+pub use tunnel::{DecapPolicy, PortRange, Vtep};
+pub use wire::{MacAddr, Vni};

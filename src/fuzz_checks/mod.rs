@@ -1,0 +1,28 @@
+//! The property each fuzz target checks. Every function takes raw fuzzer bytes and panics
+//! only when a property is broken.
+//!
+//! - [`decap`]: a UDP payload from the underlay. Never panics; a header that parses re-emits
+//!   byte for byte; a delivered frame lies inside the datagram; every inner protocol the frame
+//!   carries parses without panicking, and what parses re-emits identically.
+//! - [`tap_frame`]: a frame from the TAP side through the switch, ARP proxy included. Every
+//!   reply parses as a well-formed ARP reply to the requester.
+//! - [`switch_ops`]: sequences of control and data operations against a model of the static
+//!   entries: the learned cap holds, static entries never move, counters stay consistent.
+
+mod decap;
+mod switch_ops;
+mod tap_frame;
+
+pub use decap::decap;
+pub use switch_ops::switch_ops;
+pub use tap_frame::tap_frame;
+
+/// A fuzz target's property check.
+pub type Check = fn(&[u8]);
+
+/// The fuzz targets, by name, for the corpus replay.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("decap", decap),
+    ("tap_frame", tap_frame),
+    ("switch_ops", switch_ops),
+];

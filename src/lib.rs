@@ -1,0 +1,9 @@
+//! Shared pieces of vxtap's workspace-level checks.
+//!
+//! [`fuzz_checks`] holds the bodies of the cargo-fuzz targets, so the same code runs under
+//! libFuzzer (`fuzz/`) and as an ordinary `cargo test` that replays the checked-in corpus
+//! (`tests/fuzz_corpus.rs`).
+
+#![deny(unsafe_code)]
+
+pub mod fuzz_checks;
