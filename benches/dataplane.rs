@@ -1,1 +1,235 @@
-fn main() {}
+//! Per-frame cost of the packet core on one core: decap, encap, table lookups at three table
+//! sizes, switch ingress from each side, the ARP proxy reply, and the whole core path a frame
+//! pair takes (decap + switch from the UDP side, switch + encap from the TAP side).
+//!
+//! Run: `cargo bench --bench dataplane`, then `python3 benches/summary.py` for the table of
+//! ns/frame and Mframes/s. Inputs are frames captured from the kernel vxlan device.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+use vxtap_dataplane::switch::{FdbLimits, ForwardingTable, NetworkConfig, Switch, ARP_REPLY_LEN};
+use vxtap_dataplane::tunnel::{self, DecapPolicy, PortRange, Vtep};
+use vxtap_dataplane::wire::{EthernetFrame, MacAddr, Vni};
+use vxtap_dataplane::{NetworkAction, TapAction, Timestamp};
+
+const OUTER: usize = 14 + 20 + 8;
+
+fn capture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/dataplane/testdata/kernel/{name}.bin",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The UDP payload (VXLAN header + inner frame) of a captured frame.
+fn payload(name: &str) -> Vec<u8> {
+    capture(name)[OUTER..].to_vec()
+}
+
+fn vni() -> Vni {
+    Vni::new(42).unwrap()
+}
+
+fn host(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, i)
+}
+
+fn mac(i: u32) -> MacAddr {
+    let b = i.to_be_bytes();
+    MacAddr([2, 0x42, b[0], b[1], b[2], b[3]])
+}
+
+/// A switch as host A sees the captures: host B (198.18.0.2) on the flood list, B's container
+/// static, the proxy entry for it, learning on.
+fn switch() -> Switch {
+    let mut s = Switch::new();
+    let config = NetworkConfig {
+        gateway: Some(Ipv4Addr::new(10, 0, 0, 254)),
+        ..Default::default()
+    };
+    s.add_network(vni(), config).unwrap();
+    let n = s.network_mut(vni()).unwrap();
+    let b = Vtep {
+        ip: host(2),
+        port: 4789,
+        vni: vni(),
+    };
+    n.flood_add(b).unwrap();
+    n.fdb_add(
+        "02:42:0a:00:00:02".parse().unwrap(),
+        b,
+        Timestamp::from_secs(0),
+    )
+    .unwrap();
+    n.neigh_add(
+        Ipv4Addr::new(10, 0, 0, 2),
+        "02:42:0a:00:00:02".parse().unwrap(),
+    )
+    .unwrap();
+    s
+}
+
+fn tunnel_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tunnel");
+    g.throughput(Throughput::Elements(1));
+    let datagram = payload("tcp_data");
+    let policy = DecapPolicy::default();
+    g.bench_function("decap", |b| {
+        b.iter(|| tunnel::decap(black_box(&datagram), &policy))
+    });
+    let inner = &datagram[8..];
+    let vtep = Vtep {
+        ip: host(2),
+        port: 4789,
+        vni: vni(),
+    };
+    let ports = PortRange::default();
+    g.bench_function("encap", |b| {
+        b.iter(|| tunnel::encap(black_box(inner), &vtep, &ports))
+    });
+    g.finish();
+}
+
+fn lookup_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fdb_lookup");
+    g.throughput(Throughput::Elements(1));
+    for size in [10u32, 10_000, 100_000] {
+        let mut table = ForwardingTable::new(FdbLimits {
+            max_learned: 1,
+            ageing_ms: 300_000,
+        });
+        for i in 0..size {
+            let vtep = Vtep {
+                ip: host((i % 200) as u8 + 1),
+                port: 4789,
+                vni: vni(),
+            };
+            table
+                .add_static(mac(i), vtep, Timestamp::from_secs(0))
+                .unwrap();
+        }
+        // Visit entries in a scattered order so the larger tables miss in cache as they would.
+        let probes: Vec<MacAddr> = (0..4096u32)
+            .map(|i| mac(i.wrapping_mul(2_654_435_761) % size))
+            .collect();
+        let now = Timestamp::from_secs(1);
+        g.bench_function(format!("{size}"), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                table.lookup(black_box(&probes[i]), now).is_some()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn switch_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("switch");
+    g.throughput(Throughput::Elements(1));
+    let now = Timestamp::from_secs(1);
+    // TAP side: A's container sends to B's, a static entry.
+    let to_b = payload("tcp_data")[8..].to_vec();
+    let mut s = switch();
+    let mut reply = [0u8; ARP_REPLY_LEN];
+    g.bench_function("tap_ingress", |b| {
+        b.iter(|| {
+            matches!(
+                s.from_tap(vni(), black_box(&to_b), now, &mut reply),
+                TapAction::Forward(_)
+            )
+        })
+    });
+    // UDP side: B's reply arrives from B, admitted, refreshing a learned entry.
+    let from_b = payload("tcp_synack");
+    let src = SocketAddrV4::new(host(2), 49940);
+    let mut s = switch();
+    g.bench_function("udp_ingress", |b| {
+        b.iter(|| {
+            matches!(
+                s.from_network(src, black_box(&from_b), now),
+                NetworkAction::Deliver { .. }
+            )
+        })
+    });
+    // ARP proxy: A asks who has 10.0.0.2; the switch answers from its table.
+    let request = payload("arp_request_a_to_b")[8..].to_vec();
+    let mut s = switch();
+    g.bench_function("arp_proxy_reply", |b| {
+        b.iter(|| {
+            matches!(
+                s.from_tap(vni(), black_box(&request), now, &mut reply),
+                TapAction::ReplyArp
+            )
+        })
+    });
+    // The core path of one frame each way: decap + switch + encap.
+    let mut s = switch();
+    let ports = PortRange::default();
+    g.bench_function("decap_switch_encap", |b| {
+        b.iter(|| {
+            let delivered = matches!(
+                s.from_network(src, black_box(&from_b), now),
+                NetworkAction::Deliver { .. }
+            );
+            let port = match s.from_tap(vni(), black_box(&to_b), now, &mut reply) {
+                TapAction::Forward(vtep) => tunnel::encap(&to_b, &vtep, &ports).src_port,
+                _ => 0,
+            };
+            (delivered, port)
+        })
+    });
+    g.finish();
+
+    // Learning a new MAC (insert, including the occasional in-place rehash): 1024 per batch.
+    let mut g = c.benchmark_group("switch");
+    g.throughput(Throughput::Elements(1024));
+    let frames: Vec<Vec<u8>> = (0..1024u32)
+        .map(|i| {
+            let mut d = from_b.clone();
+            EthernetFrame::new_unchecked(&mut d[8..]).set_src_addr(mac(i));
+            d
+        })
+        .collect();
+    g.bench_function("udp_ingress_learn_new", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut s = Switch::new();
+                let config = NetworkConfig {
+                    max_learned: 1024,
+                    ..Default::default()
+                };
+                s.add_network(vni(), config).unwrap();
+                s.network_mut(vni())
+                    .unwrap()
+                    .flood_add(Vtep {
+                        ip: host(2),
+                        port: 4789,
+                        vni: vni(),
+                    })
+                    .unwrap();
+                s
+            },
+            |s| {
+                for f in &frames {
+                    black_box(s.from_network(src, f, now));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50);
+    targets = tunnel_benches, lookup_benches, switch_benches
+}
+criterion_main!(benches);

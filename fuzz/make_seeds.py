@@ -2,7 +2,7 @@
 """Writes the seed corpus in fuzz/seeds/ from the kernel captures in
 dataplane/testdata/kernel/ plus hand-made edge cases. Deterministic; rerun after the captures
 change, then commit fuzz/seeds/."""
-import pathlib, shutil
+import pathlib
 
 root = pathlib.Path(__file__).resolve().parent
 captures = sorted((root.parent / "dataplane/testdata/kernel").glob("*.bin"))
@@ -13,8 +13,11 @@ def write(target, name, data):
     d.mkdir(parents=True, exist_ok=True)
     (d / name).write_bytes(bytes(data))
 
+# Start afresh, but keep the regression inputs fuzzing found (seeds/*/regress_*).
 for t in ("decap", "tap_frame", "switch_ops"):
-    shutil.rmtree(seeds / t, ignore_errors=True)
+    for f in (seeds / t).glob("*"):
+        if not f.name.startswith("regress_"):
+            f.unlink()
 
 OUTER = 14 + 20 + 8  # outer Ethernet + IPv4 (no options) + UDP
 for path in captures:

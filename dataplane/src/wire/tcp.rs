@@ -429,6 +429,10 @@ impl<'a> TcpRepr<'a> {
     /// Segments with reserved bits set are `Unsupported`: RFC 9293 says to ignore them, but
     /// a repr that dropped them would not re-emit byte for byte. Code that must forward
     /// such segments works on `TcpPacket` directly, which keeps them.
+    ///
+    /// A checksum field of 0xffff where 0x0000 computes is accepted (both encode ones-complement
+    /// zero) and re-emits as 0x0000, the form an emitter computes; every other segment re-emits
+    /// byte for byte.
     pub fn parse<T: AsRef<[u8]>>(
         packet: &'a TcpPacket<T>,
         src: Ipv4Addr,

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every vxtap check, in the order CI runs them (.ci/run calls this script):
+#   1. install what is missing (Debian packages, cargo-fuzz; apt needs root)
+#   2. cargo fmt --check   3. clippy -D warnings   4. cargo test --workspace
+#   5. build the fuzz targets and run each for FUZZ_SECONDS (default 30; 0 skips)
+# Usage: ./test.sh            FUZZ_SECONDS=600 ./test.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+fuzz_seconds=${FUZZ_SECONDS:-30}
+step() { printf '\n==> %s\n' "$*"; }
+
+step "1/5 install what is missing"
+missing=()
+command -v c++ >/dev/null || missing+=(g++)
+command -v python3 >/dev/null || missing+=(python3)
+command -v ip >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+if [ "$fuzz_seconds" != 0 ]; then
+  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+  command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+fi
+echo "ok: $(cargo --version); nightly: $(cargo +nightly --version 2>/dev/null || echo none)"
+
+step "2/5 cargo fmt --check"
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+
+step "3/5 cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "4/5 cargo test --workspace"
+cargo test --workspace
+
+if [ "$fuzz_seconds" != 0 ]; then
+  step "5/5 fuzz every target for ${fuzz_seconds}s"
+  fuzz/run.sh "$fuzz_seconds"
+else
+  step "5/5 fuzzing skipped (FUZZ_SECONDS=0)"
+fi
+step "all checks passed"
