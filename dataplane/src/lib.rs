@@ -8,13 +8,18 @@
 //!   with a flow-hashed outer source port.
 //! - [`counters`]: drop reasons and per-network counters.
 //!
-//! Nothing in this crate performs I/O, reads a clock or uses `unsafe`; the I/O shell that
-//! feeds it lives elsewhere.
+//! Those four are the pure core: no I/O, no clock, no threads. Around them:
+//! - [`io`]: the I/O shell (TAP queues, batched UDP, network namespaces); the only module
+//!   with `unsafe`, all of it in `io::sys`.
+//! - [`runtime`]: worker threads that move batches between TAPs and the underlay through the
+//!   core.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod counters;
+pub mod io;
+pub mod runtime;
 pub mod switch;
 pub mod tunnel;
 pub mod wire;

@@ -15,6 +15,7 @@ pub mod ethernet;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;
+pub mod virtio_net;
 pub mod vxlan;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
@@ -22,6 +23,7 @@ pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr, VlanInfo};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use tcp::{TcpFlags, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
+pub use virtio_net::{GsoType, VirtioNetHeader, VirtioNetRepr};
 pub use vxlan::{Vni, VxlanPacket, VxlanRepr};
 
 /// A byte range of a header field.

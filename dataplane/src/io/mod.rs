@@ -1,0 +1,162 @@
+//! The I/O shell: the TAP device on the overlay side, the UDP socket on the underlay side, and
+//! network namespaces to put each where it belongs.
+//!
+//! - [`netns`]: resolve a namespace argument like iproute2 and run a closure inside it on a
+//!   helper thread, so that fds opened there (a TAP, a socket) live in that namespace while
+//!   the calling thread never moves.
+//! - [`tap`]: create a non-persistent, multiqueue TAP with a 12-byte virtio-net header and
+//!   move frames through its queues, one `read` or one `writev` per frame.
+//! - [`udp`]: a non-blocking IPv4 UDP socket with batched receive (`recvmmsg`, UDP GRO) and
+//!   batched send (`sendmmsg`, UDP GSO).
+//!
+//! Everything here is non-blocking: readiness comes from the caller's event loop (every type
+//! implements `AsFd`/`AsRawFd` for registration), and `WouldBlock` is passed up untouched.
+//! All `unsafe` lives in the private `sys` module; every new fd goes straight into an
+//! `OwnedFd`, so nothing is ever closed by hand. This module never parses or builds packets
+//! (that is `wire` and `tunnel`), never keeps state between calls beyond its own buffers,
+//! and never touches addresses, routes or link state beyond the TAP it creates (which it
+//! leaves down, like `ip link add`).
+
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+
+pub mod netns;
+pub mod tap;
+pub mod udp;
+
+#[allow(unsafe_code)]
+mod sys;
+
+#[cfg(test)]
+mod testns;
+
+pub use tap::{
+    TapConfig, TapDevice, TapQueue, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4,
+    TUN_F_USO6,
+};
+pub use udp::{RecvBatch, SendBatch, SendOutcome, UdpSocket};
+
+/// Why an I/O shell operation failed, with what it was operating on.
+///
+/// Per-packet failures are not `IoError`s: `TapQueue` and the batches return plain
+/// `std::io::Result`s so that `WouldBlock` reaches the event loop without wrapping.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IoError {
+    /// A namespace argument that cannot name anything (empty, `.` or `..`).
+    #[error("{name:?} is not a network namespace name")]
+    InvalidNetnsName {
+        /// The argument as given.
+        name: String,
+    },
+    /// The namespace file does not exist.
+    #[error("network namespace {} does not exist", path.display())]
+    NetnsNotFound {
+        /// The resolved path.
+        path: PathBuf,
+    },
+    /// The namespace file exists but cannot be opened.
+    #[error("cannot open network namespace {}", path.display())]
+    NetnsOpen {
+        /// The resolved path.
+        path: PathBuf,
+        /// What `open` said.
+        source: std::io::Error,
+    },
+    /// The helper thread that enters a namespace could not be started.
+    #[error("cannot start a thread to enter network namespace {}", path.display())]
+    NetnsThread {
+        /// The resolved path.
+        path: PathBuf,
+        /// What `clone` said.
+        source: std::io::Error,
+    },
+    /// `setns` refused the file (EINVAL: not a network namespace; EPERM: no CAP_SYS_ADMIN).
+    #[error("cannot enter network namespace {}", path.display())]
+    Setns {
+        /// The resolved path.
+        path: PathBuf,
+        /// What `setns` said.
+        source: std::io::Error,
+    },
+    /// An interface name the kernel would refuse or misread.
+    #[error("invalid interface name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A TAP configuration that cannot be honoured.
+    #[error("TAP {name}: {reason}")]
+    InvalidConfig {
+        /// The TAP's name.
+        name: String,
+        /// What is wrong with the configuration.
+        reason: &'static str,
+    },
+    /// An interface of that name already exists in the target namespace.
+    #[error("interface {name} already exists in {}", NetnsName(netns.as_deref()))]
+    NameTaken {
+        /// The interface name.
+        name: String,
+        /// The namespace, or `None` for the caller's own.
+        netns: Option<PathBuf>,
+    },
+    /// `/dev/net/tun` could not be opened.
+    #[error("cannot open /dev/net/tun for TAP {name}")]
+    TunOpen {
+        /// The TAP's name.
+        name: String,
+        /// What `open` said.
+        source: std::io::Error,
+    },
+    /// An ioctl on a TAP or interface failed.
+    #[error("{op} on {device} failed")]
+    Ioctl {
+        /// The request, e.g. `"TUNSETOFFLOAD"`.
+        op: &'static str,
+        /// The interface name.
+        device: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// A socket could not be created.
+    #[error("cannot create {purpose} socket")]
+    Socket {
+        /// What the socket was for.
+        purpose: &'static str,
+        /// What `socket` said.
+        source: std::io::Error,
+    },
+    /// A UDP socket could not be bound.
+    #[error("cannot bind UDP socket to {addr}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddrV4,
+        /// What `bind` said.
+        source: std::io::Error,
+    },
+    /// A socket option (or `getsockname`) failed.
+    #[error("{option} on UDP socket {addr} failed")]
+    SocketOption {
+        /// The option, e.g. `"SO_RCVBUF"`.
+        option: &'static str,
+        /// The socket's address (as requested, if it is not bound yet).
+        addr: SocketAddrV4,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+}
+
+/// Displays an optional namespace path for error messages.
+struct NetnsName<'a>(Option<&'a Path>);
+
+impl std::fmt::Display for NetnsName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(path) => write!(f, "network namespace {}", path.display()),
+            None => f.write_str("the current network namespace"),
+        }
+    }
+}

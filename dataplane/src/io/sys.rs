@@ -1,0 +1,753 @@
+//! The only place in vxtap with `unsafe`: thin, safe wrappers over the Linux syscalls the
+//! I/O shell needs (setns, TAP and interface ioctls, read/writev, recvmmsg/sendmmsg,
+//! setsockopt).
+//!
+//! Every wrapper is safe to call with any arguments: each `unsafe` block states what the
+//! kernel reads or writes through the pointers it is given and why they are valid for the
+//! call. Requests that take a pointer are not passed around as raw numbers but as a closed
+//! enum ([`IfreqRequest`]), so no safe caller can pair an ioctl with the wrong argument.
+//! `recvmmsg`/`sendmmsg` scratch ([`RecvScratch`], [`SendQueue`]) owns its header arrays and
+//! rebuilds every internal pointer right before each call from `Vec::as_mut_ptr`, so the
+//! pointers the kernel sees are always fresh and derived from live allocations.
+//!
+//! This module never decides policy (which errors are fatal, what to retry beyond EINTR):
+//! that belongs to `tap`, `udp` and `netns`. Errors come back as `std::io::Error`.
+
+use std::io::{self, IoSlice};
+use std::marker::PhantomData;
+use std::mem;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr;
+
+/// Retries `f` while it fails with `EINTR`. The one place vxtap handles `EINTR`.
+pub(crate) fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Turns a `-1`-on-error return value into an `io::Result`.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Like `cvt`, for calls that return a byte count.
+fn cvt_len(ret: libc::ssize_t) -> io::Result<usize> {
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
+/// Moves the calling thread into the network namespace `fd` refers to.
+pub(crate) fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
+    retry_eintr(|| {
+        // SAFETY: setns takes two integers and reads no memory of ours; `fd` is open for
+        // the duration of the call because we hold a borrow of it.
+        cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) })
+    })?;
+    Ok(())
+}
+
+/// The ioctls that take a `struct ifreq *`, and only those.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IfreqRequest {
+    /// Create or attach a TUN/TAP queue (`ifr_flags` in; the name may be rewritten).
+    TunSetIff,
+    /// Read the interface index (`ifr_ifindex` out).
+    GetIndex,
+    /// Set the MTU (`ifr_mtu` in).
+    SetMtu,
+    /// Set the transmit queue length (`ifr_qlen` in).
+    SetTxQueueLen,
+    /// Read the hardware address (`ifr_hwaddr` out).
+    GetHwAddr,
+}
+
+impl IfreqRequest {
+    fn code(self) -> libc::Ioctl {
+        // The casts only matter on libcs whose `Ioctl` is `c_int`; the codes fit either way.
+        #[allow(clippy::unnecessary_cast)]
+        match self {
+            IfreqRequest::TunSetIff => libc::TUNSETIFF as libc::Ioctl,
+            IfreqRequest::GetIndex => libc::SIOCGIFINDEX as libc::Ioctl,
+            IfreqRequest::SetMtu => libc::SIOCSIFMTU as libc::Ioctl,
+            IfreqRequest::SetTxQueueLen => libc::SIOCSIFTXQLEN as libc::Ioctl,
+            IfreqRequest::GetHwAddr => libc::SIOCGIFHWADDR as libc::Ioctl,
+        }
+    }
+}
+
+/// A zeroed `ifreq` carrying `name`, which must fit in `IFNAMSIZ` with its NUL.
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name does not fit in IFNAMSIZ",
+        ));
+    }
+    // SAFETY: `ifreq` is plain data: a `c_char` array and a union of integers, byte arrays,
+    // `sockaddr`s and one pointer, for all of which all-zero bytes are a valid value.
+    let mut request: libc::ifreq = unsafe { mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    Ok(request)
+}
+
+/// Issues one of the `ifreq` ioctls on `fd`.
+fn ioctl_ifreq(
+    fd: BorrowedFd<'_>,
+    request: IfreqRequest,
+    ifreq: &mut libc::ifreq,
+) -> io::Result<()> {
+    let code = request.code();
+    let ifreq: *mut libc::ifreq = ifreq;
+    retry_eintr(|| {
+        // SAFETY: every `IfreqRequest` takes a `struct ifreq *` and reads or writes at most
+        // `sizeof(struct ifreq)` bytes through it; `ifreq` comes from an exclusive reference
+        // that outlives the call, and `fd` is borrowed, hence open.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), code, ifreq) })
+    })?;
+    Ok(())
+}
+
+/// `TUNSETIFF`: creates the TAP `name` or attaches another queue to it.
+pub(crate) fn tun_set_iff(fd: BorrowedFd<'_>, name: &str, flags: libc::c_int) -> io::Result<()> {
+    let mut request = ifreq(name)?;
+    // `ifr_flags` is a short; every IFF_* flag the TUN driver knows fits in 16 bits.
+    request.ifr_ifru.ifru_flags = flags as libc::c_short;
+    ioctl_ifreq(fd, IfreqRequest::TunSetIff, &mut request)
+}
+
+/// An ioctl whose argument is a pointer to one `int` the kernel reads.
+fn ioctl_int_in(fd: BorrowedFd<'_>, code: libc::Ioctl, value: libc::c_int) -> io::Result<()> {
+    let value: *const libc::c_int = &value;
+    retry_eintr(|| {
+        // SAFETY: the callers below only pass requests that read one `int` through the
+        // pointer (TUNSETVNETHDRSZ, TUNSETVNETLE); `value` lives on our stack for the call.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), code, value) })
+    })?;
+    Ok(())
+}
+
+/// `TUNSETVNETHDRSZ`: the size of the virtio-net header in front of every frame.
+pub(crate) fn tun_set_vnet_hdr_size(fd: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
+    ioctl_int_in(fd, libc::TUNSETVNETHDRSZ, size)
+}
+
+/// `TUNSETVNETLE`: little-endian virtio-net header fields (a no-op on little-endian hosts).
+pub(crate) fn tun_set_vnet_le(fd: BorrowedFd<'_>, little_endian: bool) -> io::Result<()> {
+    ioctl_int_in(fd, libc::TUNSETVNETLE, libc::c_int::from(little_endian))
+}
+
+/// `TUNSETOFFLOAD`: the `TUN_F_*` offloads the reader of the TAP can handle.
+pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, flags: libc::c_uint) -> io::Result<()> {
+    let flags = libc::c_ulong::from(flags);
+    retry_eintr(|| {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long), so no memory
+        // of ours is read or written; `fd` is borrowed, hence open.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags) })
+    })?;
+    Ok(())
+}
+
+/// `SIOCGIFINDEX` on a socket: the index of `name` in the socket's namespace, `None` if
+/// there is no such interface.
+pub(crate) fn interface_index(socket: BorrowedFd<'_>, name: &str) -> io::Result<Option<u32>> {
+    let mut request = ifreq(name)?;
+    match ioctl_ifreq(socket, IfreqRequest::GetIndex, &mut request) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    // SAFETY: SIOCGIFINDEX succeeded, so the kernel wrote `ifr_ifindex`; every bit pattern
+    // is a valid `c_int` anyway, since the union started zeroed.
+    let index = unsafe { request.ifr_ifru.ifru_ifindex };
+    u32::try_from(index)
+        .map(Some)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "negative interface index"))
+}
+
+/// `SIOCSIFMTU` on a socket.
+pub(crate) fn set_mtu(socket: BorrowedFd<'_>, name: &str, mtu: u32) -> io::Result<()> {
+    let mut request = ifreq(name)?;
+    request.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU does not fit in an int"))?;
+    ioctl_ifreq(socket, IfreqRequest::SetMtu, &mut request)
+}
+
+/// `SIOCSIFTXQLEN` on a socket.
+pub(crate) fn set_tx_queue_len(socket: BorrowedFd<'_>, name: &str, len: u32) -> io::Result<()> {
+    let mut request = ifreq(name)?;
+    // `ifr_qlen` is the same `int` member as `ifr_ifindex` in the C union.
+    request.ifr_ifru.ifru_ifindex = libc::c_int::try_from(len).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "queue length does not fit in an int",
+        )
+    })?;
+    ioctl_ifreq(socket, IfreqRequest::SetTxQueueLen, &mut request)
+}
+
+/// `SIOCGIFHWADDR` on a socket: the interface's Ethernet address.
+pub(crate) fn hardware_address(socket: BorrowedFd<'_>, name: &str) -> io::Result<[u8; 6]> {
+    let mut request = ifreq(name)?;
+    ioctl_ifreq(socket, IfreqRequest::GetHwAddr, &mut request)?;
+    // SAFETY: SIOCGIFHWADDR succeeded, so the kernel wrote `ifr_hwaddr`; a `sockaddr` is
+    // integers and bytes, valid for any bit pattern, and the union started zeroed.
+    let hwaddr = unsafe { request.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (dst, src) in mac.iter_mut().zip(hwaddr.sa_data.iter()) {
+        *dst = *src as u8;
+    }
+    Ok(mac)
+}
+
+/// One `read(2)`.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    retry_eintr(|| {
+        // SAFETY: the kernel writes at most `buf.len()` bytes to `buf`, which is exclusively
+        // borrowed for the call; `fd` is borrowed, hence open.
+        cvt_len(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+    })
+}
+
+/// One `writev(2)`.
+pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let count = libc::c_int::try_from(bufs.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many iovecs"))?;
+    retry_eintr(|| {
+        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix, and each
+        // one borrows its bytes for at least as long as `bufs`; the kernel only reads them.
+        cvt_len(unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), count) })
+    })
+}
+
+/// `setsockopt` with an `int` value.
+pub(crate) fn set_socket_option_int(
+    socket: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    let value_ptr: *const libc::c_int = &value;
+    retry_eintr(|| {
+        // SAFETY: the kernel reads `sizeof(int)` bytes from `value_ptr`, which points to a
+        // live `c_int` on our stack; `socket` is borrowed, hence open.
+        cvt(unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                value_ptr.cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+    })?;
+    Ok(())
+}
+
+/// Waits up to `timeout_ms` for `fd` to become readable (tests only: the runtime uses mio).
+#[cfg(test)]
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ready = retry_eintr(|| {
+        // SAFETY: `pollfd` is one live, exclusively borrowed `struct pollfd`, matching the
+        // count of 1; the kernel writes only its `revents`.
+        cvt(unsafe { libc::poll(&mut pollfd, 1, timeout_ms) })
+    })?;
+    Ok(ready > 0)
+}
+
+// ---- batched UDP -----------------------------------------------------------------------
+
+/// Room for the control messages of one datagram, aligned for `cmsghdr`: one UDP_GRO
+/// (`CMSG_SPACE(4)`) on receive or one UDP_SEGMENT (`CMSG_SPACE(2)`) on send, with room for
+/// an unexpected extra message on receive.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct ControlBuf([u8; 64]);
+
+const _: () = assert!(mem::align_of::<ControlBuf>() >= mem::align_of::<libc::cmsghdr>());
+
+/// `CMSG_SPACE(sizeof(u16))`: the control length of a UDP_SEGMENT message.
+// SAFETY: CMSG_SPACE is pure arithmetic on its argument; it is `unsafe` only by libc's
+// convention for the CMSG_* family.
+const SEGMENT_CMSG_SPACE: usize =
+    unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize;
+/// `CMSG_LEN(sizeof(u16))`: the `cmsg_len` of a UDP_SEGMENT message.
+// SAFETY: as above, pure arithmetic.
+const SEGMENT_CMSG_LEN: usize = unsafe { libc::CMSG_LEN(mem::size_of::<u16>() as u32) } as usize;
+
+const _: () = assert!(SEGMENT_CMSG_SPACE <= mem::size_of::<ControlBuf>());
+
+/// An all-zero `mmsghdr`: null pointers and zero lengths.
+fn zeroed_mmsghdr() -> libc::mmsghdr {
+    // SAFETY: `mmsghdr` is plain data (integers and raw pointers, plus padding on some libcs)
+    // for which all-zero bytes are valid: null pointers and zero lengths.
+    unsafe { mem::zeroed() }
+}
+
+/// An all-zero `iovec`.
+fn empty_iovec() -> libc::iovec {
+    libc::iovec {
+        iov_base: ptr::null_mut(),
+        iov_len: 0,
+    }
+}
+
+/// An all-zero `sockaddr_in`.
+fn zeroed_sockaddr_in() -> libc::sockaddr_in {
+    // SAFETY: `sockaddr_in` is integers and a byte array; all-zero is valid.
+    unsafe { mem::zeroed() }
+}
+
+fn sockaddr_in(addr: SocketAddrV4) -> libc::sockaddr_in {
+    let mut raw = zeroed_sockaddr_in();
+    raw.sin_family = libc::AF_INET as libc::sa_family_t;
+    raw.sin_port = addr.port().to_be();
+    raw.sin_addr.s_addr = u32::from(*addr.ip()).to_be();
+    raw
+}
+
+fn socket_addr_v4(raw: &libc::sockaddr_in) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(raw.sin_addr.s_addr)),
+        u16::from_be(raw.sin_port),
+    )
+}
+
+/// What the kernel said about one received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// Bytes written to the buffer (never more than the buffer).
+    pub len: usize,
+    /// The datagram was longer than the buffer (`MSG_TRUNC`); the tail is lost.
+    pub truncated: bool,
+    /// The sender, or `0.0.0.0:0` if the kernel gave no IPv4 address.
+    pub source: SocketAddrV4,
+    /// The UDP_GRO segment size, if the kernel coalesced several datagrams into this one.
+    pub segment_size: Option<u16>,
+}
+
+impl Received {
+    /// A slot that received nothing.
+    pub const EMPTY: Received = Received {
+        len: 0,
+        truncated: false,
+        source: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        segment_size: None,
+    };
+}
+
+/// The header arrays for `recvmmsg`, allocated once for `count` messages.
+pub(crate) struct RecvScratch {
+    headers: Vec<libc::mmsghdr>,
+    iovecs: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_in>,
+    controls: Vec<ControlBuf>,
+}
+
+// SAFETY: the raw pointers inside `headers` and `iovecs` are scratch: `recv` rewrites every
+// one of them from buffers it borrows before the kernel sees them, and nothing dereferences
+// them between calls, so moving the scratch to another thread shares nothing.
+unsafe impl Send for RecvScratch {}
+
+impl RecvScratch {
+    /// Scratch for up to `count` datagrams per call.
+    pub fn new(count: usize) -> RecvScratch {
+        RecvScratch {
+            headers: vec![zeroed_mmsghdr(); count],
+            iovecs: vec![empty_iovec(); count],
+            names: vec![zeroed_sockaddr_in(); count],
+            controls: vec![ControlBuf([0; 64]); count],
+        }
+    }
+
+    /// One `recvmmsg(MSG_DONTWAIT)` into `buffers`, cut into `buf_size`-byte slots; fills
+    /// `out[..n]` and returns `n`. At most `min(count, buffers.len() / buf_size, out.len())`
+    /// datagrams are received. Allocates nothing.
+    pub fn recv(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        buffers: &mut [u8],
+        buf_size: usize,
+        out: &mut [Received],
+    ) -> io::Result<usize> {
+        let slots = buffers.len().checked_div(buf_size).unwrap_or(0);
+        let count = self.headers.len().min(slots).min(out.len());
+        if count == 0 {
+            return Ok(0);
+        }
+        // Each pointer is taken once from its allocation and offset from there, so the
+        // pointers handed to the kernel are never invalidated by a later reborrow.
+        let buffer_base = buffers.as_mut_ptr();
+        for (i, iovec) in self.iovecs[..count].iter_mut().enumerate() {
+            *iovec = libc::iovec {
+                iov_base: buffer_base.wrapping_add(i * buf_size).cast(),
+                iov_len: buf_size,
+            };
+        }
+        let iovec_base = self.iovecs.as_mut_ptr();
+        let name_base = self.names.as_mut_ptr();
+        let control_base = self.controls.as_mut_ptr();
+        for (i, header) in self.headers[..count].iter_mut().enumerate() {
+            header.msg_len = 0;
+            let msg = &mut header.msg_hdr;
+            msg.msg_name = name_base.wrapping_add(i).cast();
+            msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            msg.msg_iov = iovec_base.wrapping_add(i);
+            msg.msg_iovlen = 1;
+            msg.msg_control = control_base.wrapping_add(i).cast();
+            msg.msg_controllen = mem::size_of::<ControlBuf>() as _;
+            msg.msg_flags = 0;
+        }
+        let header_base = self.headers.as_mut_ptr();
+        let received = retry_eintr(|| {
+            // SAFETY: `header_base` points to `count` initialised `mmsghdr`s that we own
+            // exclusively. Each names one `sockaddr_in` of ours (namelen = its size), one
+            // iovec of ours covering `buf_size` bytes of `buffers` (slot `i`, in bounds
+            // because `count <= buffers.len() / buf_size`), and one `ControlBuf` of ours
+            // (controllen = its size). All of them are borrowed (`&mut self`, `buffers`) for
+            // the whole call and the kernel writes only within those lengths. A null timeout
+            // is allowed.
+            cvt(unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    header_base,
+                    count as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    ptr::null_mut(),
+                )
+            })
+        })?;
+        let received = usize::try_from(received).unwrap_or(0).min(count);
+        for (i, slot) in out[..received].iter_mut().enumerate() {
+            let header = &self.headers[i];
+            let msg = &header.msg_hdr;
+            let source = if msg.msg_namelen as usize >= mem::size_of::<libc::sockaddr_in>()
+                && i32::from(self.names[i].sin_family) == libc::AF_INET
+            {
+                socket_addr_v4(&self.names[i])
+            } else {
+                Received::EMPTY.source
+            };
+            *slot = Received {
+                len: (header.msg_len as usize).min(buf_size),
+                truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+                source,
+                segment_size: gro_segment_size(msg),
+            };
+        }
+        Ok(received)
+    }
+}
+
+/// Finds a UDP_GRO control message in a `msghdr` that `recvmmsg` just filled.
+fn gro_segment_size(msg: &libc::msghdr) -> Option<u16> {
+    // SAFETY: `msg.msg_control` points to a `ControlBuf` of the scratch that is still
+    // borrowed by our caller, and the kernel set `msg_controllen` to the bytes it wrote
+    // there (never more than we offered). CMSG_FIRSTHDR/CMSG_NXTHDR stay within
+    // `msg_controllen`, so every `cmsghdr` they return is readable; the data of a UDP_GRO
+    // message is one `int`, checked against `cmsg_len` before it is read.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let header = ptr::read_unaligned(cmsg);
+            if header.cmsg_level == libc::SOL_UDP
+                && header.cmsg_type == libc::UDP_GRO
+                && header.cmsg_len as usize
+                    >= libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) as usize
+            {
+                let size = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return u16::try_from(size).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
+}
+
+/// The most parts (iovecs) one queued datagram may have.
+pub(crate) const MAX_PARTS: usize = 3;
+
+/// One queued datagram: how many of its slot's iovecs are used, and its GSO size.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    parts: usize,
+    gso_size: Option<u16>,
+}
+
+/// A queue of datagrams for `sendmmsg`, allocated once for `capacity` messages.
+///
+/// Slot `i` owns `iovecs[i * MAX_PARTS..][..MAX_PARTS]`, `names[i]`, `controls[i]` and
+/// `headers[i]`; slots `head..tail` are queued. The iovecs are filled by `push` from
+/// `&'a [u8]` slices, so the queue cannot outlive the bytes it points to; the other
+/// pointers are rebuilt by `send`.
+pub(crate) struct SendQueue<'a> {
+    headers: Vec<libc::mmsghdr>,
+    iovecs: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_in>,
+    controls: Vec<ControlBuf>,
+    pending: Vec<Pending>,
+    head: usize,
+    tail: usize,
+    _parts: PhantomData<&'a [u8]>,
+}
+
+// SAFETY: the iovecs of queued slots point into `&'a [u8]` slices, and `&[u8]` is `Send`
+// (`[u8]` is `Sync`), so the queue is as sendable as the slices it stands for; iovecs of
+// free slots are never read, and the pointers in `headers` are rebuilt by every `send`.
+unsafe impl Send for SendQueue<'_> {}
+
+impl<'a> SendQueue<'a> {
+    /// An empty queue for up to `capacity` datagrams.
+    pub fn new(capacity: usize) -> SendQueue<'a> {
+        SendQueue {
+            headers: vec![zeroed_mmsghdr(); capacity],
+            iovecs: vec![empty_iovec(); capacity * MAX_PARTS],
+            names: vec![zeroed_sockaddr_in(); capacity],
+            controls: vec![ControlBuf([0; 64]); capacity],
+            pending: vec![
+                Pending {
+                    parts: 0,
+                    gso_size: None
+                };
+                capacity
+            ],
+            head: 0,
+            tail: 0,
+            _parts: PhantomData,
+        }
+    }
+
+    /// How many datagrams fit.
+    pub fn capacity(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// How many datagrams are queued.
+    pub fn len(&self) -> usize {
+        self.tail - self.head
+    }
+
+    /// Queues a datagram; `false` if the queue is full.
+    ///
+    /// # Panics
+    ///
+    /// If `parts` has more than `MAX_PARTS` slices.
+    pub fn push(&mut self, dst: SocketAddrV4, parts: &[&'a [u8]], gso_size: Option<u16>) -> bool {
+        assert!(
+            parts.len() <= MAX_PARTS,
+            "a datagram has at most {MAX_PARTS} parts"
+        );
+        if self.tail == self.capacity() {
+            if self.head == 0 {
+                return false;
+            }
+            self.compact();
+        }
+        let slot = self.tail;
+        let iovecs = &mut self.iovecs[slot * MAX_PARTS..][..MAX_PARTS];
+        for (iovec, part) in iovecs.iter_mut().zip(parts) {
+            // The kernel only reads through a send iovec; `*mut` is what the C type says.
+            *iovec = libc::iovec {
+                iov_base: part.as_ptr().cast_mut().cast(),
+                iov_len: part.len(),
+            };
+        }
+        self.names[slot] = sockaddr_in(dst);
+        self.pending[slot] = Pending {
+            parts: parts.len(),
+            gso_size,
+        };
+        self.tail += 1;
+        true
+    }
+
+    /// Moves the queued slots to the front.
+    fn compact(&mut self) {
+        let (head, tail) = (self.head, self.tail);
+        self.iovecs
+            .copy_within(head * MAX_PARTS..tail * MAX_PARTS, 0);
+        self.names.copy_within(head..tail, 0);
+        self.pending.copy_within(head..tail, 0);
+        self.tail = tail - head;
+        self.head = 0;
+    }
+
+    /// Forgets the first `n` queued datagrams (sent, or dropped after an error).
+    pub fn advance(&mut self, n: usize) {
+        self.head += n.min(self.len());
+        if self.head == self.tail {
+            self.clear();
+        }
+    }
+
+    /// Bytes the kernel took (`msg_len`) for the first `n` queued datagrams, right after a
+    /// `send` that reported them sent.
+    pub fn sent_bytes(&self, n: usize) -> usize {
+        let end = self.head + n.min(self.len());
+        self.headers[self.head..end]
+            .iter()
+            .map(|h| h.msg_len as usize)
+            .sum()
+    }
+
+    /// Forgets every queued datagram.
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.tail = 0;
+    }
+
+    /// The same allocations, empty, for slices of another lifetime.
+    pub fn recycle<'b>(self) -> SendQueue<'b> {
+        SendQueue {
+            headers: self.headers,
+            iovecs: self.iovecs,
+            names: self.names,
+            controls: self.controls,
+            pending: self.pending,
+            head: 0,
+            tail: 0,
+            _parts: PhantomData,
+        }
+    }
+
+    /// One `sendmmsg(MSG_DONTWAIT)` of the queued datagrams, from the first. Returns how many
+    /// the kernel took (it stops at the first that fails; that error is returned only when it
+    /// is the very first datagram). Does not advance the queue. Allocates nothing.
+    pub fn send(&mut self, socket: BorrowedFd<'_>) -> io::Result<usize> {
+        let (head, tail) = (self.head, self.tail);
+        if head == tail {
+            return Ok(0);
+        }
+        let iovec_base = self.iovecs.as_mut_ptr();
+        let name_base = self.names.as_mut_ptr();
+        let control_base = self.controls.as_mut_ptr();
+        for slot in head..tail {
+            let pending = self.pending[slot];
+            let header = &mut self.headers[slot];
+            header.msg_len = 0;
+            let msg = &mut header.msg_hdr;
+            msg.msg_name = name_base.wrapping_add(slot).cast();
+            msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            msg.msg_iov = iovec_base.wrapping_add(slot * MAX_PARTS);
+            msg.msg_iovlen = pending.parts as _;
+            msg.msg_flags = 0;
+            match pending.gso_size {
+                None => {
+                    msg.msg_control = ptr::null_mut();
+                    msg.msg_controllen = 0;
+                }
+                Some(size) => {
+                    msg.msg_control = control_base.wrapping_add(slot).cast();
+                    msg.msg_controllen = SEGMENT_CMSG_SPACE as _;
+                    // SAFETY: `msg_control` points to this slot's `ControlBuf` (64 bytes,
+                    // aligned for `cmsghdr`, exclusively ours through `&mut self`), and
+                    // `msg_controllen` = CMSG_SPACE(2) <= 64, so CMSG_FIRSTHDR returns that
+                    // buffer's start and both the header and the two data bytes after it
+                    // (at CMSG_LEN(0)) are in bounds.
+                    unsafe {
+                        let cmsg = libc::CMSG_FIRSTHDR(msg);
+                        (*cmsg).cmsg_len = SEGMENT_CMSG_LEN as _;
+                        (*cmsg).cmsg_level = libc::SOL_UDP;
+                        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+                    }
+                }
+            }
+        }
+        let header_base = self.headers.as_mut_ptr().wrapping_add(head);
+        let count = (tail - head) as libc::c_uint;
+        let sent = retry_eintr(|| {
+            // SAFETY: `header_base` points to the `tail - head` initialised `mmsghdr`s of the
+            // queued slots, exclusively ours through `&mut self`; the kernel writes only their
+            // `msg_len`. Each names its slot's `sockaddr_in` and (if any) control buffer, both
+            // ours and sized as declared, and `parts` of its slot's iovecs; those point into
+            // `&'a [u8]` slices that are alive because `self` cannot outlive `'a`, and the
+            // kernel only reads them.
+            cvt(unsafe {
+                libc::sendmmsg(socket.as_raw_fd(), header_base, count, libc::MSG_DONTWAIT)
+            })
+        })?;
+        Ok(usize::try_from(sent).unwrap_or(0).min(tail - head))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_eintr_retries_only_eintr() {
+        let mut calls = 0;
+        let result = retry_eintr(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(io::Error::from_raw_os_error(libc::EINTR))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(result.unwrap(), 3);
+
+        let mut calls = 0;
+        let result: io::Result<()> = retry_eintr(|| {
+            calls += 1;
+            Err(io::Error::from(io::ErrorKind::WouldBlock))
+        });
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn ifreq_refuses_names_that_do_not_fit() {
+        assert!(ifreq("").is_err());
+        assert!(ifreq("0123456789abcdef").is_err());
+        assert!(ifreq("a\0b").is_err());
+        let request = ifreq("0123456789abcde").unwrap();
+        assert_eq!(request.ifr_name[14], b'e' as libc::c_char);
+        assert_eq!(request.ifr_name[15], 0);
+    }
+
+    #[test]
+    fn segment_cmsg_fits_and_sockaddr_round_trips() {
+        assert!(SEGMENT_CMSG_SPACE <= mem::size_of::<ControlBuf>());
+        let addr = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 4789);
+        assert_eq!(socket_addr_v4(&sockaddr_in(addr)), addr);
+    }
+
+    #[test]
+    fn send_queue_compacts_and_recycles() {
+        let data = [1u8, 2, 3];
+        let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
+        let mut queue = SendQueue::new(2);
+        assert!(queue.push(dst, &[&data[..1]], None));
+        assert!(queue.push(dst, &[&data[..2], &data[2..]], Some(1)));
+        assert!(!queue.push(dst, &[], None));
+        queue.advance(1);
+        assert_eq!(queue.len(), 1);
+        // Room again: the remaining slot moves to the front.
+        assert!(queue.push(dst, &[&data[..]], None));
+        assert_eq!(queue.len(), 2);
+        assert_eq!((queue.head, queue.tail), (0, 2));
+        assert_eq!(queue.pending[0].parts, 2);
+        assert_eq!(queue.iovecs[0].iov_len, 2);
+        assert_eq!(queue.iovecs[1].iov_len, 1);
+        assert_eq!(queue.iovecs[MAX_PARTS].iov_len, 3);
+        let queue: SendQueue<'static> = queue.recycle();
+        assert_eq!((queue.len(), queue.capacity()), (0, 2));
+    }
+}

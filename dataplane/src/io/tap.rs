@@ -1,0 +1,826 @@
+//! The overlay side: a multiqueue TAP device with a virtio-net header on every frame.
+//!
+//! [`TapDevice::create`] opens `queues` fds on `/dev/net/tun`, each attached to the same
+//! TAP with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE`, sets a 12-byte
+//! little-endian `virtio_net_hdr_v1` (see [`crate::wire::virtio_net`]), the offloads, the MTU
+//! and the transmit queue length, all inside the target namespace, and leaves the link down
+//! like `ip link add` does: whoever owns the namespace's configuration brings it up.
+//!
+//! The TAP is not persistent: it exists while at least one queue fd is open and the kernel
+//! deletes it when the last one closes, however the process ends (SIGKILL included), so a
+//! crashed daemon leaves nothing behind.
+//!
+//! A frame goes through a [`TapQueue`] in one syscall each way: `read` returns the header
+//! and the frame together, `send` writes them with one `writev` without copying. Writes to a
+//! TAP that is down fail with `EIO`.
+//!
+//! This module never parses frames, never changes addresses, routes or link state, and never
+//! attaches to a TAP it did not create.
+
+use super::{netns, sys, IoError};
+use crate::wire::virtio_net;
+use crate::wire::MacAddr;
+use std::fs::OpenOptions;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Offload: the reader finishes partial checksums (`NEEDS_CSUM`); required by all others.
+pub const TUN_F_CSUM: u32 = libc::TUN_F_CSUM;
+/// Offload: the reader segments TCP over IPv4 (needs `TUN_F_CSUM`).
+pub const TUN_F_TSO4: u32 = libc::TUN_F_TSO4;
+/// Offload: the reader segments TCP over IPv6 (needs `TUN_F_CSUM`).
+pub const TUN_F_TSO6: u32 = libc::TUN_F_TSO6;
+/// Offload: the reader handles ECN in TSO (needs `TUN_F_TSO4` or `TUN_F_TSO6`).
+pub const TUN_F_TSO_ECN: u32 = libc::TUN_F_TSO_ECN;
+/// Offload: the reader segments UDP over IPv4 (Linux 6.2+; only together with
+/// `TUN_F_USO6`, and needs `TUN_F_CSUM`).
+pub const TUN_F_USO4: u32 = libc::TUN_F_USO4;
+/// Offload: the reader segments UDP over IPv6 (Linux 6.2+; only together with `TUN_F_USO4`).
+pub const TUN_F_USO6: u32 = libc::TUN_F_USO6;
+
+/// Length of the virtio-net header in front of every frame on a queue.
+pub const VNET_HEADER_LEN: usize = virtio_net::HEADER_LEN;
+/// The most queues the kernel lets one TAP have (`MAX_TAP_QUEUES`).
+pub const MAX_QUEUES: usize = 256;
+/// The longest interface name (`IFNAMSIZ - 1`).
+pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
+
+/// How to create a TAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapConfig {
+    /// Interface name: 1 to 15 bytes, no `/`, `:`, `%` or whitespace.
+    pub name: String,
+    /// Number of queues (fds), 1 to [`MAX_QUEUES`].
+    pub queues: usize,
+    /// MTU of the TAP.
+    pub mtu: u32,
+    /// `TUN_F_*` offloads the reader handles; 0 for none. `create` fails if the kernel
+    /// refuses them: to probe, create with 0 and try [`TapDevice::set_offload`].
+    pub offload: u32,
+    /// Transmit queue length, or `None` to keep the kernel's default.
+    pub txqueuelen: Option<u32>,
+}
+
+impl TapConfig {
+    /// One queue, MTU 1500, no offloads, default queue length.
+    pub fn new(name: impl Into<String>) -> TapConfig {
+        TapConfig {
+            name: name.into(),
+            queues: 1,
+            mtu: 1500,
+            offload: 0,
+            txqueuelen: None,
+        }
+    }
+}
+
+/// Checks that `name` is an interface name the kernel takes literally: 1 to 15 bytes, not
+/// `.` or `..`, and free of `/`, `:`, whitespace, control characters and `%` (which the
+/// kernel would treat as a template for a name of its own choosing).
+pub fn validate_interface_name(name: &str) -> Result<(), IoError> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("reserved")
+    } else if name.contains('/') {
+        Some("contains '/'")
+    } else if name.contains(':') {
+        Some("contains ':'")
+    } else if name.contains('%') {
+        Some("contains '%', which the kernel treats as a name template")
+    } else if name.chars().any(char::is_whitespace) {
+        Some("contains whitespace")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(IoError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A TAP device and its queues.
+#[derive(Debug)]
+pub struct TapDevice {
+    name: String,
+    ifindex: u32,
+    mac: MacAddr,
+    netns: Option<PathBuf>,
+    queues: Vec<TapQueue>,
+}
+
+/// One queue of a TAP: an fd to read frames from and write frames to.
+///
+/// Non-blocking: `recv` and `send` return `WouldBlock` for the event loop to handle.
+#[derive(Debug)]
+pub struct TapQueue {
+    fd: OwnedFd,
+}
+
+impl TapDevice {
+    /// Creates a TAP in `netns` (a namespace file, see [`netns::resolve`]) or, with `None`,
+    /// in the caller's namespace.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidName` or `InvalidConfig` before anything is touched; the namespace errors of
+    /// [`netns::run_in`]; `NameTaken` if an interface of that name exists there (checked
+    /// first, and again atomically by the kernel with `IFF_TUN_EXCL`, so an existing TAP is
+    /// never joined); `TunOpen` or `Ioctl` if the kernel refuses a step, in which case the
+    /// half-made TAP disappears with its fds.
+    pub fn create(config: &TapConfig, netns: Option<&Path>) -> Result<TapDevice, IoError> {
+        validate_interface_name(&config.name)?;
+        if config.queues == 0 || config.queues > MAX_QUEUES {
+            return Err(IoError::InvalidConfig {
+                name: config.name.clone(),
+                reason: "the number of queues must be 1 to 256",
+            });
+        }
+        let (queues, ifindex, mac) = netns::run_maybe_in(netns, || create_here(config, netns))??;
+        Ok(TapDevice {
+            name: config.name.clone(),
+            ifindex,
+            mac,
+            netns: netns.map(Path::to_owned),
+            queues,
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interface index in its namespace.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The TAP's own MAC address (random, chosen by the kernel).
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// The namespace the TAP was created in, `None` for the creator's own.
+    pub fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
+    }
+
+    /// The queues, one per fd.
+    pub fn queues(&self) -> &[TapQueue] {
+        &self.queues
+    }
+
+    /// Gives up the device handle for its queues, e.g. to hand one to each worker. The TAP
+    /// lives until the last of them is dropped.
+    pub fn into_queues(self) -> Vec<TapQueue> {
+        self.queues
+    }
+
+    /// Sets the `TUN_F_*` offloads the reader handles (replacing the previous set).
+    ///
+    /// The kernel refuses (EINVAL) flags it does not know, such as `TUN_F_USO4` before Linux
+    /// 6.2, and combinations it does not support (TSO or USO without `TUN_F_CSUM`, USO4
+    /// without USO6), so callers can probe from the richest set down.
+    pub fn set_offload(&self, flags: u32) -> Result<(), IoError> {
+        // `create` guarantees at least one queue, and they only leave with `self`.
+        let Some(queue) = self.queues.first() else {
+            return Err(IoError::InvalidConfig {
+                name: self.name.clone(),
+                reason: "the TAP has no queue left",
+            });
+        };
+        sys::tun_set_offload(queue.as_fd(), flags).map_err(|source| IoError::Ioctl {
+            op: "TUNSETOFFLOAD",
+            device: self.name.clone(),
+            source,
+        })
+    }
+}
+
+/// Everything `create` does inside the target namespace.
+fn create_here(
+    config: &TapConfig,
+    netns: Option<&Path>,
+) -> Result<(Vec<TapQueue>, u32, MacAddr), IoError> {
+    let name = config.name.as_str();
+    let ioctl_error = |op: &'static str| {
+        move |source| IoError::Ioctl {
+            op,
+            device: name.to_owned(),
+            source,
+        }
+    };
+    let name_taken = || IoError::NameTaken {
+        name: name.to_owned(),
+        netns: netns.map(Path::to_owned),
+    };
+    // Interface ioctls need a socket, any socket, of the namespace.
+    let control: OwnedFd = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+        .map_err(|source| IoError::Socket {
+            purpose: "an interface control",
+            source,
+        })?
+        .into();
+    if sys::interface_index(control.as_fd(), name)
+        .map_err(ioctl_error("SIOCGIFINDEX"))?
+        .is_some()
+    {
+        return Err(name_taken());
+    }
+
+    let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_MULTI_QUEUE;
+    let open_queue = |flags| -> Result<TapQueue, IoError> {
+        let fd: OwnedFd = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK) // std adds O_CLOEXEC
+            .open("/dev/net/tun")
+            .map_err(|source| IoError::TunOpen {
+                name: name.to_owned(),
+                source,
+            })?
+            .into();
+        match sys::tun_set_iff(fd.as_fd(), name, flags) {
+            Ok(()) => Ok(TapQueue { fd }),
+            // IFF_TUN_EXCL (first queue) got EBUSY: the name appeared since the check.
+            Err(err)
+                if flags & libc::IFF_TUN_EXCL != 0 && err.raw_os_error() == Some(libc::EBUSY) =>
+            {
+                Err(name_taken())
+            }
+            Err(err) => Err(ioctl_error("TUNSETIFF")(err)),
+        }
+    };
+    // The first queue creates the TAP and must not join one that appeared since the check
+    // above; IFF_TUN_EXCL makes the kernel refuse instead. Header size, endianness and
+    // offloads belong to the device, so they are set once, before other queues attach.
+    let first = open_queue(flags | libc::IFF_TUN_EXCL)?;
+    sys::tun_set_vnet_hdr_size(first.as_fd(), VNET_HEADER_LEN as libc::c_int)
+        .map_err(ioctl_error("TUNSETVNETHDRSZ"))?;
+    sys::tun_set_vnet_le(first.as_fd(), true).map_err(ioctl_error("TUNSETVNETLE"))?;
+    sys::tun_set_offload(first.as_fd(), config.offload).map_err(ioctl_error("TUNSETOFFLOAD"))?;
+    let mut queues = Vec::with_capacity(config.queues);
+    queues.push(first);
+    for _ in 1..config.queues {
+        queues.push(open_queue(flags)?);
+    }
+    sys::set_mtu(control.as_fd(), name, config.mtu).map_err(ioctl_error("SIOCSIFMTU"))?;
+    if let Some(len) = config.txqueuelen {
+        sys::set_tx_queue_len(control.as_fd(), name, len).map_err(ioctl_error("SIOCSIFTXQLEN"))?;
+    }
+    let ifindex = sys::interface_index(control.as_fd(), name)
+        .map_err(ioctl_error("SIOCGIFINDEX"))?
+        .ok_or_else(|| ioctl_error("SIOCGIFINDEX")(io::Error::from_raw_os_error(libc::ENODEV)))?;
+    let mac = sys::hardware_address(control.as_fd(), name).map_err(ioctl_error("SIOCGIFHWADDR"))?;
+    Ok((queues, ifindex, MacAddr(mac)))
+}
+
+impl TapQueue {
+    /// Reads one frame: the virtio-net header (`VNET_HEADER_LEN` bytes) followed by the
+    /// frame, and returns their total length.
+    ///
+    /// `buf` should hold `VNET_HEADER_LEN` + MTU + 18 bytes (Ethernet header and one VLAN
+    /// tag), or `VNET_HEADER_LEN` + 65550 with TSO/USO offloads. The kernel cuts a longer
+    /// frame to `buf.len()` without saying so (the read simply fills `buf`), so a read that
+    /// fills the buffer must be treated as truncated; a buffer shorter than the header is
+    /// refused with `EINVAL`, and the frame is lost either way.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::read(self.fd.as_fd(), buf)
+    }
+
+    /// Writes one frame behind `header` with a single `writev`, and returns the bytes
+    /// written (header included). Fails with `EIO` while the TAP is down.
+    pub fn send(&self, header: &[u8; VNET_HEADER_LEN], frame: &[u8]) -> io::Result<usize> {
+        sys::writev(
+            self.fd.as_fd(),
+            &[IoSlice::new(header), IoSlice::new(frame)],
+        )
+    }
+}
+
+impl AsFd for TapQueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for TapQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::testns::TestNetns;
+    use crate::wire::virtio_net::{GsoType, VirtioNetHeader, VirtioNetRepr};
+    use crate::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, IpProtocol,
+        Ipv4Packet, UdpPacket,
+    };
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::process::Command;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    const PEER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
+    const TAP_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+    /// A name unique to this process and test, short enough for IFNAMSIZ.
+    fn unique_name() -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "vt{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        assert!(name.len() <= MAX_NAME_LEN);
+        name
+    }
+
+    fn config(name: &str) -> TapConfig {
+        TapConfig {
+            mtu: 1400,
+            txqueuelen: Some(321),
+            ..TapConfig::new(name)
+        }
+    }
+
+    fn exists_in_root_namespace(name: &str) -> bool {
+        Command::new("ip")
+            .args(["link", "show", "dev", name])
+            .output()
+            .expect("run ip")
+            .status
+            .success()
+    }
+
+    /// Gives the TAP 192.0.2.1/24 and brings it up, inside the test namespace.
+    fn bring_up(ns: &TestNetns, tap: &TapDevice) {
+        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", tap.name()]);
+        ns.ip(&["link", "set", tap.name(), "up"]);
+    }
+
+    /// An ARP request "who has 192.0.2.1? tell `sender`" from `PEER_MAC`.
+    fn arp_request(sender: Ipv4Addr) -> Vec<u8> {
+        let mut frame = vec![0u8; 14 + 28];
+        let mut ethernet = EthernetFrame::new_unchecked(&mut frame[..]);
+        EthernetRepr {
+            src_addr: PEER_MAC,
+            dst_addr: MacAddr::BROADCAST,
+            ethertype: EtherType::ARP,
+        }
+        .emit(&mut ethernet);
+        ArpRepr {
+            operation: ArpOperation::Request,
+            sender_mac: PEER_MAC,
+            sender_ip: sender,
+            target_mac: MacAddr::ZERO,
+            target_ip: TAP_IP,
+        }
+        .emit(&mut ArpPacket::new_unchecked(ethernet.payload_mut()));
+        frame
+    }
+
+    /// Reads frames from `queues` until `wanted` returns `Some` for one (other traffic, such
+    /// as IPv6 router solicitations, is skipped), or panics after 10 seconds.
+    fn recv_until<T>(
+        queues: &[&TapQueue],
+        mut wanted: impl FnMut(VirtioNetRepr, &[u8]) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; VNET_HEADER_LEN + 65550];
+        loop {
+            for queue in queues {
+                match queue.recv(&mut buf) {
+                    Ok(len) => {
+                        let header = VirtioNetHeader::new_checked(&buf[..len]).unwrap();
+                        let repr = VirtioNetRepr::parse(&header).unwrap();
+                        if let Some(found) = wanted(repr, header.payload()) {
+                            return found;
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        sys::wait_readable(queue.as_fd(), 10).unwrap();
+                    }
+                    Err(err) => panic!("TAP read: {err}"),
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for a frame");
+        }
+    }
+
+    /// The ARP reply in `frame`, if it is one.
+    fn arp_reply(frame: &[u8]) -> Option<ArpRepr> {
+        let ethernet = EthernetFrame::new_checked(frame).ok()?;
+        if ethernet.ethertype() != EtherType::ARP {
+            return None;
+        }
+        let repr = ArpRepr::parse(&ArpPacket::new_checked(ethernet.payload()).ok()?).ok()?;
+        (repr.operation == ArpOperation::Reply).then_some(repr)
+    }
+
+    #[test]
+    fn created_in_a_namespace_and_only_there() {
+        let ns = TestNetns::new();
+        let name = unique_name();
+        let tap = TapDevice::create(&config(&name), Some(ns.path())).unwrap();
+        assert_eq!(tap.name(), name);
+        assert_eq!(tap.netns(), Some(ns.path()));
+        assert_eq!(tap.queues().len(), 1);
+        assert!(tap.mac().is_unicast());
+
+        let link = ns.ip(&["-o", "link", "show", "dev", &name]);
+        assert!(
+            link.starts_with(&format!("{}: {name}: <", tap.ifindex())),
+            "{link}"
+        );
+        assert!(link.contains(" mtu 1400 "), "{link}");
+        assert!(link.contains(" qlen 321"), "{link}");
+        assert!(
+            link.contains(&format!("link/ether {} ", tap.mac())),
+            "{link}"
+        );
+        let flags = &link[link.find('<').unwrap() + 1..link.find('>').unwrap()];
+        assert!(!flags.split(',').any(|flag| flag == "UP"), "{link}");
+
+        let details = ns.ip(&["-d", "link", "show", "dev", &name]);
+        assert!(details.contains("tun type tap"), "{details}");
+        assert!(!exists_in_root_namespace(&name));
+    }
+
+    #[test]
+    fn a_taken_name_is_refused_without_joining_it() {
+        let ns = TestNetns::new();
+        let name = unique_name();
+        let _tap = TapDevice::create(&config(&name), Some(ns.path())).unwrap();
+        for taken in [name.as_str(), "lo"] {
+            let err = TapDevice::create(&config(taken), Some(ns.path())).unwrap_err();
+            assert!(
+                matches!(&err, IoError::NameTaken { name, netns } if name == taken && netns.as_deref() == Some(ns.path())),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains(ns.name()), "{err}");
+        }
+        let details = ns.ip(&["-d", "link", "show", "dev", &name]);
+        assert!(details.contains("numqueues 1 "), "{details}");
+    }
+
+    #[test]
+    fn the_kernel_refuses_to_join_with_the_exclusive_flag() {
+        // The race `create` closes: the name appears between the check and TUNSETIFF.
+        let ns = TestNetns::new();
+        let name = unique_name();
+        let _tap = TapDevice::create(&config(&name), Some(ns.path())).unwrap();
+        let err = netns::run_in(ns.path(), || {
+            let fd: OwnedFd = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .unwrap()
+                .into();
+            let flags = libc::IFF_TAP
+                | libc::IFF_NO_PI
+                | libc::IFF_VNET_HDR
+                | libc::IFF_MULTI_QUEUE
+                | libc::IFF_TUN_EXCL;
+            sys::tun_set_iff(fd.as_fd(), &name, flags).unwrap_err()
+        })
+        .unwrap();
+        assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
+    }
+
+    #[test]
+    fn bad_names_and_configs_are_refused_before_anything_happens() {
+        // A namespace that does not exist: validation must fail first.
+        let nowhere = Path::new("/var/run/netns/vxt-never-created");
+        for bad in [
+            "",
+            "0123456789abcdef",
+            "a/b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            ".",
+            "..",
+            "a:1",
+            "tap%d",
+            "a\0b",
+        ] {
+            let err = TapDevice::create(&TapConfig::new(bad), Some(nowhere)).unwrap_err();
+            assert!(
+                matches!(&err, IoError::InvalidName { name, .. } if name == bad),
+                "{bad:?}: {err:?}"
+            );
+        }
+        assert!(validate_interface_name("0123456789abcde").is_ok());
+        assert!(validate_interface_name("vxtap-ü").is_ok());
+        for queues in [0, MAX_QUEUES + 1] {
+            let config = TapConfig {
+                queues,
+                ..TapConfig::new("vxt0")
+            };
+            let err = TapDevice::create(&config, Some(nowhere)).unwrap_err();
+            assert!(matches!(err, IoError::InvalidConfig { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_step_leaves_no_half_made_tap() {
+        let ns = TestNetns::new();
+        let name = unique_name();
+        let config = TapConfig {
+            mtu: 10, // below the Ethernet minimum of 68
+            queues: 3,
+            ..config(&name)
+        };
+        let err = TapDevice::create(&config, Some(ns.path())).unwrap_err();
+        assert!(
+            matches!(&err, IoError::Ioctl { op: "SIOCSIFMTU", device, source } if *device == name && source.raw_os_error() == Some(libc::EINVAL)),
+            "{err:?}"
+        );
+        assert!(ns.try_ip(&["link", "show", "dev", &name]).is_err());
+        // The name is free again.
+        TapDevice::create(&TapConfig::new(name.as_str()), Some(ns.path())).unwrap();
+    }
+
+    #[test]
+    fn a_missing_namespace_is_named() {
+        let path = Path::new("/var/run/netns/vxt-never-created");
+        let err = TapDevice::create(&TapConfig::new("vxt0"), Some(path)).unwrap_err();
+        assert!(matches!(err, IoError::NetnsNotFound { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "network namespace /var/run/netns/vxt-never-created does not exist"
+        );
+    }
+
+    #[test]
+    fn the_kernel_answers_an_arp_request_written_to_the_tap() {
+        let ns = TestNetns::new();
+        let tap = TapDevice::create(&config(&unique_name()), Some(ns.path())).unwrap();
+        let queue = &tap.queues()[0];
+        let request = arp_request(Ipv4Addr::new(192, 0, 2, 2));
+        let header = VirtioNetRepr::NONE.to_bytes();
+
+        // Down: the kernel refuses the frame.
+        let err = queue.send(&header, &request).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        // Nothing to read yet, and that is WouldBlock, not an error.
+        let mut buf = [0u8; 2048];
+        assert_eq!(
+            queue.recv(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+
+        bring_up(&ns, &tap);
+        assert_eq!(queue.send(&header, &request).unwrap(), 12 + 42);
+        let (vnet, reply) = recv_until(&[queue], |vnet, frame| {
+            arp_reply(frame).map(|reply| (vnet, reply))
+        });
+        // No offloads: the kernel's header carries nothing.
+        assert_eq!(vnet, VirtioNetRepr::NONE);
+        assert_eq!(reply.sender_mac, tap.mac());
+        assert_eq!(reply.sender_ip, TAP_IP);
+        assert_eq!(reply.target_mac, PEER_MAC);
+        assert_eq!(reply.target_ip, Ipv4Addr::new(192, 0, 2, 2));
+    }
+
+    #[test]
+    fn both_queues_of_a_multiqueue_tap_carry_frames() {
+        let ns = TestNetns::new();
+        let name = unique_name();
+        let tap = TapDevice::create(
+            &TapConfig {
+                queues: 2,
+                ..config(&name)
+            },
+            Some(ns.path()),
+        )
+        .unwrap();
+        let details = ns.ip(&["-d", "link", "show", "dev", &name]);
+        assert!(details.contains("multi_queue numqueues 2 "), "{details}");
+        bring_up(&ns, &tap);
+        let queues = tap.into_queues();
+        let header = VirtioNetRepr::NONE.to_bytes();
+        let senders = [Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 11)];
+        for (queue, sender) in queues.iter().zip(senders) {
+            queue.send(&header, &arp_request(sender)).unwrap();
+        }
+        // The kernel picks the queue of each reply by flow hash; both replies must arrive.
+        let mut answered = Vec::new();
+        let all: Vec<&TapQueue> = queues.iter().collect();
+        recv_until(&all, |_, frame| {
+            if let Some(reply) = arp_reply(frame) {
+                answered.push(reply.target_ip);
+            }
+            senders
+                .iter()
+                .all(|sender| answered.contains(sender))
+                .then_some(())
+        });
+    }
+
+    #[test]
+    fn the_tap_disappears_with_its_last_queue() {
+        let ns = TestNetns::new();
+        let name = unique_name();
+        let tap = TapDevice::create(
+            &TapConfig {
+                queues: 2,
+                ..config(&name)
+            },
+            Some(ns.path()),
+        )
+        .unwrap();
+        let mut queues = tap.into_queues();
+        drop(queues.pop());
+        assert!(ns.try_ip(&["link", "show", "dev", &name]).is_ok());
+        drop(queues);
+        // Unregistering runs when the last fd closes; allow the kernel a moment anyway.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ns.try_ip(&["link", "show", "dev", &name]).is_ok() {
+            assert!(Instant::now() < deadline, "{name} outlived its queues");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn offload_flags_the_kernel_accepts() {
+        let ns = TestNetns::new();
+        let tap = TapDevice::create(&config(&unique_name()), Some(ns.path())).unwrap();
+        let accepted = |flags| tap.set_offload(flags).is_ok();
+        let einval = |flags| match tap.set_offload(flags) {
+            Err(IoError::Ioctl { op, source, .. }) => {
+                op == "TUNSETOFFLOAD" && source.raw_os_error() == Some(libc::EINVAL)
+            }
+            _ => false,
+        };
+        assert!(accepted(0));
+        assert!(accepted(TUN_F_CSUM));
+        assert!(accepted(
+            TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+        ));
+        // Segmentation offloads are meaningless without checksum offload.
+        assert!(einval(TUN_F_TSO4));
+        // USO is all or nothing (and unknown before Linux 6.2).
+        assert!(einval(TUN_F_CSUM | TUN_F_USO4));
+        assert!(einval(0x8000_0000));
+        let uso = accepted(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6);
+        eprintln!("TUNSETOFFLOAD CSUM|TSO4|TSO6|USO4|USO6 accepted: {uso}");
+        for bit in 0..32 {
+            eprintln!(
+                "TUNSETOFFLOAD CSUM|bit {bit:#x}: {}",
+                accepted(TUN_F_CSUM | (1 << bit))
+            );
+        }
+    }
+
+    /// The first IPv4/UDP frame in what `queue` reads, with its virtio-net header.
+    fn next_udp_frame(queue: &TapQueue) -> (VirtioNetRepr, Vec<u8>) {
+        recv_until(&[queue], |vnet, frame| {
+            let ethernet = EthernetFrame::new_checked(frame).ok()?;
+            let ip = Ipv4Packet::new_checked(ethernet.payload()).ok()?;
+            (ethernet.ethertype() == EtherType::IPV4 && ip.protocol() == IpProtocol::UDP)
+                .then(|| (vnet, frame.to_vec()))
+        })
+    }
+
+    #[test]
+    fn checksum_and_segmentation_offloads_show_in_the_header() {
+        use crate::io::udp::{SendBatch, UdpSocket};
+        let ns = TestNetns::new();
+        let tap = TapDevice::create(&config(&unique_name()), Some(ns.path())).unwrap();
+        let uso = tap
+            .set_offload(TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6)
+            .is_ok();
+        if !uso {
+            tap.set_offload(TUN_F_CSUM).unwrap();
+        }
+        bring_up(&ns, &tap);
+        let peer = "02:00:00:00:00:02";
+        ns.ip(&[
+            "neigh",
+            "add",
+            "192.0.2.2",
+            "lladdr",
+            peer,
+            "nud",
+            "permanent",
+            "dev",
+            tap.name(),
+        ]);
+        let socket = netns::run_in(ns.path(), || {
+            UdpSocket::bind(SocketAddrV4::new(TAP_IP, 0), false)
+        })
+        .unwrap()
+        .unwrap();
+        let dst = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 4789);
+        let queue = &tap.queues()[0];
+
+        // A plain datagram: the kernel leaves its UDP checksum for us to finish.
+        socket.send_to(&[7u8; 100], dst).unwrap();
+        let (vnet, frame) = next_udp_frame(queue);
+        assert!(vnet.needs_csum, "{vnet:?}");
+        assert_eq!(vnet.gso_type, GsoType::None);
+        assert_eq!((vnet.csum_start, vnet.csum_offset), (14 + 20, 6));
+        assert_eq!(frame.len(), 14 + 20 + 8 + 100);
+
+        // A UDP_SEGMENT send of 3 x 1000 bytes: one USO super-frame if the TAP takes USO.
+        let payload = vec![9u8; 3000];
+        let mut batch = SendBatch::new(1);
+        assert!(batch.push(dst, &[&payload], Some(1000)));
+        let outcome = batch.send(&socket).unwrap();
+        assert_eq!((outcome.sent, outcome.failed), (1, 0), "{outcome:?}");
+        let (vnet, frame) = next_udp_frame(queue);
+        eprintln!(
+            "USO {uso}: header {:?} frame {} bytes",
+            vnet.to_bytes(),
+            frame.len()
+        );
+        assert!(vnet.needs_csum);
+        if uso {
+            assert_eq!(vnet.gso_type, GsoType::UdpL4);
+            assert_eq!(vnet.gso_size, 1000);
+            assert_eq!(frame.len(), 14 + 20 + 8 + 3000);
+            let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+            let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+            assert_eq!(udp.dst_port(), 4789);
+        } else {
+            assert_eq!(vnet.gso_type, GsoType::None);
+            assert_eq!(frame.len(), 14 + 20 + 8 + 1000);
+        }
+    }
+
+    #[test]
+    fn a_short_buffer_truncates_silently() {
+        let ns = TestNetns::new();
+        let tap = TapDevice::create(&config(&unique_name()), Some(ns.path())).unwrap();
+        bring_up(&ns, &tap);
+        ns.ip(&[
+            "neigh",
+            "add",
+            "192.0.2.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "nud",
+            "permanent",
+            "dev",
+            tap.name(),
+        ]);
+        let socket = netns::run_in(ns.path(), || {
+            crate::io::udp::UdpSocket::bind(SocketAddrV4::new(TAP_IP, 0), false)
+        })
+        .unwrap()
+        .unwrap();
+        let dst = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 9);
+        socket.send_to(&[1u8; 500], dst).unwrap();
+        let queue = &tap.queues()[0];
+        // Too short for the header: refused.
+        sys::wait_readable(queue.as_fd(), 10_000).unwrap();
+        let err = queue.recv(&mut [0u8; VNET_HEADER_LEN - 1]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        // Shorter than the frame: filled, and nothing says the frame was longer.
+        socket.send_to(&[1u8; 500], dst).unwrap();
+        let mut buf = [0u8; VNET_HEADER_LEN + 100];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match queue.recv(&mut buf) {
+                Ok(len) => {
+                    let frame = EthernetFrame::new_checked(&buf[VNET_HEADER_LEN..len]).unwrap();
+                    if frame.ethertype() == EtherType::IPV4 {
+                        assert_eq!(len, buf.len());
+                        break;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    sys::wait_readable(queue.as_fd(), 10).unwrap();
+                }
+                Err(err) => panic!("TAP read: {err}"),
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for a frame");
+        }
+    }
+
+    #[test]
+    fn handles_can_move_to_worker_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<TapDevice>();
+        send_sync::<TapQueue>();
+        send_sync::<crate::io::udp::UdpSocket>();
+        fn send<T: Send>() {}
+        send::<crate::io::udp::RecvBatch>();
+        send::<crate::io::udp::SendBatch<'static>>();
+    }
+}

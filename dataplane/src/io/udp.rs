@@ -1,0 +1,684 @@
+//! The underlay side: a non-blocking IPv4 UDP socket and batched I/O over it.
+//!
+//! - [`UdpSocket`]: bound once, non-blocking, close-on-exec, with 4 MiB socket buffers
+//!   requested (the kernel grants up to `net.core.{r,w}mem_max`), `SO_REUSEPORT` on request
+//!   and UDP GRO on request.
+//! - [`RecvBatch`]: up to `count` datagrams per `recvmmsg`, into buffers and header scratch
+//!   allocated once; with GRO on, one slot may hold several datagrams of `segment_size`
+//!   bytes coalesced by the kernel.
+//! - [`SendBatch`]: up to `capacity` datagrams of up to three parts each (say an outer
+//!   header, a VXLAN header and a frame, sent without copying), each optionally a UDP GSO
+//!   super-datagram (`UDP_SEGMENT`), per `sendmmsg`.
+//!
+//! Soundness of sending without copying: `SendBatch<'a>` holds `&'a [u8]` parts (as iovecs),
+//! so the borrow checker keeps every queued byte alive and unchanged until the batch is
+//! sent, cleared or dropped. [`SendBatch::recycle`] turns an empty batch into one for
+//! another lifetime without allocating, so a worker can keep one batch for its whole life.
+//!
+//! This module never retries a datagram the kernel refused, never blocks, and never builds
+//! or parses packets.
+
+use super::{sys, IoError};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+/// The socket buffer size `bind` asks for, in bytes.
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// The most parts one datagram in a [`SendBatch`] may have.
+pub const MAX_PARTS: usize = sys::MAX_PARTS;
+
+/// A bound, non-blocking IPv4 UDP socket.
+#[derive(Debug)]
+pub struct UdpSocket {
+    socket: std::net::UdpSocket,
+    local: SocketAddrV4,
+}
+
+impl UdpSocket {
+    /// Creates a non-blocking socket bound to `addr` (port 0 picks one), with
+    /// `SO_REUSEPORT` if `reuse_port`, and asks for [`SOCKET_BUFFER_BYTES`] of receive and
+    /// send buffer (the kernel may grant less; see [`UdpSocket::buffer_sizes`]).
+    ///
+    /// The socket belongs to the network namespace of the calling thread; create it inside
+    /// [`super::netns::run_in`] to put it elsewhere.
+    pub fn bind(addr: SocketAddrV4, reuse_port: bool) -> Result<UdpSocket, IoError> {
+        // socket2 adds SOCK_CLOEXEC.
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM.nonblocking(), Some(Protocol::UDP))
+            .map_err(|source| IoError::Socket {
+                purpose: "a UDP",
+                source,
+            })?;
+        let option_error = |option: &'static str| {
+            move |source| IoError::SocketOption {
+                option,
+                addr,
+                source,
+            }
+        };
+        if reuse_port {
+            socket
+                .set_reuse_port(true)
+                .map_err(option_error("SO_REUSEPORT"))?;
+        }
+        socket
+            .set_recv_buffer_size(SOCKET_BUFFER_BYTES)
+            .map_err(option_error("SO_RCVBUF"))?;
+        socket
+            .set_send_buffer_size(SOCKET_BUFFER_BYTES)
+            .map_err(option_error("SO_SNDBUF"))?;
+        socket
+            .bind(&SockAddr::from(addr))
+            .map_err(|source| IoError::Bind { addr, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(option_error("getsockname"))?
+            .as_socket_ipv4()
+            .ok_or_else(|| {
+                option_error("getsockname")(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the kernel reported a non-IPv4 local address",
+                ))
+            })?;
+        Ok(UdpSocket {
+            socket: socket.into(),
+            local,
+        })
+    }
+
+    /// The address the socket is bound to (with the port the kernel picked, if any).
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// The receive and send buffer sizes the kernel granted, as it reports them (Linux
+    /// doubles the requested value for bookkeeping, then caps it at `{r,w}mem_max * 2`).
+    pub fn buffer_sizes(&self) -> Result<(usize, usize), IoError> {
+        let socket = SockRef::from(&self.socket);
+        let option_error = |option: &'static str| {
+            move |source| IoError::SocketOption {
+                option,
+                addr: self.local,
+                source,
+            }
+        };
+        Ok((
+            socket
+                .recv_buffer_size()
+                .map_err(option_error("SO_RCVBUF"))?,
+            socket
+                .send_buffer_size()
+                .map_err(option_error("SO_SNDBUF"))?,
+        ))
+    }
+
+    /// Turns on UDP GRO: the kernel may then hand several datagrams of one flow to one
+    /// [`RecvBatch`] slot, each `segment_size` bytes but the last. `Ok(false)` if the kernel
+    /// does not know the option (before Linux 5.0).
+    pub fn enable_gro(&self) -> Result<bool, IoError> {
+        match sys::set_socket_option_int(self.socket.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 1) {
+            Ok(()) => Ok(true),
+            Err(err) if err.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(false),
+            Err(source) => Err(IoError::SocketOption {
+                option: "UDP_GRO",
+                addr: self.local,
+                source,
+            }),
+        }
+    }
+
+    /// Sends one datagram (for the odd packet outside a batch).
+    pub fn send_to(&self, buf: &[u8], dst: SocketAddrV4) -> io::Result<usize> {
+        sys::retry_eintr(|| self.socket.send_to(buf, dst))
+    }
+
+    /// Receives one datagram (for the odd packet outside a batch).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
+        let (len, source) = sys::retry_eintr(|| self.socket.recv_from(buf))?;
+        match source {
+            SocketAddr::V4(source) => Ok((len, source)),
+            SocketAddr::V6(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "an IPv4 socket reported an IPv6 source",
+            )),
+        }
+    }
+}
+
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+/// Buffers and scratch for receiving up to `count` datagrams per call, allocated once.
+pub struct RecvBatch {
+    buffers: Vec<u8>,
+    buf_size: usize,
+    scratch: sys::RecvScratch,
+    received: Vec<sys::Received>,
+    len: usize,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("capacity", &self.received.len())
+            .field("buf_size", &self.buf_size)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// Room for `count` datagrams of up to `buf_size` bytes each. With GRO on, `buf_size`
+    /// should be 65535, or coalesced datagrams arrive truncated.
+    ///
+    /// # Panics
+    ///
+    /// If `count` or `buf_size` is zero.
+    pub fn new(count: usize, buf_size: usize) -> RecvBatch {
+        assert!(
+            count > 0 && buf_size > 0,
+            "an empty RecvBatch receives nothing"
+        );
+        RecvBatch {
+            buffers: vec![0; count * buf_size],
+            buf_size,
+            scratch: sys::RecvScratch::new(count),
+            received: vec![sys::Received::EMPTY; count],
+            len: 0,
+        }
+    }
+
+    /// Receives what is waiting, up to `capacity()` datagrams, with one `recvmmsg`, and
+    /// returns how many. `WouldBlock` if nothing is. Allocates nothing.
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.len = 0;
+        self.len = self.scratch.recv(
+            socket.as_fd(),
+            &mut self.buffers,
+            self.buf_size,
+            &mut self.received,
+        )?;
+        Ok(self.len)
+    }
+
+    /// How many datagrams the last `recv` received.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the last `recv` received nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many datagrams one `recv` can receive.
+    pub fn capacity(&self) -> usize {
+        self.received.len()
+    }
+
+    /// The size of each datagram buffer.
+    pub fn buf_size(&self) -> usize {
+        self.buf_size
+    }
+
+    fn slot(&self, i: usize) -> &sys::Received {
+        assert!(i < self.len, "datagram {i} of {}", self.len);
+        &self.received[i]
+    }
+
+    /// The bytes of datagram `i` (only the first `buf_size()` if it was truncated).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let len = self.slot(i).len;
+        &self.buffers[i * self.buf_size..][..len]
+    }
+
+    /// The bytes of datagram `i`, mutably (to decapsulate in place).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn payload_mut(&mut self, i: usize) -> &mut [u8] {
+        let len = self.slot(i).len;
+        &mut self.buffers[i * self.buf_size..][..len]
+    }
+
+    /// The sender of datagram `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn source(&self, i: usize) -> SocketAddrV4 {
+        self.slot(i).source
+    }
+
+    /// With GRO on: the size of each of the datagrams the kernel coalesced into slot `i`
+    /// (all but the last are exactly this long), or `None` if it holds one datagram.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn segment_size(&self, i: usize) -> Option<u16> {
+        self.slot(i).segment_size
+    }
+
+    /// Whether datagram `i` was longer than `buf_size()` and lost its tail (`MSG_TRUNC`).
+    /// A truncated datagram must be dropped, not parsed.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn truncated(&self, i: usize) -> bool {
+        self.slot(i).truncated
+    }
+}
+
+/// What one [`SendBatch::send`] did.
+#[derive(Debug, Default)]
+pub struct SendOutcome {
+    /// Datagrams the kernel accepted (a GSO super-datagram counts once).
+    pub sent: usize,
+    /// Their bytes, as the kernel counted them.
+    pub sent_bytes: usize,
+    /// Datagrams the kernel refused and that were dropped from the batch (EMSGSIZE,
+    /// ENETUNREACH, EINVAL for a bad GSO size, ENOBUFS, ...).
+    pub failed: usize,
+    /// The error of the last refused datagram.
+    pub last_error: Option<io::Error>,
+}
+
+/// Datagrams queued for one `sendmmsg`, each up to [`MAX_PARTS`] borrowed parts sent
+/// without copying. All scratch is allocated by `new`; `push` and `send` allocate nothing.
+pub struct SendBatch<'a> {
+    queue: sys::SendQueue<'a>,
+}
+
+impl std::fmt::Debug for SendBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("capacity", &self.queue.capacity())
+            .field("len", &self.queue.len())
+            .finish()
+    }
+}
+
+impl<'a> SendBatch<'a> {
+    /// An empty batch for up to `capacity` datagrams.
+    pub fn new(capacity: usize) -> SendBatch<'a> {
+        SendBatch {
+            queue: sys::SendQueue::new(capacity),
+        }
+    }
+
+    /// How many datagrams fit.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// How many datagrams are queued.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.len() == 0
+    }
+
+    /// Forgets every queued datagram.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+    }
+
+    /// This batch, emptied, for parts of another lifetime. Allocates nothing.
+    pub fn recycle<'b>(self) -> SendBatch<'b> {
+        SendBatch {
+            queue: self.queue.recycle(),
+        }
+    }
+
+    /// Queues one datagram to `dst`, the concatenation of `parts`. With `gso_size`, the
+    /// kernel (or the NIC) cuts it into datagrams of `gso_size` bytes (the last may be
+    /// shorter) via `UDP_SEGMENT`. Returns `false`, queuing nothing, if the batch is full.
+    ///
+    /// # Panics
+    ///
+    /// If `parts` has more than [`MAX_PARTS`] slices.
+    pub fn push(&mut self, dst: SocketAddrV4, parts: &[&'a [u8]], gso_size: Option<u16>) -> bool {
+        self.queue.push(dst, parts, gso_size)
+    }
+
+    /// Sends everything queued, with as many `sendmmsg` calls as it takes.
+    ///
+    /// A datagram the kernel refuses is dropped and counted in `failed`; the rest still go.
+    /// If the socket buffer fills, the unsent datagrams stay queued for the next writable
+    /// event, and `send` returns what it did so far, or `WouldBlock` if it did nothing.
+    /// Errors that concern the socket rather than a datagram (`EBADF`, `ENOTSOCK`, `EFAULT`)
+    /// are returned if nothing was done, and otherwise left queued for the next call.
+    pub fn send(&mut self, socket: &UdpSocket) -> io::Result<SendOutcome> {
+        let mut outcome = SendOutcome::default();
+        while !self.is_empty() {
+            let nothing_done = outcome.sent == 0 && outcome.failed == 0;
+            match self.queue.send(socket.as_fd()) {
+                Ok(0) => break, // nothing taken and no error: wait for writability
+                Ok(sent) => {
+                    outcome.sent += sent;
+                    outcome.sent_bytes += self.queue.sent_bytes(sent);
+                    self.queue.advance(sent);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if nothing_done {
+                        return Err(err);
+                    }
+                    break;
+                }
+                Err(err) if is_socket_error(&err) => {
+                    if nothing_done {
+                        return Err(err);
+                    }
+                    break;
+                }
+                Err(err) => {
+                    // sendmmsg stops at the first datagram that fails and reports its error
+                    // only when it is the first of the call, as here: drop it, go on.
+                    outcome.failed += 1;
+                    outcome.last_error = Some(err);
+                    self.queue.advance(1);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Whether an error concerns the socket (and would fail every datagram) rather than one.
+fn is_socket_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::netns;
+    use crate::io::testns::TestNetns;
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    const LOCALHOST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+
+    /// Binds a socket on 127.0.0.1 inside the test namespace.
+    fn bind_in(ns: &TestNetns) -> UdpSocket {
+        netns::run_in(ns.path(), || UdpSocket::bind(LOCALHOST, false))
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Receives until `want` datagrams arrived (or panics after 10 seconds), and returns
+    /// each with its source, segment size and truncation flag.
+    fn recv_n(
+        batch: &mut RecvBatch,
+        socket: &UdpSocket,
+        want: usize,
+    ) -> Vec<(Vec<u8>, SocketAddrV4, Option<u16>, bool)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < want {
+            match batch.recv(socket) {
+                Ok(n) => {
+                    for i in 0..n {
+                        got.push((
+                            batch.payload(i).to_vec(),
+                            batch.source(i),
+                            batch.segment_size(i),
+                            batch.truncated(i),
+                        ));
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "got {} of {want}", got.len());
+                    sys::wait_readable(socket.as_fd(), 100).unwrap();
+                }
+                Err(err) => panic!("recvmmsg: {err}"),
+            }
+        }
+        got
+    }
+
+    fn assert_nothing_more(batch: &mut RecvBatch, socket: &UdpSocket) {
+        assert_eq!(
+            batch.recv(socket).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[test]
+    fn a_batch_of_64_two_part_datagrams_round_trips() {
+        let ns = TestNetns::new();
+        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        assert_eq!(sender.local_addr().ip(), &Ipv4Addr::LOCALHOST);
+        assert_ne!(sender.local_addr().port(), 0);
+
+        let headers: Vec<[u8; 8]> = (0..64u8).map(|i| [i; 8]).collect();
+        let bodies: Vec<Vec<u8>> = (0..64usize)
+            .map(|i| vec![!(i as u8); 1 + i * 7 % 500])
+            .collect();
+        let mut batch = SendBatch::new(64);
+        for (header, body) in headers.iter().zip(&bodies) {
+            assert!(batch.push(receiver.local_addr(), &[header, body], None));
+        }
+        assert!(!batch.push(receiver.local_addr(), &[&headers[0]], None));
+        assert_eq!(batch.len(), 64);
+        let outcome = batch.send(&sender).unwrap();
+        assert_eq!((outcome.sent, outcome.failed), (64, 0), "{outcome:?}");
+        assert!(batch.is_empty());
+
+        let mut recv = RecvBatch::new(64, 2048);
+        let got = recv_n(&mut recv, &receiver, 64);
+        let mut seen = [false; 64];
+        for (payload, source, segment_size, truncated) in got {
+            let i = usize::from(payload[0]);
+            assert_eq!(&payload[..8], &headers[i]);
+            assert_eq!(&payload[8..], &bodies[i][..]);
+            assert_eq!(source, sender.local_addr());
+            assert_eq!((segment_size, truncated), (None, false));
+            assert!(!std::mem::replace(&mut seen[i], true), "duplicate {i}");
+        }
+        assert_nothing_more(&mut recv, &receiver);
+
+        // The same allocations serve new borrows.
+        let again = [42u8; 3];
+        let mut batch = batch.recycle();
+        assert!(batch.push(
+            receiver.local_addr(),
+            &[&again[..1], &again[1..], &[]],
+            None
+        ));
+        assert_eq!(batch.send(&sender).unwrap().sent, 1);
+        let got = recv_n(&mut recv, &receiver, 1);
+        assert_eq!(got[0].0, again);
+    }
+
+    #[test]
+    fn refused_datagrams_do_not_lose_the_rest() {
+        let ns = TestNetns::new();
+        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        let to = receiver.local_addr();
+        // Only loopback exists in the namespace, so 198.18.0.1 has no route.
+        let unroutable = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 9);
+        let big = vec![0u8; 30_000];
+        let gso_body = [5u8; 1000];
+        let ok: Vec<[u8; 4]> = (0..4u8).map(|i| [i; 4]).collect();
+
+        let mut batch = SendBatch::new(8);
+        assert!(batch.push(to, &[&ok[0]], None));
+        assert!(batch.push(to, &[&big, &big, &big], None)); // 90000 bytes: EMSGSIZE
+        assert!(batch.push(to, &[&ok[1]], None));
+        assert!(batch.push(unroutable, &[&ok[1]], None)); // ENETUNREACH
+        assert!(batch.push(to, &[&ok[2]], None));
+        assert!(batch.push(to, &[&gso_body], Some(1))); // 1000 segments: EINVAL
+        assert!(batch.push(to, &[&ok[3]], None));
+        let outcome = batch.send(&sender).unwrap();
+        assert_eq!((outcome.sent, outcome.failed), (4, 3), "{outcome:?}");
+        assert_eq!(
+            outcome.last_error.and_then(|err| err.raw_os_error()),
+            Some(libc::EINVAL)
+        );
+        assert!(batch.is_empty());
+
+        let mut recv = RecvBatch::new(8, 2048);
+        let got: Vec<Vec<u8>> = recv_n(&mut recv, &receiver, 4)
+            .into_iter()
+            .map(|(payload, ..)| payload)
+            .collect();
+        assert_eq!(got, ok.iter().map(|ok| ok.to_vec()).collect::<Vec<_>>());
+        assert_nothing_more(&mut recv, &receiver);
+
+        // Each refusal on its own, to name them.
+        for (dst, parts, gso, errno) in [
+            (to, vec![&big[..], &big, &big], None, libc::EMSGSIZE),
+            (unroutable, vec![&ok[0][..]], None, libc::ENETUNREACH),
+            (to, vec![&gso_body[..]], Some(1), libc::EINVAL),
+        ] {
+            let mut batch = SendBatch::new(1);
+            assert!(batch.push(dst, &parts, gso));
+            let outcome = batch.send(&sender).unwrap();
+            assert_eq!((outcome.sent, outcome.failed), (0, 1));
+            assert_eq!(
+                outcome.last_error.and_then(|err| err.raw_os_error()),
+                Some(errno)
+            );
+        }
+    }
+
+    #[test]
+    fn a_gso_send_arrives_as_segments_without_gro() {
+        let ns = TestNetns::new();
+        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        let payload: Vec<u8> = (0..3000usize).map(|i| (i / 1000) as u8).collect();
+        let mut batch = SendBatch::new(1);
+        assert!(batch.push(receiver.local_addr(), &[&payload], Some(1000)));
+        assert_eq!(batch.send(&sender).unwrap().sent, 1);
+
+        let mut recv = RecvBatch::new(8, 2048);
+        let got = recv_n(&mut recv, &receiver, 3);
+        for (segment, (payload, source, segment_size, truncated)) in got.into_iter().enumerate() {
+            assert_eq!(payload, vec![segment as u8; 1000]);
+            assert_eq!(source, sender.local_addr());
+            assert_eq!((segment_size, truncated), (None, false));
+        }
+        assert_nothing_more(&mut recv, &receiver);
+    }
+
+    #[test]
+    fn a_gro_receiver_gets_one_coalesced_datagram() {
+        let ns = TestNetns::new();
+        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        let gro = receiver.enable_gro().unwrap();
+        eprintln!("UDP_GRO available: {gro}");
+        let payload: Vec<u8> = (0..2500usize).map(|i| (i / 1000) as u8).collect();
+        let mut batch = SendBatch::new(1);
+        assert!(batch.push(
+            receiver.local_addr(),
+            &[&payload[..100], &payload[100..]],
+            Some(1000)
+        ));
+        assert_eq!(batch.send(&sender).unwrap().sent, 1);
+
+        let mut recv = RecvBatch::new(4, 65535);
+        if gro {
+            // Loopback hands the GSO datagram to a GRO socket whole.
+            let got = recv_n(&mut recv, &receiver, 1);
+            assert_eq!(got[0].0, payload);
+            assert_eq!(got[0].2, Some(1000));
+            assert!(!got[0].3);
+        } else {
+            let got = recv_n(&mut recv, &receiver, 3);
+            assert_eq!(got[2].0.len(), 500);
+        }
+        assert_nothing_more(&mut recv, &receiver);
+    }
+
+    #[test]
+    #[should_panic(expected = "at most 3 parts")]
+    fn more_than_three_parts_is_a_programming_error() {
+        let part = [0u8; 1];
+        let mut batch = SendBatch::new(1);
+        batch.push(LOCALHOST, &[&part, &part, &part, &part], None);
+    }
+
+    #[test]
+    fn truncated_datagrams_are_flagged() {
+        let ns = TestNetns::new();
+        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        sender.send_to(&[1u8; 150], receiver.local_addr()).unwrap();
+        sender.send_to(&[2u8; 50], receiver.local_addr()).unwrap();
+        let mut recv = RecvBatch::new(4, 100);
+        let got = recv_n(&mut recv, &receiver, 2);
+        assert_eq!((got[0].0.len(), got[0].3), (100, true));
+        assert_eq!((got[1].0.clone(), got[1].3), (vec![2u8; 50], false));
+    }
+
+    #[test]
+    fn nothing_to_do_is_would_block_or_nothing() {
+        let ns = TestNetns::new();
+        let socket = bind_in(&ns);
+        let mut recv = RecvBatch::new(4, 100);
+        assert_nothing_more(&mut recv, &socket);
+        assert!(recv.is_empty());
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            socket.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        let outcome = SendBatch::new(4).send(&socket).unwrap();
+        assert_eq!((outcome.sent, outcome.failed), (0, 0));
+    }
+
+    #[test]
+    fn reuse_port_shares_a_port_only_when_asked() {
+        let ns = TestNetns::new();
+        let (first, second, third) = netns::run_in(ns.path(), || {
+            let first = UdpSocket::bind(LOCALHOST, true).unwrap();
+            let second = UdpSocket::bind(first.local_addr(), true);
+            let third = UdpSocket::bind(first.local_addr(), false);
+            (first, second, third)
+        })
+        .unwrap();
+        assert_eq!(second.unwrap().local_addr(), first.local_addr());
+        let err = third.unwrap_err();
+        assert!(
+            matches!(&err, IoError::Bind { addr, source } if *addr == first.local_addr() && source.kind() == io::ErrorKind::AddrInUse),
+            "{err:?}"
+        );
+        let (recv, send) = first.buffer_sizes().unwrap();
+        eprintln!("granted SO_RCVBUF {recv}, SO_SNDBUF {send}");
+        assert!(recv > 0 && send > 0);
+    }
+
+    #[test]
+    fn a_socket_made_in_a_namespace_stays_there() {
+        let ns = TestNetns::new();
+        let socket = bind_in(&ns);
+        let listing = ns.exec(&["ss", "-uan"]);
+        assert!(
+            listing.contains(&socket.local_addr().to_string()),
+            "{listing}"
+        );
+    }
+}

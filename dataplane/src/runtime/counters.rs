@@ -1,0 +1,76 @@
+//! I/O counters the workers keep with relaxed atomics, added once per batch.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// What the I/O did for one link.
+#[derive(Debug, Default)]
+pub struct LinkIoCounters {
+    pub(crate) tap_tx_frames: AtomicU64,
+    pub(crate) tap_tx_bytes: AtomicU64,
+    pub(crate) tap_tx_errors: AtomicU64,
+    pub(crate) udp_tx_datagrams: AtomicU64,
+    pub(crate) udp_tx_bytes: AtomicU64,
+    pub(crate) udp_tx_errors: AtomicU64,
+}
+
+/// A copy of [`LinkIoCounters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkIoSnapshot {
+    /// Frames written to the TAP.
+    pub tap_tx_frames: u64,
+    /// Bytes of those.
+    pub tap_tx_bytes: u64,
+    /// TAP writes that failed (e.g. `EIO` while the TAP is down).
+    pub tap_tx_errors: u64,
+    /// Datagrams sent to VTEPs.
+    pub udp_tx_datagrams: u64,
+    /// Their UDP payload bytes.
+    pub udp_tx_bytes: u64,
+    /// Datagrams the kernel refused.
+    pub udp_tx_errors: u64,
+}
+
+impl LinkIoCounters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> LinkIoSnapshot {
+        LinkIoSnapshot {
+            tap_tx_frames: self.tap_tx_frames.load(Relaxed),
+            tap_tx_bytes: self.tap_tx_bytes.load(Relaxed),
+            tap_tx_errors: self.tap_tx_errors.load(Relaxed),
+            udp_tx_datagrams: self.udp_tx_datagrams.load(Relaxed),
+            udp_tx_bytes: self.udp_tx_bytes.load(Relaxed),
+            udp_tx_errors: self.udp_tx_errors.load(Relaxed),
+        }
+    }
+}
+
+/// What the I/O did that belongs to no link.
+#[derive(Debug, Default)]
+pub struct GlobalIoCounters {
+    pub(crate) udp_rx_datagrams: AtomicU64,
+    pub(crate) udp_rx_oversize: AtomicU64,
+    pub(crate) udp_rx_errors: AtomicU64,
+}
+
+impl GlobalIoCounters {
+    /// Datagrams received on the underlay port.
+    pub fn udp_rx_datagrams(&self) -> u64 {
+        self.udp_rx_datagrams.load(Relaxed)
+    }
+
+    /// Datagrams larger than the receive buffers, dropped.
+    pub fn udp_rx_oversize(&self) -> u64 {
+        self.udp_rx_oversize.load(Relaxed)
+    }
+
+    /// Receive calls that failed with something other than `WouldBlock`.
+    pub fn udp_rx_errors(&self) -> u64 {
+        self.udp_rx_errors.load(Relaxed)
+    }
+}
+
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    if n != 0 {
+        counter.fetch_add(n, Relaxed);
+    }
+}
