@@ -1,0 +1,242 @@
+//! The admin protocol between the `vxtap` commands and the daemon: one JSON request per line
+//! on the Unix socket `RUN_DIR/vxtap.sock`, answered by one JSON response line.
+//!
+//! Addresses travel as strings (`"02:42:0a:00:00:03"`) so the wire format stays readable with
+//! `socat`; the daemon parses and validates everything again, since the socket is an input.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// Settings of a link, as `vxtap link add` takes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSpec {
+    /// TAP name inside its namespace.
+    pub name: String,
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// Source address for encapsulated traffic (`local`); the routing table picks when unset.
+    pub local: Option<Ipv4Addr>,
+    /// UDP port remote VTEPs listen on (`dstport`).
+    pub dstport: u16,
+    /// Namespace to create the TAP in: a name under /var/run/netns, or a path.
+    pub netns: Option<String>,
+    /// Answer ARP from the proxy table (`proxy`).
+    pub proxy: bool,
+    /// Learn remote MACs (`learning` / `nolearning`).
+    pub learning: bool,
+    /// Seconds a learned entry lives without traffic (`ageing`).
+    pub ageing: u64,
+    /// Most learned entries (`maxaddress`).
+    pub maxaddress: usize,
+    /// TAP MTU (`mtu`).
+    pub mtu: u32,
+    /// Accept frames from any VTEP, not only known ones (`admit any`).
+    pub admit_any: bool,
+}
+
+/// How `fdb add` treats an existing entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FdbMode {
+    /// Refuse if the MAC has a static entry (`add`).
+    Add,
+    /// Add a flood-list target (`append`, all-zeros MAC only).
+    Append,
+    /// Add or overwrite (`replace`).
+    Replace,
+}
+
+/// One forwarding entry as the commands name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbSpec {
+    /// MAC address; all zeros means the flood list.
+    pub mac: String,
+    /// Link name.
+    pub dev: String,
+    /// Remote VTEP address (required except for `del` of a unicast MAC).
+    pub dst: Option<Ipv4Addr>,
+    /// Remote VNI; the link's when unset.
+    pub vni: Option<u32>,
+    /// Remote port; the link's `dstport` when unset.
+    pub port: Option<u16>,
+}
+
+/// A request to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Create a link.
+    LinkAdd { spec: LinkSpec },
+    /// Delete a link and its TAP.
+    LinkDel { name: String },
+    /// Show one link or all.
+    LinkShow { name: Option<String> },
+    /// Add, append or replace a forwarding entry.
+    FdbAdd { entry: FdbSpec, mode: FdbMode },
+    /// Delete a forwarding entry.
+    FdbDel { entry: FdbSpec },
+    /// List forwarding entries.
+    FdbShow { dev: Option<String> },
+    /// Add or replace an ARP proxy entry.
+    NeighAdd {
+        ip: Ipv4Addr,
+        mac: String,
+        dev: String,
+    },
+    /// Delete an ARP proxy entry.
+    NeighDel { ip: Ipv4Addr, dev: String },
+    /// List ARP proxy entries.
+    NeighShow { dev: Option<String> },
+    /// Counters of every link.
+    Stats,
+}
+
+/// A link as `link show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// Its settings.
+    #[serde(flatten)]
+    pub spec: LinkSpec,
+    /// Interface index inside its namespace.
+    pub ifindex: u32,
+    /// The TAP's MAC.
+    pub mac: String,
+    /// Its counters.
+    pub stats: LinkStats,
+}
+
+/// One drop reason's count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// The reason's name (`unknown_vtep`, ...).
+    pub reason: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// Counters of one link: what the switch decided and what the I/O did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStats {
+    /// Link name.
+    pub name: String,
+    /// Its VNI.
+    pub vni: u32,
+    /// Frames read from the TAP.
+    pub tap_rx_frames: u64,
+    /// Bytes of those.
+    pub tap_rx_bytes: u64,
+    /// Frames written to the TAP (decapsulated, plus ARP replies).
+    pub tap_tx_frames: u64,
+    /// Bytes of those.
+    pub tap_tx_bytes: u64,
+    /// Datagrams with this VNI received from the underlay.
+    pub udp_rx_datagrams: u64,
+    /// Inner bytes of those.
+    pub udp_rx_bytes: u64,
+    /// Datagrams sent to VTEPs.
+    pub udp_tx_datagrams: u64,
+    /// Bytes of those (VXLAN header included).
+    pub udp_tx_bytes: u64,
+    /// Sends the kernel refused.
+    pub udp_tx_errors: u64,
+    /// TAP writes the kernel refused.
+    pub tap_tx_errors: u64,
+    /// Frames sent to one known VTEP.
+    pub forwarded: u64,
+    /// Frames flooded.
+    pub flooded: u64,
+    /// Copies made by flooding.
+    pub flood_copies: u64,
+    /// ARP requests answered locally.
+    pub arp_replies: u64,
+    /// Unicast frames to unknown MACs.
+    pub l2_misses: u64,
+    /// ARP requests for unknown IPs.
+    pub l3_misses: u64,
+    /// Learned entries now.
+    pub learned_entries: usize,
+    /// Entries learned in all.
+    pub learned: u64,
+    /// Learned entries that moved VTEP.
+    pub moves: u64,
+    /// Learning refused at the cap.
+    pub learn_refused: u64,
+    /// Entries aged out.
+    pub aged_out: u64,
+    /// Drops, every reason listed.
+    pub drops: Vec<DropCount>,
+}
+
+/// Counters that belong to no link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalStats {
+    /// Datagrams received on the underlay port.
+    pub udp_rx_datagrams: u64,
+    /// Datagrams longer than the receive buffer.
+    pub udp_rx_oversize: u64,
+    /// Drops before a link was known (truncated, I flag clear, unknown VNI).
+    pub drops: Vec<DropCount>,
+    /// Miss events discarded because nobody read them.
+    pub events_lost: u64,
+}
+
+/// One row of `fdb show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbRow {
+    /// MAC (all zeros for flood-list entries).
+    pub mac: String,
+    /// Link name.
+    pub dev: String,
+    /// Remote VTEP.
+    pub dst: Ipv4Addr,
+    /// Remote VNI.
+    pub vni: u32,
+    /// Remote port.
+    pub port: u16,
+    /// `permanent` (static or flood list) or `learned`.
+    pub state: String,
+    /// Seconds since a learned entry was last refreshed.
+    pub age: Option<u64>,
+}
+
+/// One row of `neigh show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighRow {
+    /// IP address.
+    pub ip: Ipv4Addr,
+    /// Link name.
+    pub dev: String,
+    /// MAC address.
+    pub lladdr: String,
+}
+
+/// What a successful request returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Reply {
+    /// Done, nothing to show.
+    Done,
+    /// `link show`.
+    Links(Vec<LinkStatus>),
+    /// `fdb show`.
+    Fdb(Vec<FdbRow>),
+    /// `neigh show`.
+    Neigh(Vec<NeighRow>),
+    /// `stats`.
+    Stats {
+        /// Per link.
+        links: Vec<LinkStats>,
+        /// Not attributable to a link.
+        global: GlobalStats,
+    },
+}
+
+/// The daemon's answer: a reply, or a one-line error saying what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// It worked.
+    Ok(Reply),
+    /// It did not, and nothing changed.
+    Error(String),
+}

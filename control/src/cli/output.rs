@@ -1,0 +1,137 @@
+//! Prints replies the way iproute2 prints its objects, or as JSON with `-j`.
+
+use crate::api::{DropCount, FdbRow, GlobalStats, LinkStats, LinkStatus, NeighRow, Reply};
+use std::fmt::Write;
+
+/// Renders a reply as text (or pretty JSON when `json`). Empty for `Done`.
+pub fn render(reply: &Reply, json: bool) -> String {
+    if json {
+        let value = match reply {
+            Reply::Done => serde_json::json!({}),
+            Reply::Links(links) => serde_json::json!(links),
+            Reply::Fdb(rows) => serde_json::json!(rows),
+            Reply::Neigh(rows) => serde_json::json!(rows),
+            Reply::Stats { links, global } => {
+                serde_json::json!({ "links": links, "global": global })
+            }
+        };
+        return format!("{value:#}\n");
+    }
+    let mut out = String::new();
+    match reply {
+        Reply::Done => {}
+        Reply::Links(links) => links.iter().for_each(|l| link(&mut out, l)),
+        Reply::Fdb(rows) => rows.iter().for_each(|r| fdb(&mut out, r)),
+        Reply::Neigh(rows) => rows.iter().for_each(|r| neigh(&mut out, r)),
+        Reply::Stats { links, global: g } => {
+            links.iter().for_each(|s| stats(&mut out, s));
+            global(&mut out, g);
+        }
+    }
+    out
+}
+
+fn link(out: &mut String, l: &LinkStatus) {
+    let s = &l.spec;
+    let _ = write!(out, "{}: vxlan id {} dstport {}", s.name, s.vni, s.dstport);
+    if let Some(local) = s.local {
+        let _ = write!(out, " local {local}");
+    }
+    let _ = writeln!(
+        out,
+        " netns {} mtu {} ifindex {} link/ether {}",
+        s.netns.as_deref().unwrap_or("-"),
+        s.mtu,
+        l.ifindex,
+        l.mac
+    );
+    let _ = writeln!(
+        out,
+        "    {}proxy {}learning ageing {} maxaddress {} admit {}",
+        if s.proxy { "" } else { "no" },
+        if s.learning { "" } else { "no" },
+        s.ageing,
+        s.maxaddress,
+        if s.admit_any { "any" } else { "known" }
+    );
+    let t = &l.stats;
+    let drops: u64 = t.drops.iter().map(|d| d.count).sum();
+    let _ = writeln!(
+        out,
+        "    tap rx {} frames {} bytes, tx {} frames {} bytes; udp rx {} tx {} datagrams; drops {}",
+        t.tap_rx_frames,
+        t.tap_rx_bytes,
+        t.tap_tx_frames,
+        t.tap_tx_bytes,
+        t.udp_rx_datagrams,
+        t.udp_tx_datagrams,
+        drops
+    );
+}
+
+fn fdb(out: &mut String, r: &FdbRow) {
+    let _ = write!(
+        out,
+        "{} dev {} dst {} vni {} port {} self {}",
+        r.mac, r.dev, r.dst, r.vni, r.port, r.state
+    );
+    if let Some(age) = r.age {
+        let _ = write!(out, " age {age}s");
+    }
+    out.push('\n');
+}
+
+fn neigh(out: &mut String, r: &NeighRow) {
+    let _ = writeln!(out, "{} dev {} lladdr {} PERMANENT", r.ip, r.dev, r.lladdr);
+}
+
+fn nonzero_drops(out: &mut String, drops: &[DropCount]) {
+    let listed: Vec<String> = drops
+        .iter()
+        .filter(|d| d.count > 0)
+        .map(|d| format!("{} {}", d.reason, d.count))
+        .collect();
+    let _ = writeln!(
+        out,
+        "    drops: {}",
+        if listed.is_empty() {
+            "none".to_owned()
+        } else {
+            listed.join(", ")
+        }
+    );
+}
+
+fn stats(out: &mut String, s: &LinkStats) {
+    let _ = writeln!(out, "{} (vni {}):", s.name, s.vni);
+    let _ = writeln!(
+        out,
+        "    tap   rx {} frames {} bytes   tx {} frames {} bytes   tx errors {}",
+        s.tap_rx_frames, s.tap_rx_bytes, s.tap_tx_frames, s.tap_tx_bytes, s.tap_tx_errors
+    );
+    let _ = writeln!(
+        out,
+        "    udp   rx {} datagrams {} bytes   tx {} datagrams {} bytes   tx errors {}",
+        s.udp_rx_datagrams, s.udp_rx_bytes, s.udp_tx_datagrams, s.udp_tx_bytes, s.udp_tx_errors
+    );
+    let _ = writeln!(
+        out,
+        "    switch forwarded {} flooded {} (copies {}) arp replies {} l2 misses {} l3 misses {}",
+        s.forwarded, s.flooded, s.flood_copies, s.arp_replies, s.l2_misses, s.l3_misses
+    );
+    let _ = writeln!(
+        out,
+        "    learning entries {} learned {} moves {} refused {} aged out {}",
+        s.learned_entries, s.learned, s.moves, s.learn_refused, s.aged_out
+    );
+    nonzero_drops(out, &s.drops);
+}
+
+fn global(out: &mut String, g: &GlobalStats) {
+    let _ = writeln!(
+        out,
+        "underlay: rx {} datagrams, {} oversize, {} events lost",
+        g.udp_rx_datagrams, g.udp_rx_oversize, g.events_lost
+    );
+    nonzero_drops(out, &g.drops);
+}

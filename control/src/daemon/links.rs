@@ -1,0 +1,486 @@
+//! The daemon's links: each one a TAP in some namespace plus a network in the switch, and
+//! every admin request applied to them. A request either applies whole or changes nothing.
+
+use crate::api::{
+    DropCount, FdbMode, FdbRow, FdbSpec, GlobalStats, LinkSpec, LinkStats, LinkStatus, NeighRow,
+    Reply, Request,
+};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use vxtap_dataplane::io::{netns, TapConfig, TapDevice};
+use vxtap_dataplane::runtime::{Runtime, RuntimeError};
+use vxtap_dataplane::switch::{Admission, EntryKind, FloodPolicy, Network, NetworkConfig};
+use vxtap_dataplane::tunnel::{DecapPolicy, Vtep};
+use vxtap_dataplane::wire::{MacAddr, Vni};
+use vxtap_dataplane::{DropCounters, Timestamp};
+
+/// Why a request was refused. Each message is one line naming what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No link by that name.
+    #[error("unknown dev {0:?}")]
+    UnknownDev(String),
+    /// The name is in use.
+    #[error("a link named {0:?} already exists")]
+    NameTaken(String),
+    /// The VNI is in use.
+    #[error("VNI {vni} is already used by link {name:?}")]
+    VniTaken {
+        /// The VNI.
+        vni: u32,
+        /// The link that has it.
+        name: String,
+    },
+    /// A value out of range or of the wrong shape.
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid {
+        /// Which value.
+        what: &'static str,
+        /// As given.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// An entry to delete is not there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The data plane refused.
+    #[error("{0}")]
+    Runtime(#[from] RuntimeError),
+    /// Creating the TAP failed (namespace missing, name taken there, ...).
+    #[error("{0}")]
+    Io(#[from] vxtap_dataplane::io::IoError),
+    /// The switch refused a table change.
+    #[error("{0}")]
+    Network(#[from] vxtap_dataplane::switch::NetworkError),
+}
+
+fn invalid(what: &'static str, value: impl ToString, why: impl ToString) -> RequestError {
+    RequestError::Invalid {
+        what,
+        value: value.to_string(),
+        why: why.to_string(),
+    }
+}
+
+struct Link {
+    spec: LinkSpec,
+    vni: Vni,
+    ifindex: u32,
+    mac: MacAddr,
+}
+
+/// Most bytes a TAP MTU may be: the inner frame must fit a 64 KiB UDP datagram.
+const MAX_MTU: u32 = 65_535 - 8 - 20 - 8 - 14;
+
+/// The daemon's state: the runtime and the links it carries.
+pub struct Links {
+    runtime: Runtime,
+    port: u16,
+    links: BTreeMap<String, Link>,
+}
+
+impl Links {
+    /// Manages links on `runtime`, which listens on UDP `port`.
+    pub fn new(runtime: Runtime, port: u16) -> Links {
+        Links {
+            runtime,
+            port,
+            links: BTreeMap::new(),
+        }
+    }
+
+    /// Names of every link (for shutdown logging).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.links.keys().map(String::as_str)
+    }
+
+    /// Removes every link (their TAPs disappear) and stops the runtime.
+    pub fn shutdown(mut self) {
+        let names: Vec<String> = self.links.keys().cloned().collect();
+        for name in names {
+            if let Err(e) = self.link_del(&name) {
+                tracing::warn!(link = %name, error = %e, "removing link at shutdown");
+            }
+        }
+        self.runtime.shutdown();
+    }
+
+    /// Ages learned entries out and logs miss events; run about once a second.
+    pub fn tick(&self) {
+        let now = self.runtime.now();
+        self.runtime.with_switch(|s| {
+            let aged = s.age(now);
+            if aged > 0 {
+                tracing::debug!(aged, "learned entries aged out");
+            }
+            while let Some(event) = s.pop_event() {
+                tracing::debug!(?event, "miss");
+            }
+        });
+    }
+
+    /// Applies one request.
+    pub fn handle(&mut self, request: Request) -> Result<Reply, RequestError> {
+        match request {
+            Request::LinkAdd { spec } => self.link_add(spec).map(|()| Reply::Done),
+            Request::LinkDel { name } => self.link_del(&name).map(|()| Reply::Done),
+            Request::LinkShow { name } => self.link_show(name.as_deref()).map(Reply::Links),
+            Request::FdbAdd { entry, mode } => self.fdb_add(&entry, mode).map(|()| Reply::Done),
+            Request::FdbDel { entry } => self.fdb_del(&entry).map(|()| Reply::Done),
+            Request::FdbShow { dev } => self.fdb_show(dev.as_deref()).map(Reply::Fdb),
+            Request::NeighAdd { ip, mac, dev } => {
+                self.neigh_add(ip, &mac, &dev).map(|()| Reply::Done)
+            }
+            Request::NeighDel { ip, dev } => self.neigh_del(ip, &dev).map(|()| Reply::Done),
+            Request::NeighShow { dev } => self.neigh_show(dev.as_deref()).map(Reply::Neigh),
+            Request::Stats => Ok(self.stats()),
+        }
+    }
+
+    fn link(&self, name: &str) -> Result<&Link, RequestError> {
+        self.links
+            .get(name)
+            .ok_or_else(|| RequestError::UnknownDev(name.to_owned()))
+    }
+
+    fn network_config(spec: &LinkSpec, mac: MacAddr) -> NetworkConfig {
+        NetworkConfig {
+            learning: spec.learning,
+            ageing_secs: spec.ageing,
+            max_learned: spec.maxaddress,
+            flood: FloodPolicy::Flood,
+            admission: if spec.admit_any {
+                Admission::Any
+            } else {
+                Admission::KnownVteps
+            },
+            arp_proxy: spec.proxy,
+            gateway: None,
+            own_mac: Some(mac),
+            dst_port: spec.dstport,
+            decap: DecapPolicy::default(),
+        }
+    }
+
+    fn link_add(&mut self, spec: LinkSpec) -> Result<(), RequestError> {
+        if self.links.contains_key(&spec.name) {
+            return Err(RequestError::NameTaken(spec.name));
+        }
+        let vni = Vni::new(spec.vni).map_err(|e| invalid("VNI", spec.vni, e))?;
+        if let Some((name, _)) = self.links.iter().find(|(_, l)| l.vni == vni) {
+            return Err(RequestError::VniTaken {
+                vni: spec.vni,
+                name: name.clone(),
+            });
+        }
+        if spec.dstport != self.port {
+            return Err(invalid(
+                "dstport",
+                spec.dstport,
+                format!(
+                    "this daemon listens on {}; start one with --port {} for it",
+                    self.port, spec.dstport
+                ),
+            ));
+        }
+        if !(68..=MAX_MTU).contains(&spec.mtu) {
+            return Err(invalid("mtu", spec.mtu, format!("expected 68-{MAX_MTU}")));
+        }
+        if let Some(local) = spec.local {
+            check_local(local)?;
+        }
+        // Validate the switch settings before creating anything.
+        Self::network_config(&spec, MacAddr([2, 0, 0, 0, 0, 1])).validate()?;
+        let netns_path: Option<PathBuf> = spec.netns.as_deref().map(netns::resolve).transpose()?;
+        let config = TapConfig {
+            name: spec.name.clone(),
+            queues: self.runtime.threads(),
+            mtu: spec.mtu,
+            offload: 0,
+            txqueuelen: Some(1000),
+        };
+        let tap = TapDevice::create(&config, netns_path.as_deref())?;
+        let (ifindex, mac) = (tap.ifindex(), tap.mac());
+        // On failure the TAP is dropped inside add_link, which removes it.
+        self.runtime
+            .add_link(vni, Self::network_config(&spec, mac), tap)?;
+        tracing::info!(link = %spec.name, %vni, netns = ?spec.netns, %mac, "link added");
+        self.links.insert(
+            spec.name.clone(),
+            Link {
+                spec,
+                vni,
+                ifindex,
+                mac,
+            },
+        );
+        Ok(())
+    }
+
+    fn link_del(&mut self, name: &str) -> Result<(), RequestError> {
+        let vni = self.link(name)?.vni;
+        self.runtime.remove_link(vni)?;
+        self.links.remove(name);
+        tracing::info!(link = %name, %vni, "link deleted");
+        Ok(())
+    }
+
+    fn link_show(&self, name: Option<&str>) -> Result<Vec<LinkStatus>, RequestError> {
+        let chosen: Vec<&Link> = match name {
+            Some(name) => vec![self.link(name)?],
+            None => self.links.values().collect(),
+        };
+        Ok(chosen
+            .into_iter()
+            .map(|l| LinkStatus {
+                spec: l.spec.clone(),
+                ifindex: l.ifindex,
+                mac: l.mac.to_string(),
+                stats: self.link_stats(l),
+            })
+            .collect())
+    }
+
+    /// Resolves an fdb entry's destination: the VTEP, with the link's VNI and port by default.
+    fn vtep(&self, link: &Link, entry: &FdbSpec) -> Result<Option<Vtep>, RequestError> {
+        let Some(ip) = entry.dst else { return Ok(None) };
+        let vni = match entry.vni {
+            Some(v) => Vni::new(v).map_err(|e| invalid("VNI", v, e))?,
+            None => link.vni,
+        };
+        Ok(Some(Vtep {
+            ip,
+            port: entry.port.unwrap_or(link.spec.dstport),
+            vni,
+        }))
+    }
+
+    fn fdb_add(&mut self, entry: &FdbSpec, mode: FdbMode) -> Result<(), RequestError> {
+        let link = self.link(&entry.dev)?;
+        let mac: MacAddr = entry
+            .mac
+            .parse()
+            .map_err(|e| invalid("MAC", &entry.mac, e))?;
+        if mac.is_multicast() {
+            return Err(invalid(
+                "MAC",
+                mac,
+                "multicast and broadcast MACs cannot be fdb entries",
+            ));
+        }
+        let vtep = self
+            .vtep(link, entry)?
+            .ok_or_else(|| invalid("dst", "", "an fdb entry needs dst IP"))?;
+        let vni = link.vni;
+        let now = self.runtime.now();
+        self.runtime.with_switch(|s| {
+            let net = s.network_mut(vni).map_err(RuntimeError::from)?;
+            match (mac.is_zero(), mode) {
+                (true, _) => net.flood_add(vtep),
+                (false, FdbMode::Add) => net.fdb_add(mac, vtep, now),
+                (false, FdbMode::Replace) => net.fdb_replace(mac, vtep, now),
+                (false, FdbMode::Append) => {
+                    return Err(invalid(
+                        "MAC",
+                        mac,
+                        "append takes 00:00:00:00:00:00 (the flood list)",
+                    ))
+                }
+            }
+            .map_err(RequestError::from)
+        })
+    }
+
+    fn fdb_del(&mut self, entry: &FdbSpec) -> Result<(), RequestError> {
+        let link = self.link(&entry.dev)?;
+        let mac: MacAddr = entry
+            .mac
+            .parse()
+            .map_err(|e| invalid("MAC", &entry.mac, e))?;
+        let vtep = self.vtep(link, entry)?;
+        let vni = link.vni;
+        let what = format!("fdb entry {mac} dev {}", entry.dev);
+        self.runtime.with_switch(|s| {
+            let net = s.network_mut(vni).map_err(RuntimeError::from)?;
+            let found = if mac.is_zero() {
+                let vtep =
+                    vtep.ok_or_else(|| invalid("dst", "", "say which flood-list entry (dst IP)"))?;
+                net.flood_del(&vtep)
+            } else {
+                match (net.fdb().get(&mac), vtep) {
+                    (Some(e), Some(v)) if e.vtep.ip != v.ip => false,
+                    (Some(_), _) => net.fdb_del(&mac).is_some(),
+                    (None, _) => false,
+                }
+            };
+            if found {
+                Ok(())
+            } else {
+                Err(RequestError::NotFound(what))
+            }
+        })
+    }
+
+    fn fdb_show(&self, dev: Option<&str>) -> Result<Vec<FdbRow>, RequestError> {
+        let links: Vec<&Link> = match dev {
+            Some(dev) => vec![self.link(dev)?],
+            None => self.links.values().collect(),
+        };
+        let now = self.runtime.now();
+        Ok(self.runtime.with_switch(|s| {
+            let mut rows = Vec::new();
+            for link in links {
+                let Some(net) = s.network(link.vni) else {
+                    continue;
+                };
+                fdb_rows(net, &link.spec.name, now, &mut rows);
+            }
+            rows
+        }))
+    }
+
+    fn neigh_add(&mut self, ip: Ipv4Addr, mac: &str, dev: &str) -> Result<(), RequestError> {
+        let vni = self.link(dev)?.vni;
+        let mac: MacAddr = mac.parse().map_err(|e| invalid("lladdr", mac, e))?;
+        self.runtime.with_switch(|s| {
+            let net = s.network_mut(vni).map_err(RuntimeError::from)?;
+            net.neigh_add(ip, mac)
+                .map(|_| ())
+                .map_err(RequestError::from)
+        })
+    }
+
+    fn neigh_del(&mut self, ip: Ipv4Addr, dev: &str) -> Result<(), RequestError> {
+        let vni = self.link(dev)?.vni;
+        self.runtime.with_switch(|s| {
+            let net = s.network_mut(vni).map_err(RuntimeError::from)?;
+            net.neigh_del(&ip)
+                .map(|_| ())
+                .ok_or_else(|| RequestError::NotFound(format!("neighbour {ip} dev {dev}")))
+        })
+    }
+
+    fn neigh_show(&self, dev: Option<&str>) -> Result<Vec<NeighRow>, RequestError> {
+        let links: Vec<&Link> = match dev {
+            Some(dev) => vec![self.link(dev)?],
+            None => self.links.values().collect(),
+        };
+        Ok(self.runtime.with_switch(|s| {
+            let mut rows = Vec::new();
+            for link in links {
+                let Some(net) = s.network(link.vni) else {
+                    continue;
+                };
+                let mut entries: Vec<_> = net.arp_proxy().iter().collect();
+                entries.sort();
+                rows.extend(entries.into_iter().map(|(ip, mac)| NeighRow {
+                    ip: *ip,
+                    dev: link.spec.name.clone(),
+                    lladdr: mac.to_string(),
+                }));
+            }
+            rows
+        }))
+    }
+
+    fn link_stats(&self, link: &Link) -> LinkStats {
+        let io = self.runtime.link_counters(link.vni).unwrap_or_default();
+        let (c, learned_entries) = self
+            .runtime
+            .with_switch(|s| {
+                s.network(link.vni)
+                    .map(|n| (*n.counters(), n.fdb().learned_len()))
+            })
+            .unwrap_or_default();
+        LinkStats {
+            name: link.spec.name.clone(),
+            vni: link.vni.get(),
+            tap_rx_frames: c.tap_frames,
+            tap_rx_bytes: c.tap_bytes,
+            tap_tx_frames: io.tap_tx_frames,
+            tap_tx_bytes: io.tap_tx_bytes,
+            udp_rx_datagrams: c.net_frames,
+            udp_rx_bytes: c.net_bytes,
+            udp_tx_datagrams: io.udp_tx_datagrams,
+            udp_tx_bytes: io.udp_tx_bytes,
+            udp_tx_errors: io.udp_tx_errors,
+            tap_tx_errors: io.tap_tx_errors,
+            forwarded: c.forwarded,
+            flooded: c.flooded,
+            flood_copies: c.flood_copies,
+            arp_replies: c.arp_replies,
+            l2_misses: c.l2_misses,
+            l3_misses: c.l3_misses,
+            learned_entries,
+            learned: c.learned,
+            moves: c.moves,
+            learn_refused: c.learn_refused,
+            aged_out: c.aged_out,
+            drops: drop_counts(&c.drops),
+        }
+    }
+
+    fn stats(&self) -> Reply {
+        let links = self.links.values().map(|l| self.link_stats(l)).collect();
+        let (drops, events_lost) = self
+            .runtime
+            .with_switch(|s| (s.counters().drops, s.counters().events_lost));
+        let io = self.runtime.global_counters();
+        Reply::Stats {
+            links,
+            global: GlobalStats {
+                udp_rx_datagrams: io.udp_rx_datagrams(),
+                udp_rx_oversize: io.udp_rx_oversize(),
+                drops: drop_counts(&drops),
+                events_lost,
+            },
+        }
+    }
+}
+
+fn drop_counts(drops: &DropCounters) -> Vec<DropCount> {
+    drops
+        .iter()
+        .map(|(reason, count)| DropCount {
+            reason: reason.name().to_owned(),
+            count,
+        })
+        .collect()
+}
+
+fn fdb_rows(net: &Network, dev: &str, now: Timestamp, rows: &mut Vec<FdbRow>) {
+    let mut entries: Vec<_> = net.fdb().iter().collect();
+    entries.sort_by_key(|(mac, _)| **mac);
+    for (mac, e) in entries {
+        let learned = e.kind == EntryKind::Learned;
+        rows.push(FdbRow {
+            mac: mac.to_string(),
+            dev: dev.to_owned(),
+            dst: e.vtep.ip,
+            vni: e.vtep.vni.get(),
+            port: e.vtep.port,
+            state: if learned { "learned" } else { "permanent" }.to_owned(),
+            age: learned.then(|| now.millis_since(e.updated) / 1000),
+        });
+    }
+    for v in net.flood_list() {
+        rows.push(FdbRow {
+            mac: MacAddr::ZERO.to_string(),
+            dev: dev.to_owned(),
+            dst: v.ip,
+            vni: v.vni.get(),
+            port: v.port,
+            state: "permanent".to_owned(),
+            age: None,
+        });
+    }
+}
+
+/// `local` must be an address of this host (namespace): binding to it proves that.
+fn check_local(local: Ipv4Addr) -> Result<(), RequestError> {
+    std::net::UdpSocket::bind((local, 0))
+        .map(drop)
+        .map_err(|e| invalid("local", local, format!("not an address of this host ({e})")))
+}

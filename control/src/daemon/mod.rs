@@ -1,0 +1,167 @@
+//! `vxtap daemon`: owns the underlay sockets of the namespace it runs in, the TAPs it creates
+//! in other namespaces, and the admin socket `RUN_DIR/vxtap.sock`.
+//!
+//! Requests are served one at a time from the admin socket; the data plane runs on its own
+//! worker threads throughout. SIGTERM or SIGINT shuts down cleanly: every TAP is removed and
+//! the socket file deleted.
+
+mod links;
+
+pub use links::Links;
+
+use crate::api::{Request, Response};
+use crate::client::socket_path;
+use anyhow::Context;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use vxtap_dataplane::runtime::{Runtime, RuntimeConfig};
+
+/// How the daemon was asked to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the admin socket lives.
+    pub run_dir: PathBuf,
+    /// Underlay UDP port.
+    pub port: u16,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Longest request line accepted on the admin socket.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.run_dir)
+        .with_context(|| format!("creating run directory {}", options.run_dir.display()))?;
+    let path = socket_path(&options.run_dir);
+    if UnixStream::connect(&path).is_ok() {
+        anyhow::bail!("a vxtap daemon is already running on {}", path.display());
+    }
+    // A socket file nobody answers on is left over from a daemon that was killed.
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!(path = %path.display(), "removed stale admin socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale socket {}", path.display()))
+        }
+    }
+    let config = RuntimeConfig {
+        threads: options.threads,
+        port: options.port,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::start(&config)
+        .with_context(|| format!("starting the data plane on UDP port {}", options.port))?;
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    tracing::info!(socket = %path.display(), port = options.port, threads = options.threads, "vxtap daemon running");
+
+    let links = Arc::new(Mutex::new(Links::new(runtime, options.port)));
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(&stop, &path)?;
+    let ticker = spawn_ticker(&links, &stop)?;
+
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match stream {
+            Ok(stream) => serve(stream, &links),
+            Err(e) => tracing::warn!(error = %e, "accepting an admin connection"),
+        }
+    }
+
+    tracing::info!("shutting down");
+    let _ = ticker.join();
+    let links = Arc::try_unwrap(links)
+        .map_err(|_| anyhow::anyhow!("link state still shared at shutdown"))?
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    let names: Vec<String> = links.names().map(str::to_owned).collect();
+    links.shutdown();
+    tracing::info!(removed = ?names, "links removed");
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(())
+}
+
+/// SIGTERM/SIGINT set `stop` and wake the accept loop with a connection of our own.
+fn watch_signals(stop: &Arc<AtomicBool>, path: &Path) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
+    let stop = Arc::clone(stop);
+    let path = path.to_owned();
+    std::thread::Builder::new()
+        .name("vxtap-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "signal received");
+                stop.store(true, Ordering::SeqCst);
+                let _ = UnixStream::connect(&path);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// Ages learned entries once a second until `stop`.
+fn spawn_ticker(
+    links: &Arc<Mutex<Links>>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let links = Arc::clone(links);
+    let stop = Arc::clone(stop);
+    std::thread::Builder::new()
+        .name("vxtap-ageing".into())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(500));
+                links.lock().unwrap_or_else(PoisonError::into_inner).tick();
+            }
+        })
+        .context("starting the ageing thread")
+}
+
+/// Answers every request line on one connection.
+fn serve(stream: UnixStream, links: &Mutex<Links>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(&stream);
+    loop {
+        let mut line = String::new();
+        match (&mut reader).take(MAX_REQUEST).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                tracing::debug!(?request, "admin request");
+                match links
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .handle(request)
+                {
+                    Ok(reply) => Response::Ok(reply),
+                    Err(e) => {
+                        tracing::info!(error = %e, "request refused");
+                        Response::Error(e.to_string())
+                    }
+                }
+            }
+            Err(e) => Response::Error(format!("malformed request: {e}")),
+        };
+        let Ok(mut answer) = serde_json::to_string(&response) else {
+            return;
+        };
+        answer.push('\n');
+        if (&stream).write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
