@@ -205,7 +205,7 @@ impl Links {
         let (ifindex, mac) = (tap.ifindex(), tap.mac());
         // On failure the TAP is dropped inside add_link, which removes it.
         self.runtime
-            .add_link(vni, Self::network_config(&spec, mac), tap)?;
+            .add_link(vni, Self::network_config(&spec, mac), tap, spec.local)?;
         tracing::info!(link = %spec.name, %vni, netns = ?spec.netns, %mac, "link added");
         self.links.insert(
             spec.name.clone(),

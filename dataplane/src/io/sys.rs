@@ -290,7 +290,17 @@ const SEGMENT_CMSG_SPACE: usize =
 // SAFETY: as above, pure arithmetic.
 const SEGMENT_CMSG_LEN: usize = unsafe { libc::CMSG_LEN(mem::size_of::<u16>() as u32) } as usize;
 
-const _: () = assert!(SEGMENT_CMSG_SPACE <= mem::size_of::<ControlBuf>());
+/// `CMSG_SPACE(sizeof(in_pktinfo))`: the control length of an IP_PKTINFO message.
+// SAFETY: as above, pure arithmetic.
+const PKTINFO_CMSG_SPACE: usize =
+    unsafe { libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
+/// `CMSG_LEN(sizeof(in_pktinfo))`: the `cmsg_len` of an IP_PKTINFO message.
+// SAFETY: as above, pure arithmetic.
+const PKTINFO_CMSG_LEN: usize =
+    unsafe { libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) } as usize;
+
+// A datagram may carry both a source address and a segment size.
+const _: () = assert!(SEGMENT_CMSG_SPACE + PKTINFO_CMSG_SPACE <= mem::size_of::<ControlBuf>());
 
 /// An all-zero `mmsghdr`: null pointers and zero lengths.
 fn zeroed_mmsghdr() -> libc::mmsghdr {
@@ -482,11 +492,13 @@ fn gro_segment_size(msg: &libc::msghdr) -> Option<u16> {
 /// The most parts (iovecs) one queued datagram may have.
 pub(crate) const MAX_PARTS: usize = 3;
 
-/// One queued datagram: how many of its slot's iovecs are used, and its GSO size.
+/// One queued datagram: how many of its slot's iovecs are used, its GSO size, and the
+/// local address to send from (IP_PKTINFO) if not the routing table's choice.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     parts: usize,
     gso_size: Option<u16>,
+    source: Option<Ipv4Addr>,
 }
 
 /// A queue of datagrams for `sendmmsg`, allocated once for `capacity` messages.
@@ -522,7 +534,8 @@ impl<'a> SendQueue<'a> {
             pending: vec![
                 Pending {
                     parts: 0,
-                    gso_size: None
+                    gso_size: None,
+                    source: None,
                 };
                 capacity
             ],
@@ -547,7 +560,13 @@ impl<'a> SendQueue<'a> {
     /// # Panics
     ///
     /// If `parts` has more than `MAX_PARTS` slices.
-    pub fn push(&mut self, dst: SocketAddrV4, parts: &[&'a [u8]], gso_size: Option<u16>) -> bool {
+    pub fn push(
+        &mut self,
+        source: Option<Ipv4Addr>,
+        dst: SocketAddrV4,
+        parts: &[&'a [u8]],
+        gso_size: Option<u16>,
+    ) -> bool {
         assert!(
             parts.len() <= MAX_PARTS,
             "a datagram has at most {MAX_PARTS} parts"
@@ -571,6 +590,7 @@ impl<'a> SendQueue<'a> {
         self.pending[slot] = Pending {
             parts: parts.len(),
             gso_size,
+            source,
         };
         self.tail += 1;
         true
@@ -646,26 +666,42 @@ impl<'a> SendQueue<'a> {
             msg.msg_iov = iovec_base.wrapping_add(slot * MAX_PARTS);
             msg.msg_iovlen = pending.parts as _;
             msg.msg_flags = 0;
-            match pending.gso_size {
-                None => {
-                    msg.msg_control = ptr::null_mut();
-                    msg.msg_controllen = 0;
+            let space = pending.source.map_or(0, |_| PKTINFO_CMSG_SPACE)
+                + pending.gso_size.map_or(0, |_| SEGMENT_CMSG_SPACE);
+            if space == 0 {
+                msg.msg_control = ptr::null_mut();
+                msg.msg_controllen = 0;
+                continue;
+            }
+            msg.msg_control = control_base.wrapping_add(slot).cast();
+            msg.msg_controllen = space as _;
+            // SAFETY: `msg_control` points to this slot's `ControlBuf` (64 bytes, aligned for
+            // `cmsghdr`, exclusively ours through `&mut self`) and `msg_controllen` is the sum
+            // of the CMSG_SPACE of the messages written, at most 64 (asserted at compile
+            // time). CMSG_FIRSTHDR/CMSG_NXTHDR therefore return headers inside that buffer
+            // with room for their data, since each message is written within its own
+            // CMSG_SPACE and NXTHDR is taken only after a header's `cmsg_len` is set.
+            unsafe {
+                let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+                if let Some(source) = pending.source {
+                    (*cmsg).cmsg_len = PKTINFO_CMSG_LEN as _;
+                    (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                    (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                    let info = libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from(source).to_be(),
+                        },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    };
+                    ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
+                    cmsg = libc::CMSG_NXTHDR(msg, cmsg);
                 }
-                Some(size) => {
-                    msg.msg_control = control_base.wrapping_add(slot).cast();
-                    msg.msg_controllen = SEGMENT_CMSG_SPACE as _;
-                    // SAFETY: `msg_control` points to this slot's `ControlBuf` (64 bytes,
-                    // aligned for `cmsghdr`, exclusively ours through `&mut self`), and
-                    // `msg_controllen` = CMSG_SPACE(2) <= 64, so CMSG_FIRSTHDR returns that
-                    // buffer's start and both the header and the two data bytes after it
-                    // (at CMSG_LEN(0)) are in bounds.
-                    unsafe {
-                        let cmsg = libc::CMSG_FIRSTHDR(msg);
-                        (*cmsg).cmsg_len = SEGMENT_CMSG_LEN as _;
-                        (*cmsg).cmsg_level = libc::SOL_UDP;
-                        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
-                    }
+                if let Some(size) = pending.gso_size {
+                    (*cmsg).cmsg_len = SEGMENT_CMSG_LEN as _;
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                    ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
                 }
             }
         }
@@ -734,13 +770,13 @@ mod tests {
         let data = [1u8, 2, 3];
         let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
         let mut queue = SendQueue::new(2);
-        assert!(queue.push(dst, &[&data[..1]], None));
-        assert!(queue.push(dst, &[&data[..2], &data[2..]], Some(1)));
-        assert!(!queue.push(dst, &[], None));
+        assert!(queue.push(None, dst, &[&data[..1]], None));
+        assert!(queue.push(None, dst, &[&data[..2], &data[2..]], Some(1)));
+        assert!(!queue.push(None, dst, &[], None));
         queue.advance(1);
         assert_eq!(queue.len(), 1);
         // Room again: the remaining slot moves to the front.
-        assert!(queue.push(dst, &[&data[..]], None));
+        assert!(queue.push(None, dst, &[&data[..]], None));
         assert_eq!(queue.len(), 2);
         assert_eq!((queue.head, queue.tail), (0, 2));
         assert_eq!(queue.pending[0].parts, 2);

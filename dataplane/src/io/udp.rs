@@ -21,7 +21,7 @@
 use super::{sys, IoError};
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 /// The socket buffer size `bind` asks for, in bytes.
@@ -358,7 +358,20 @@ impl<'a> SendBatch<'a> {
     ///
     /// If `parts` has more than [`MAX_PARTS`] slices.
     pub fn push(&mut self, dst: SocketAddrV4, parts: &[&'a [u8]], gso_size: Option<u16>) -> bool {
-        self.queue.push(dst, parts, gso_size)
+        self.queue.push(None, dst, parts, gso_size)
+    }
+
+    /// Like [`push`](Self::push), but sent from the local address `source` (IP_PKTINFO)
+    /// instead of the one the routing table picks; the kernel refuses (`EINVAL`) an
+    /// address that is not local.
+    pub fn push_from(
+        &mut self,
+        source: Ipv4Addr,
+        dst: SocketAddrV4,
+        parts: &[&'a [u8]],
+        gso_size: Option<u16>,
+    ) -> bool {
+        self.queue.push(Some(source), dst, parts, gso_size)
     }
 
     /// Sends everything queued, with as many `sendmmsg` calls as it takes.
@@ -581,6 +594,38 @@ mod tests {
             assert_eq!(payload, vec![segment as u8; 1000]);
             assert_eq!(source, sender.local_addr());
             assert_eq!((segment_size, truncated), (None, false));
+        }
+        assert_nothing_more(&mut recv, &receiver);
+    }
+
+    #[test]
+    fn push_from_sets_the_source_address() {
+        let ns = TestNetns::new();
+        // Inside the test namespace all of 127.0.0.0/8 is local on lo; the sender is bound
+        // to 127.0.0.1 but asks for 127.0.0.2 per datagram.
+        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        let other = Ipv4Addr::new(127, 0, 0, 2);
+        let payload = [7u8; 3000];
+        let mut batch = SendBatch::new(4);
+        assert!(batch.push_from(other, receiver.local_addr(), &[&payload[..100]], None));
+        // Not a local address: the kernel refuses this one datagram only.
+        assert!(batch.push_from(
+            Ipv4Addr::new(198, 51, 100, 1),
+            receiver.local_addr(),
+            &[&payload[..100]],
+            None
+        ));
+        assert!(batch.push_from(other, receiver.local_addr(), &[&payload], Some(1000)));
+        let outcome = batch.send(&sender).unwrap();
+        assert_eq!((outcome.sent, outcome.failed), (2, 1));
+        assert_eq!(outcome.sent_bytes, 3100);
+
+        let mut recv = RecvBatch::new(8, 2048);
+        let got = recv_n(&mut recv, &receiver, 4);
+        for (payload, source, _, _) in &got {
+            assert_eq!(*source.ip(), other, "sent from the asked-for address");
+            assert_eq!(source.port(), sender.local_addr().port());
+            assert!(payload.len() == 100 || payload.len() == 1000);
         }
         assert_nothing_more(&mut recv, &receiver);
     }

@@ -218,12 +218,14 @@ impl Runtime {
     }
 
     /// Adds network `vni` to the switch and hands queue `i` of `tap` to worker `i`. The
-    /// network and the TAP come and go together.
+    /// network and the TAP come and go together. With `local`, encapsulated traffic leaves
+    /// from that underlay address instead of the one the routing table picks.
     pub fn add_link(
         &mut self,
         vni: Vni,
         config: NetworkConfig,
         tap: TapDevice,
+        local: Option<Ipv4Addr>,
     ) -> Result<(), RuntimeError> {
         if tap.queues().len() != self.threads {
             return Err(RuntimeError::QueueCount {
@@ -243,6 +245,7 @@ impl Runtime {
                     vni,
                     queue,
                     counters,
+                    local,
                 },
             ) {
                 // Roll back what was handed out so far; the queues still in hand drop here.

@@ -13,6 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub(crate) enum Command {
         vni: Vni,
         queue: TapQueue,
         counters: Arc<LinkIoCounters>,
+        local: Option<Ipv4Addr>,
     },
     RemoveLink {
         vni: Vni,
@@ -47,6 +49,8 @@ struct Link {
     vni: Vni,
     queue: TapQueue,
     counters: Arc<LinkIoCounters>,
+    /// Underlay source address (`local`), if not the routing table's choice.
+    local: Option<Ipv4Addr>,
 }
 
 /// Frames read from a TAP queue in one batch, and what to do with them.
@@ -75,6 +79,19 @@ pub(crate) struct Worker {
     /// Kept empty between batches; re-borrowed for each TAP batch's frames.
     send: Option<SendBatch<'static>>,
     ready: VecDeque<Token>,
+}
+
+/// Queues one datagram to `vtep`, from `local` when the link has one.
+fn push<'a>(
+    batch: &mut SendBatch<'a>,
+    local: Option<Ipv4Addr>,
+    vtep: Vtep,
+    parts: &[&'a [u8]],
+) -> bool {
+    match local {
+        Some(local) => batch.push_from(local, vtep.addr(), parts, None),
+        None => batch.push(vtep.addr(), parts, None),
+    }
 }
 
 /// What the sends of one TAP batch did.
@@ -219,6 +236,7 @@ impl Worker {
                     vni,
                     queue,
                     counters,
+                    local,
                 }) => {
                     let slot = self
                         .links
@@ -239,6 +257,7 @@ impl Worker {
                         vni,
                         queue,
                         counters,
+                        local,
                     });
                     if slot == self.links.len() {
                         self.links.push(link);
@@ -374,10 +393,10 @@ impl Worker {
         for (k, &(i, vtep)) in tap.plan.iter().enumerate() {
             let frame = &tap.bufs[i][VNET_LEN..tap.lens[i]];
             let parts: [&[u8]; 2] = [&tap.headers[k], frame];
-            if !batch.push(vtep.addr(), &parts, None) {
+            if !push(&mut batch, link.local, vtep, &parts) {
                 sent.flush(&mut batch, &self.socket);
                 // An empty batch always has room.
-                let _ = batch.push(vtep.addr(), &parts, None);
+                let _ = push(&mut batch, link.local, vtep, &parts);
             }
         }
         sent.flush(&mut batch, &self.socket);
