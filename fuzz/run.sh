@@ -7,7 +7,7 @@ set -euo pipefail
 seconds=${1:-30}
 cd "$(dirname "$0")"
 targets=$(cargo +nightly fuzz list)
-cargo +nightly fuzz build $targets >/dev/null 2>&1 || cargo +nightly fuzz build
+cargo +nightly fuzz build
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for target in $targets; do

@@ -33,6 +33,8 @@ pub struct Options {
 
 /// Longest request line accepted on the admin socket.
 const MAX_REQUEST: u64 = 64 * 1024;
+/// How long an admin connection may stay silent before the daemon closes it.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -71,22 +73,45 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             break;
         }
         match stream {
-            Ok(stream) => serve(stream, &links),
+            // A connection of its own per client, so a stalled client cannot hold up others;
+            // requests still apply one at a time under the links lock.
+            Ok(stream) => {
+                let links = Arc::clone(&links);
+                let spawned = std::thread::Builder::new()
+                    .name("vxtap-admin".into())
+                    .spawn(move || serve(stream, &links));
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot start a thread for an admin connection");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "accepting an admin connection"),
         }
     }
 
     tracing::info!("shutting down");
     let _ = ticker.join();
-    let links = Arc::try_unwrap(links)
-        .map_err(|_| anyhow::anyhow!("link state still shared at shutdown"))?
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
+    // Admin connections still open hold a reference; give them their read timeout to end.
+    let links = wait_unshared(links)?;
     let names: Vec<String> = links.names().map(str::to_owned).collect();
     links.shutdown();
     tracing::info!(removed = ?names, "links removed");
     std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     Ok(())
+}
+
+/// Takes the link state back once no admin connection holds it (bounded wait).
+fn wait_unshared(mut links: Arc<Mutex<Links>>) -> anyhow::Result<Links> {
+    let deadline = std::time::Instant::now() + ADMIN_TIMEOUT + Duration::from_secs(1);
+    loop {
+        match Arc::try_unwrap(links) {
+            Ok(links) => return Ok(links.into_inner().unwrap_or_else(PoisonError::into_inner)),
+            Err(shared) if std::time::Instant::now() < deadline => {
+                links = shared;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => anyhow::bail!("admin connections still open at shutdown"),
+        }
+    }
 }
 
 /// SIGTERM/SIGINT set `stop` and wake the accept loop with a connection of our own.
@@ -131,7 +156,7 @@ fn spawn_ticker(
 
 /// Answers every request line on one connection.
 fn serve(stream: UnixStream, links: &Mutex<Links>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_read_timeout(Some(ADMIN_TIMEOUT));
     let mut reader = BufReader::new(&stream);
     loop {
         let mut line = String::new();
