@@ -7,8 +7,9 @@
 //! - [`tunnel`]: VXLAN decapsulation with a named reason for every refusal, and encapsulation
 //!   with a flow-hashed outer source port.
 //! - [`counters`]: drop reasons and per-network counters.
+//! - [`offload`]: the checksum offload state of inner frames (what a TAP must be told).
 //!
-//! Those four are the pure core: no I/O, no clock, no threads. Around them:
+//! Those five are the pure core: no I/O, no clock, no threads. Around them:
 //! - [`io`]: the I/O shell (TAP queues, batched UDP, network namespaces); the only module
 //!   with `unsafe`, all of it in `io::sys`.
 //! - [`runtime`]: worker threads that move batches between TAPs and the underlay through the
@@ -19,6 +20,7 @@
 
 pub mod counters;
 pub mod io;
+pub mod offload;
 pub mod runtime;
 pub mod switch;
 pub mod tunnel;

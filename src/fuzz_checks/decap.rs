@@ -1,6 +1,7 @@
 //! Fuzz property for UDP payloads arriving from the underlay.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use vxtap_dataplane::offload;
 use vxtap_dataplane::switch::{Admission, NetworkConfig, Switch};
 use vxtap_dataplane::tunnel::{self, DecapPolicy, Vtep};
 use vxtap_dataplane::wire::{
@@ -62,6 +63,13 @@ pub fn decap(data: &[u8]) {
             assert!(inner.frame.len() >= 14 && inner.src.is_unicast());
             inner_protocols(inner.frame);
             tunnel::flow_hash(inner.frame);
+            if let Some(p) = offload::pending_checksum(inner.frame) {
+                let at = usize::from(p.csum_start) + usize::from(p.csum_offset);
+                assert!(
+                    at + 2 <= inner.frame.len(),
+                    "pending checksum lies inside the frame"
+                );
+            }
         }
     }
     let mut s = switch();

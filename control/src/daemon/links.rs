@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use vxtap_dataplane::io::{netns, TapConfig, TapDevice};
-use vxtap_dataplane::runtime::{Runtime, RuntimeError};
+use vxtap_dataplane::runtime::{LinkOptions, Runtime, RuntimeError};
 use vxtap_dataplane::switch::{Admission, EntryKind, FloodPolicy, Network, NetworkConfig};
 use vxtap_dataplane::tunnel::{DecapPolicy, Vtep};
 use vxtap_dataplane::wire::{MacAddr, Vni};
@@ -204,8 +204,15 @@ impl Links {
         let tap = TapDevice::create(&config, netns_path.as_deref())?;
         let (ifindex, mac) = (tap.ifindex(), tap.mac());
         // On failure the TAP is dropped inside add_link, which removes it.
-        self.runtime
-            .add_link(vni, Self::network_config(&spec, mac), tap, spec.local)?;
+        self.runtime.add_link(
+            vni,
+            Self::network_config(&spec, mac),
+            tap,
+            LinkOptions {
+                local: spec.local,
+                mtu: spec.mtu,
+            },
+        )?;
         tracing::info!(link = %spec.name, %vni, netns = ?spec.netns, %mac, "link added");
         self.links.insert(
             spec.name.clone(),

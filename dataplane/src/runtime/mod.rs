@@ -1,7 +1,8 @@
 //! Worker threads that move frames between TAP queues and the underlay.
 //!
 //! Each worker runs a mio event loop over its own `SO_REUSEPORT` UDP socket (the kernel
-//! spreads arriving datagrams over the workers by flow) and its own queue of every link's
+//! spreads arriving datagrams over the workers by flow; encapsulated traffic leaves through a
+//! shared pool of sockets whose ports carry the flow hash, see `senders`) and its own queue of every link's
 //! multiqueue TAP (the kernel spreads the TAP's frames by flow too), so one flow stays on one
 //! worker and keeps its order. Per batch, a worker takes the switch lock once, decides for
 //! every frame, releases the lock, then does the I/O: `recvmmsg` -> decap -> switch -> TAP
@@ -12,6 +13,7 @@
 //! the clock once per batch and owns all threads; the decisions stay in `switch`.
 
 mod counters;
+mod senders;
 mod worker;
 
 pub use counters::{GlobalIoCounters, LinkIoCounters, LinkIoSnapshot};
@@ -40,6 +42,8 @@ pub struct RuntimeConfig {
     pub batch: usize,
     /// Outer UDP source ports to spread flows over.
     pub source_ports: PortRange,
+    /// Sockets bound across `source_ports` to send from (distinct outer source ports).
+    pub source_sockets: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -49,6 +53,7 @@ impl Default for RuntimeConfig {
             port: crate::wire::vxlan::DEFAULT_PORT,
             batch: 64,
             source_ports: PortRange::default(),
+            source_sockets: 16,
         }
     }
 }
@@ -98,12 +103,22 @@ pub enum RuntimeError {
     WorkerGone(usize),
 }
 
+/// How the workers treat one link's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkOptions {
+    /// Underlay source address (`local`); the routing table picks when `None`.
+    pub local: Option<Ipv4Addr>,
+    /// The TAP's MTU: larger TCP segments from the underlay are handed over for segmentation.
+    pub mtu: u32,
+}
+
 /// State the workers and the control plane share.
 pub(crate) struct Shared {
     switch: Mutex<Switch>,
     epoch: Instant,
     pub(crate) global: GlobalIoCounters,
     pub(crate) source_ports: PortRange,
+    pub(crate) senders: senders::SourcePool,
 }
 
 impl Shared {
@@ -147,6 +162,7 @@ impl Runtime {
             epoch: Instant::now(),
             global: GlobalIoCounters::default(),
             source_ports: config.source_ports,
+            senders: senders::SourcePool::bind(config.source_ports, config.source_sockets)?,
         });
         let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, config.port);
         let mut runtime = Runtime {
@@ -195,6 +211,11 @@ impl Runtime {
         f(&mut self.shared.switch())
     }
 
+    /// The outer UDP source ports traffic leaves from.
+    pub fn source_ports(&self) -> &[u16] {
+        self.shared.senders.ports()
+    }
+
     /// Counters of the I/O that belong to no link.
     pub fn global_counters(&self) -> &GlobalIoCounters {
         &self.shared.global
@@ -218,14 +239,13 @@ impl Runtime {
     }
 
     /// Adds network `vni` to the switch and hands queue `i` of `tap` to worker `i`. The
-    /// network and the TAP come and go together. With `local`, encapsulated traffic leaves
-    /// from that underlay address instead of the one the routing table picks.
+    /// network and the TAP come and go together.
     pub fn add_link(
         &mut self,
         vni: Vni,
         config: NetworkConfig,
         tap: TapDevice,
-        local: Option<Ipv4Addr>,
+        options: LinkOptions,
     ) -> Result<(), RuntimeError> {
         if tap.queues().len() != self.threads {
             return Err(RuntimeError::QueueCount {
@@ -245,7 +265,7 @@ impl Runtime {
                     vni,
                     queue,
                     counters,
-                    local,
+                    options,
                 },
             ) {
                 // Roll back what was handed out so far; the queues still in hand drop here.

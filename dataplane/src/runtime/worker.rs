@@ -1,8 +1,9 @@
 //! One worker: an event loop over its UDP socket and its queue of every TAP.
 
 use super::counters::{add, LinkIoCounters};
-use super::{RuntimeError, Shared};
+use super::{LinkOptions, RuntimeError, Shared};
 use crate::io::{RecvBatch, SendBatch, TapQueue, UdpSocket};
+use crate::offload;
 use crate::switch::{NetworkAction, TapAction, ARP_REPLY_LEN};
 use crate::tunnel::{self, Vtep};
 use crate::wire::virtio_net::HEADER_LEN as VNET_LEN;
@@ -36,7 +37,7 @@ pub(crate) enum Command {
         vni: Vni,
         queue: TapQueue,
         counters: Arc<LinkIoCounters>,
-        local: Option<Ipv4Addr>,
+        options: LinkOptions,
     },
     RemoveLink {
         vni: Vni,
@@ -51,6 +52,8 @@ struct Link {
     counters: Arc<LinkIoCounters>,
     /// Underlay source address (`local`), if not the routing table's choice.
     local: Option<Ipv4Addr>,
+    /// The TAP's MTU.
+    mtu: u32,
 }
 
 /// Frames read from a TAP queue in one batch, and what to do with them.
@@ -60,6 +63,13 @@ struct TapBatch {
     /// (frame index, destination) for every copy to send, floods expanded.
     plan: Vec<(usize, Vtep)>,
     headers: Vec<[u8; VXLAN_LEN]>,
+    /// Which source socket sends each planned copy.
+    sender: Vec<usize>,
+    /// The planned copies grouped by source socket, in plan order within each group (a
+    /// counting sort: stable, so a flow's frames keep their order, and allocation-free).
+    order: Vec<usize>,
+    /// Per source socket: where its group starts in `order` (len = sockets + 1).
+    group_start: Vec<usize>,
     replies: Vec<[u8; ARP_REPLY_LEN]>,
 }
 
@@ -79,6 +89,31 @@ pub(crate) struct Worker {
     /// Kept empty between batches; re-borrowed for each TAP batch's frames.
     send: Option<SendBatch<'static>>,
     ready: VecDeque<Token>,
+}
+
+/// Fills `order` and `group_start` so that the planned copies of each source socket are
+/// contiguous, each group in plan order.
+fn group_by_sender(tap: &mut TapBatch, sockets: usize) {
+    tap.group_start.clear();
+    tap.group_start.resize(sockets + 1, 0);
+    for &s in &tap.sender {
+        tap.group_start[s + 1] += 1;
+    }
+    for s in 0..sockets {
+        tap.group_start[s + 1] += tap.group_start[s];
+    }
+    tap.order.clear();
+    tap.order.resize(tap.sender.len(), 0);
+    // `group_start[s]` serves as the next free place of group `s` while filling, then is
+    // shifted back.
+    for (k, &s) in tap.sender.iter().enumerate() {
+        tap.order[tap.group_start[s]] = k;
+        tap.group_start[s] += 1;
+    }
+    for s in (1..=sockets).rev() {
+        tap.group_start[s] = tap.group_start[s - 1];
+    }
+    tap.group_start[0] = 0;
 }
 
 /// Queues one datagram to `vtep`, from `local` when the link has one.
@@ -144,6 +179,7 @@ impl Worker {
                 source,
             }
         };
+        let sockets = shared.senders.ports().len();
         let poll = Poll::new().map_err(poll_err("epoll_create"))?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(poll_err("eventfd"))?);
         poll.registry()
@@ -167,6 +203,9 @@ impl Worker {
                 lens: Vec::with_capacity(batch),
                 plan: Vec::with_capacity(batch * 4),
                 headers: Vec::with_capacity(batch * 4),
+                sender: Vec::with_capacity(batch * 4),
+                order: Vec::with_capacity(batch * 4),
+                group_start: Vec::with_capacity(sockets + 1),
                 replies: Vec::with_capacity(batch),
             },
             send: Some(SendBatch::new(batch * 4)),
@@ -236,7 +275,7 @@ impl Worker {
                     vni,
                     queue,
                     counters,
-                    local,
+                    options,
                 }) => {
                     let slot = self
                         .links
@@ -257,7 +296,8 @@ impl Worker {
                         vni,
                         queue,
                         counters,
-                        local,
+                        local: options.local,
+                        mtu: options.mtu,
                     });
                     if slot == self.links.len() {
                         self.links.push(link);
@@ -322,7 +362,10 @@ impl Worker {
                 continue;
             };
             let frame = &self.rx.payload(i)[VXLAN_LEN..];
-            match link.queue.send(&PLAIN_FRAME, frame) {
+            match link
+                .queue
+                .send(&offload::tap_header(frame, link.mtu), frame)
+            {
                 Ok(_) => {
                     add(&link.counters.tap_tx_frames, 1);
                     add(&link.counters.tap_tx_bytes, frame.len() as u64);
@@ -379,27 +422,35 @@ impl Worker {
             }
         }
         tap.headers.clear();
+        tap.sender.clear();
+        let senders = &self.shared.senders;
         for &(i, vtep) in &tap.plan {
             let frame = &tap.bufs[i][VNET_LEN..tap.lens[i]];
-            tap.headers
-                .push(tunnel::encap(frame, &vtep, &self.shared.source_ports).header);
+            let encap = tunnel::encap(frame, &vtep, &self.shared.source_ports);
+            tap.headers.push(encap.header);
+            tap.sender.push(senders.index_for(encap.src_port));
         }
+        group_by_sender(tap, senders.ports().len());
         let mut batch = self
             .send
             .take()
             .unwrap_or_else(|| SendBatch::new(tap.plan.len()))
             .recycle();
         let mut sent = SendTally::default();
-        for (k, &(i, vtep)) in tap.plan.iter().enumerate() {
-            let frame = &tap.bufs[i][VNET_LEN..tap.lens[i]];
-            let parts: [&[u8]; 2] = [&tap.headers[k], frame];
-            if !push(&mut batch, link.local, vtep, &parts) {
-                sent.flush(&mut batch, &self.socket);
-                // An empty batch always has room.
-                let _ = push(&mut batch, link.local, vtep, &parts);
+        for s in 0..senders.ports().len() {
+            let socket = senders.socket(s);
+            for &k in &tap.order[tap.group_start[s]..tap.group_start[s + 1]] {
+                let (i, vtep) = tap.plan[k];
+                let frame = &tap.bufs[i][VNET_LEN..tap.lens[i]];
+                let parts: [&[u8]; 2] = [&tap.headers[k], frame];
+                if !push(&mut batch, link.local, vtep, &parts) {
+                    sent.flush(&mut batch, socket);
+                    // An empty batch always has room.
+                    let _ = push(&mut batch, link.local, vtep, &parts);
+                }
             }
+            sent.flush(&mut batch, socket);
         }
-        sent.flush(&mut batch, &self.socket);
         self.send = Some(batch.recycle());
         add(&link.counters.udp_tx_datagrams, sent.sent);
         add(&link.counters.udp_tx_bytes, sent.bytes);
@@ -414,5 +465,33 @@ impl Worker {
             }
         }
         drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_by_sender_is_stable_and_complete() {
+        let mut tap = TapBatch {
+            bufs: Vec::new(),
+            lens: Vec::new(),
+            plan: Vec::new(),
+            headers: Vec::new(),
+            sender: vec![2, 0, 2, 1, 0, 2, 3, 0],
+            order: Vec::new(),
+            group_start: Vec::new(),
+            replies: Vec::new(),
+        };
+        group_by_sender(&mut tap, 5);
+        assert_eq!(tap.group_start, [0, 3, 4, 7, 8, 8]);
+        assert_eq!(tap.order, [1, 4, 7, 3, 0, 2, 5, 6]);
+        tap.sender.clear();
+        group_by_sender(&mut tap, 2);
+        assert_eq!(
+            (tap.group_start.as_slice(), tap.order.len()),
+            (&[0, 0, 0][..], 0)
+        );
     }
 }
