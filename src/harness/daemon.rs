@@ -1,0 +1,262 @@
+//! [`Daemon`]: the real `vxtap daemon` running inside a host namespace, and the `vxtap`
+//! commands that talk to it.
+//!
+//! Each daemon gets a run directory of its own under /tmp (passed as `VXTAP_RUN_DIR`), so
+//! several "hosts" share the machine; its stderr goes to `daemon.log` there and is printed
+//! when a test fails. Dropping the guard stops it with SIGTERM (SIGKILL if it does not exit
+//! in time) and removes the run directory.
+
+use super::cmd;
+use super::netns::Netns;
+use super::sys;
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a daemon may take to open its admin socket, or to exit after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `vxtap` binary: `$VXTAP_BIN`, or `vxtap` in the target directory that holds the
+/// running test executable (`target/debug/deps/dropin-*` -> `target/debug/vxtap`).
+///
+/// # Panics
+///
+/// If it does not exist.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("VXTAP_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("vxtap"))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the vxtap binary is missing (looked for {candidates:?}); build it first: \
+                 cargo build -p vxtap"
+            )
+        })
+}
+
+/// `vxtap ARGS...` aimed at the run directory `run_dir`, whatever the exit status (for a
+/// directory where no daemon runs, say).
+pub fn cli_at(run_dir: &Path, args: &[&str]) -> Output {
+    cmd::output(
+        Command::new(binary())
+            .args(args)
+            .env("VXTAP_RUN_DIR", run_dir),
+    )
+}
+
+/// A `vxtap daemon --threads 2` running in a host namespace.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    run_dir: tempfile::TempDir,
+    host: String,
+}
+
+impl Daemon {
+    /// Starts a daemon in `host` and waits (bounded) until its admin socket answers.
+    ///
+    /// # Panics
+    ///
+    /// If the binary is missing, the daemon exits, or the socket does not appear in time;
+    /// the message holds the daemon's log.
+    pub fn start(host: &Netns) -> Daemon {
+        Daemon::start_with(host, &[])
+    }
+
+    /// [`start`](Self::start) with extra daemon arguments (e.g. `--port`).
+    pub fn start_with(host: &Netns, extra: &[&str]) -> Daemon {
+        super::require_root();
+        let binary = binary();
+        let run_dir = tempfile::Builder::new()
+            .prefix("vxtap-test-")
+            .tempdir_in("/tmp")
+            .expect("a run directory under /tmp");
+        let log = File::create(run_dir.path().join("daemon.log")).expect("daemon.log");
+        let mut command = host.command(&binary.to_string_lossy());
+        command
+            .args(["daemon", "--threads", "2"])
+            .args(extra)
+            .env("VXTAP_RUN_DIR", run_dir.path())
+            .env("VXTAP_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
+        let mut daemon = Daemon {
+            child: Some(child),
+            run_dir,
+            host: host.name().to_owned(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            let child = self.child.as_mut().expect("a running daemon");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "vxtap daemon in {} exited ({status}) before opening its socket:\n{}",
+                    self.host,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vxtap daemon in {} did not open {} within {START_TIMEOUT:?}:\n{}",
+                self.host,
+                self.socket().display(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its run directory (`VXTAP_RUN_DIR`).
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    /// Its admin socket.
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("vxtap.sock")
+    }
+
+    /// Its pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The name of the host namespace it runs in.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.run_dir().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// A `vxtap` command aimed at this daemon (run from the test's own namespace: the
+    /// commands only talk to the admin socket).
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(binary());
+        command.env("VXTAP_RUN_DIR", self.run_dir());
+        command
+    }
+
+    /// `vxtap ARGS...`, whatever the exit status.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cmd::output(self.command().args(args))
+    }
+
+    /// `vxtap ARGS...`, panicking (with the daemon's log) on failure; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let mut command = self.command();
+        command.args(args);
+        let out = cmd::output(&mut command);
+        if !out.status.success() {
+            panic!(
+                "`{}` failed ({}): {}\ndaemon log:\n{}",
+                cmd::describe(&command),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.log()
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`cli`](Self::cli) with the arguments given as one whitespace-separated line.
+    pub fn cli_line(&self, line: &str) -> Output {
+        self.cli(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// [`cli_ok`](Self::cli_ok) with the arguments given as one whitespace-separated line.
+    pub fn cli_ok_line(&self, line: &str) -> String {
+        self.cli_ok(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// `vxtap ARGS... -j`, parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut full = args.to_vec();
+        full.push("-j");
+        let out = self.cli_ok(&full);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|err| panic!("vxtap {}: not JSON ({err}): {out}", full.join(" ")))
+    }
+
+    /// `vxtap stats -j`: `{"links": [...], "global": {...}}`.
+    pub fn stats(&self) -> Value {
+        self.json(&["stats"])
+    }
+
+    /// `vxtap fdb show -j`: rows `{mac, dev, dst, vni, port, state, age}`.
+    pub fn fdb(&self) -> Value {
+        self.json(&["fdb", "show"])
+    }
+
+    /// `vxtap link show -j`.
+    pub fn links(&self) -> Value {
+        self.json(&["link", "show"])
+    }
+
+    /// `vxtap neigh show -j`.
+    pub fn neigh(&self) -> Value {
+        self.json(&["neigh", "show"])
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the daemon to exit; SIGKILL if it does not.
+    /// Returns how it exited, or `None` if it had to be killed (or was already reaped).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        let _ = sys::signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        eprintln!(
+            "vxtap daemon in {} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
+            self.host
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- vxtap daemon log ({}) ---\n{}", self.host, self.log());
+        }
+        self.terminate();
+    }
+}
