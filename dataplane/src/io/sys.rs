@@ -489,6 +489,83 @@ fn gro_segment_size(msg: &libc::msghdr) -> Option<u16> {
     None
 }
 
+/// Points `msg` at `control` and writes the send control messages a datagram needs: an
+/// IP_PKTINFO with its source address, a UDP_SEGMENT with its segment size, both, or none
+/// (then `msg_control` is null).
+fn set_send_control(
+    msg: &mut libc::msghdr,
+    control: *mut ControlBuf,
+    source: Option<Ipv4Addr>,
+    gso_size: Option<u16>,
+) {
+    let space =
+        source.map_or(0, |_| PKTINFO_CMSG_SPACE) + gso_size.map_or(0, |_| SEGMENT_CMSG_SPACE);
+    if space == 0 {
+        msg.msg_control = ptr::null_mut();
+        msg.msg_controllen = 0;
+        return;
+    }
+    msg.msg_control = control.cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: every caller passes a `control` that points to a live `ControlBuf` it owns
+    // exclusively (64 bytes, aligned for `cmsghdr`), and `msg_controllen` is the sum of the
+    // CMSG_SPACE of the messages written, at most 64 (asserted at compile time).
+    // CMSG_FIRSTHDR/CMSG_NXTHDR therefore return headers inside that buffer with room for
+    // their data, since each message is written within its own CMSG_SPACE and NXTHDR is taken
+    // only after a header's `cmsg_len` is set.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        if let Some(source) = source {
+            (*cmsg).cmsg_len = PKTINFO_CMSG_LEN as _;
+            (*cmsg).cmsg_level = libc::IPPROTO_IP;
+            (*cmsg).cmsg_type = libc::IP_PKTINFO;
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(source).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+        if let Some(size) = gso_size {
+            (*cmsg).cmsg_len = SEGMENT_CMSG_LEN as _;
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+        }
+    }
+}
+
+/// One `sendmsg(MSG_DONTWAIT)` of the concatenation of `parts` to `dst`, from `source` if
+/// given, cut into `gso_size`-byte datagrams by the kernel if given (UDP_SEGMENT). Returns
+/// the bytes sent. Allocates nothing.
+pub(crate) fn send_to(
+    socket: BorrowedFd<'_>,
+    dst: SocketAddrV4,
+    source: Option<Ipv4Addr>,
+    parts: &[IoSlice<'_>],
+    gso_size: Option<u16>,
+) -> io::Result<usize> {
+    let mut name = sockaddr_in(dst);
+    let mut control = ControlBuf([0; 64]);
+    // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = ptr::addr_of_mut!(name).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (std guarantees it); the kernel only
+    // reads through a send iovec, `*mut` is what the C type says.
+    msg.msg_iov = parts.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = parts.len() as _;
+    set_send_control(&mut msg, ptr::addr_of_mut!(control), source, gso_size);
+    retry_eintr(|| {
+        // SAFETY: `msg` points to `name`, `control` and the iovecs of `parts`, all alive for
+        // this call and sized as declared; the kernel only reads them.
+        cvt_len(unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_DONTWAIT) })
+    })
+}
+
 /// The most parts (iovecs) one queued datagram may have.
 pub(crate) const MAX_PARTS: usize = 3;
 
@@ -666,44 +743,10 @@ impl<'a> SendQueue<'a> {
             msg.msg_iov = iovec_base.wrapping_add(slot * MAX_PARTS);
             msg.msg_iovlen = pending.parts as _;
             msg.msg_flags = 0;
-            let space = pending.source.map_or(0, |_| PKTINFO_CMSG_SPACE)
-                + pending.gso_size.map_or(0, |_| SEGMENT_CMSG_SPACE);
-            if space == 0 {
-                msg.msg_control = ptr::null_mut();
-                msg.msg_controllen = 0;
-                continue;
-            }
-            msg.msg_control = control_base.wrapping_add(slot).cast();
-            msg.msg_controllen = space as _;
-            // SAFETY: `msg_control` points to this slot's `ControlBuf` (64 bytes, aligned for
-            // `cmsghdr`, exclusively ours through `&mut self`) and `msg_controllen` is the sum
-            // of the CMSG_SPACE of the messages written, at most 64 (asserted at compile
-            // time). CMSG_FIRSTHDR/CMSG_NXTHDR therefore return headers inside that buffer
-            // with room for their data, since each message is written within its own
-            // CMSG_SPACE and NXTHDR is taken only after a header's `cmsg_len` is set.
-            unsafe {
-                let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-                if let Some(source) = pending.source {
-                    (*cmsg).cmsg_len = PKTINFO_CMSG_LEN as _;
-                    (*cmsg).cmsg_level = libc::IPPROTO_IP;
-                    (*cmsg).cmsg_type = libc::IP_PKTINFO;
-                    let info = libc::in_pktinfo {
-                        ipi_ifindex: 0,
-                        ipi_spec_dst: libc::in_addr {
-                            s_addr: u32::from(source).to_be(),
-                        },
-                        ipi_addr: libc::in_addr { s_addr: 0 },
-                    };
-                    ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>(), info);
-                    cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-                }
-                if let Some(size) = pending.gso_size {
-                    (*cmsg).cmsg_len = SEGMENT_CMSG_LEN as _;
-                    (*cmsg).cmsg_level = libc::SOL_UDP;
-                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                    ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
-                }
-            }
+            // SAFETY of the pointer: `control_base + slot` is this slot's `ControlBuf`, which
+            // lives in `self.controls` and is not moved before `sendmmsg` below.
+            let control = control_base.wrapping_add(slot);
+            set_send_control(msg, control, pending.source, pending.gso_size);
         }
         let header_base = self.headers.as_mut_ptr().wrapping_add(head);
         let count = (tail - head) as libc::c_uint;

@@ -128,6 +128,21 @@ impl UdpSocket {
         }
     }
 
+    /// Sends the concatenation of `parts` to `dst` with one `sendmsg`, without copying:
+    /// from `source` if given (IP_PKTINFO), and with `gso_size`, cut by the kernel into
+    /// datagrams of `gso_size` bytes, the last possibly shorter (UDP_SEGMENT), so a whole
+    /// TSO superframe's segments leave in one call. The kernel refuses a GSO send it cannot
+    /// do with `EIO` or `EINVAL`; the caller then sends the segments one by one.
+    pub fn send_segments(
+        &self,
+        dst: SocketAddrV4,
+        source: Option<Ipv4Addr>,
+        parts: &[std::io::IoSlice<'_>],
+        gso_size: Option<u16>,
+    ) -> io::Result<usize> {
+        sys::send_to(self.as_fd(), dst, source, parts, gso_size)
+    }
+
     /// Sends one datagram (for the odd packet outside a batch).
     pub fn send_to(&self, buf: &[u8], dst: SocketAddrV4) -> io::Result<usize> {
         sys::retry_eintr(|| self.socket.send_to(buf, dst))
@@ -596,6 +611,50 @@ mod tests {
             assert_eq!((segment_size, truncated), (None, false));
         }
         assert_nothing_more(&mut recv, &receiver);
+    }
+
+    #[test]
+    fn send_segments_cuts_many_parts_into_gso_datagrams() {
+        let ns = TestNetns::new();
+        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        // 40 segments of an 8-byte header plus a 992-byte payload slice, the last one short,
+        // as a TSO superframe leaves: 80 iovecs, one sendmsg.
+        let headers: Vec<[u8; 8]> = (0..40u8).map(|i| [i; 8]).collect();
+        let payload: Vec<u8> = (0..40 * 992 - 500).map(|i| (i / 992) as u8).collect();
+        let mut parts = Vec::new();
+        for (i, chunk) in payload.chunks(992).enumerate() {
+            parts.push(std::io::IoSlice::new(&headers[i]));
+            parts.push(std::io::IoSlice::new(chunk));
+        }
+        let source = Ipv4Addr::new(127, 0, 0, 3);
+        let sent = sender
+            .send_segments(receiver.local_addr(), Some(source), &parts, Some(1000))
+            .unwrap();
+        assert_eq!(sent, 40 * 8 + payload.len());
+        let mut recv = RecvBatch::new(64, 2048);
+        let got = recv_n(&mut recv, &receiver, 40);
+        for (i, (datagram, from, _, _)) in got.iter().enumerate() {
+            assert_eq!(
+                &datagram[..8],
+                &[i as u8; 8],
+                "segment {i} starts with its header"
+            );
+            assert!(datagram[8..].iter().all(|&b| b == i as u8));
+            assert_eq!(datagram.len(), if i == 39 { 8 + 492 } else { 1000 });
+            assert_eq!(*from.ip(), source);
+        }
+        // Without GSO the same call sends one datagram.
+        let one = [
+            std::io::IoSlice::new(b"head"),
+            std::io::IoSlice::new(b"tail"),
+        ];
+        assert_eq!(
+            sender
+                .send_segments(receiver.local_addr(), None, &one, None)
+                .unwrap(),
+            8
+        );
+        assert_eq!(recv_n(&mut recv, &receiver, 1)[0].0, b"headtail");
     }
 
     #[test]
