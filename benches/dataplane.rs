@@ -2,6 +2,9 @@
 //! sizes, switch ingress from each side, the ARP proxy reply, and the whole core path a frame
 //! pair takes (decap + switch from the UDP side, switch + encap from the TAP side).
 //!
+//! Also the offload paths, per segment: cutting a 64 KB TSO superframe into MSS segments
+//! (headers, checksums) and recognising its segments as one run on the way back.
+//!
 //! Run: `cargo bench --bench dataplane`, then `python3 benches/summary.py` for the table of
 //! ns/frame and Mframes/s. Inputs are frames captured from the kernel vxlan device.
 
@@ -9,9 +12,13 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
+use vxtap_dataplane::coalesce;
+use vxtap_dataplane::segment::{self, SegmentHeaders};
 use vxtap_dataplane::switch::{FdbLimits, ForwardingTable, NetworkConfig, Switch, ARP_REPLY_LEN};
 use vxtap_dataplane::tunnel::{self, DecapPolicy, PortRange, Vtep};
-use vxtap_dataplane::wire::{EthernetFrame, MacAddr, Vni};
+use vxtap_dataplane::wire::{
+    checksum, EthernetFrame, GsoType, Ipv4Packet, MacAddr, TcpPacket, VirtioNetRepr, Vni,
+};
 use vxtap_dataplane::{NetworkAction, TapAction, Timestamp};
 
 const OUTER: usize = 14 + 20 + 8;
@@ -224,12 +231,89 @@ fn switch_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// A TCP superframe of `payload` bytes grown from the captured data segment, its checksum
+/// pending as a TSO sender leaves it, and the virtio-net header the TAP would hand over.
+fn superframe(payload: usize, mss: u16) -> (Vec<u8>, VirtioNetRepr) {
+    let mut frame = payload_of_capture("tcp_data");
+    let headers = 14 + 20 + usize::from(frame[14 + 20 + 12] >> 4) * 4;
+    frame.truncate(headers);
+    frame.extend((0..payload).map(|i| i as u8));
+    let total = (frame.len() - 14) as u16;
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
+    ip.set_total_len(total);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let pseudo = checksum::pseudo_header_v4(src, dst, 6, total - 20);
+    TcpPacket::new_unchecked(&mut frame[34..]).set_checksum(pseudo);
+    let vnet = VirtioNetRepr {
+        needs_csum: true,
+        csum_start: 34,
+        csum_offset: 16,
+        gso_type: GsoType::TcpV4,
+        gso_size: mss,
+        ..VirtioNetRepr::NONE
+    };
+    (frame, vnet)
+}
+
+fn payload_of_capture(name: &str) -> Vec<u8> {
+    payload(name)[8..].to_vec()
+}
+
+fn offload_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offload");
+    // A 64 000-byte superframe at the MSS a 1450-MTU container uses: 46 segments.
+    let (frame, vnet) = superframe(64_000, 1398);
+    let vxlan = [8, 0, 0, 0, 0, 0, 42, 0];
+    let mut out = SegmentHeaders::new();
+    let count = segment::split_tcp(&frame, &vnet, &vxlan, &mut out)
+        .unwrap()
+        .len() as u64;
+    g.throughput(Throughput::Elements(count));
+    g.bench_function("split_64k_superframe", |b| {
+        b.iter(|| segment::split_tcp(black_box(&frame), &vnet, &vxlan, &mut out).map(|s| s.len()))
+    });
+    // The same segments, as they arrive, grouped back into one run.
+    let segments: Vec<Vec<u8>> = {
+        let s = segment::split_tcp(&frame, &vnet, &vxlan, &mut out).unwrap();
+        s.iter()
+            .map(|seg| {
+                let mut f = seg.header[8..].to_vec();
+                f.extend_from_slice(&frame[seg.payload]);
+                f
+            })
+            .collect()
+    };
+    g.bench_function("coalesce_64k_run", |b| {
+        b.iter(|| {
+            let first_frame = &segments[0];
+            let first = coalesce::inspect(first_frame).unwrap();
+            let (mut last, mut total) = (first, first.payload_len());
+            for next_frame in &segments[1..] {
+                let next = coalesce::inspect(black_box(next_frame)).unwrap();
+                assert!(coalesce::continues(
+                    first_frame,
+                    &first,
+                    &last,
+                    total,
+                    next_frame,
+                    &next
+                ));
+                total += next.payload_len();
+                last = next;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = tunnel_benches, lookup_benches, switch_benches
+    targets = tunnel_benches, lookup_benches, switch_benches, offload_benches
 }
 criterion_main!(benches);

@@ -14,7 +14,8 @@ def write(target, name, data):
     (d / name).write_bytes(bytes(data))
 
 # Start afresh, but keep the regression inputs fuzzing found (seeds/*/regress_*).
-for t in ("decap", "tap_frame", "switch_ops"):
+TARGETS = ("decap", "tap_frame", "switch_ops", "segment")
+for t in TARGETS:
     for f in (seeds / t).glob("*"):
         if not f.name.startswith("regress_"):
             f.unlink()
@@ -76,4 +77,82 @@ for name, frame in [
 for i, data in enumerate([bytes(range(256)), bytes(range(255, -1, -1)), bytes([i * 7 % 256 for i in range(512)]),
                           sample, bytes([0, 3, 1, 4, 0, 3, 1, 5, 2, 3] * 20)]):
     write("switch_ops", f"seed{i}", data)
-print("seeds:", {t: len(list((seeds / t).iterdir())) for t in ("decap", "tap_frame", "switch_ops")})
+# segment: a 12-byte virtio-net header (little-endian fields), then a frame as a TAP with
+# TUNSETOFFLOAD CSUM|TSO4|TSO6 hands it over: TCP superframes whose checksum field holds the
+# pseudo-header sum, and plain frames with a checksum to finish.
+def csum(data):
+    data = bytes(data) + b"\x00" * (len(data) % 2)
+    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while s > 0xffff:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+def vnet(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset):
+    return (bytes([flags, gso_type]) + b"".join(v.to_bytes(2, "little")
+            for v in (hdr_len, gso_size, csum_start, csum_offset, 0)))
+
+tcp_data = (root.parent / "dataplane/testdata/kernel/tcp_data.bin").read_bytes()[OUTER + 8:]
+SRC6 = bytes([0xfd] + [0] * 14 + [1])
+DST6 = bytes([0xfd] + [0] * 14 + [2])
+
+def superframe(payload, ipv6=False, timestamps=True, vlan_tags=0, ip_options=0, flags=0x18):
+    f = bytearray(tcp_data[:12])
+    for tag in range(vlan_tags):
+        f += (b"\x88\xa8" if tag + 1 < vlan_tags else b"\x81\x00") + (100 + tag).to_bytes(2, "big")
+    tcp = bytearray(tcp_data[34:66] if timestamps else tcp_data[34:54])
+    tcp[12] = (len(tcp) // 4) << 4
+    tcp[13] = flags
+    tcp_len = len(tcp) + len(payload)
+    if ipv6:
+        f += b"\x86\xdd\x60\x00\x00\x00" + tcp_len.to_bytes(2, "big") + b"\x06\x40" + SRC6 + DST6
+        pseudo = csum(SRC6 + DST6 + tcp_len.to_bytes(4, "big") + b"\x00\x00\x00\x06")
+    else:
+        ip = bytearray(tcp_data[14:34]) + b"\x01" * ip_options
+        ip[0] = 0x40 | (len(ip) // 4)
+        ip[2:4] = (len(ip) + tcp_len).to_bytes(2, "big")
+        ip[10:12] = b"\x00\x00"
+        ip[10:12] = (~csum(ip) & 0xffff).to_bytes(2, "big")
+        f += b"\x08\x00" + ip
+        pseudo = csum(ip[12:20] + b"\x00\x06" + tcp_len.to_bytes(2, "big"))
+    tcp[16:18] = pseudo.to_bytes(2, "big")
+    l4 = len(f)
+    return bytes(f + tcp + bytes(payload)), l4, len(tcp)
+
+def gso_seed(name, payload, mss, **shape):
+    frame, l4, tcp_len = superframe(payload, **shape)
+    gso_type = (4 if shape.get("ipv6") else 1) | (0x80 if shape.get("flags", 0) & 0x80 else 0)
+    write("segment", name, vnet(1, gso_type, l4 + tcp_len, mss, l4, 16) + frame)
+    return frame, l4
+
+pattern = bytes(i * 7 % 251 for i in range(65_535))
+gso_seed("v4_ts_3000_mss1448", pattern[:3000], 1448)
+gso_seed("v4_no_ts_4001_mss1460", pattern[:4001], 1460, timestamps=False)
+gso_seed("v4_full_64k_mss1448", pattern[:65_535 - 20 - 32], 1448)
+gso_seed("v6_ts_5000_mss1428", pattern[:5000], 1428, ipv6=True)
+gso_seed("v6_no_ts_2857_mss1000", pattern[:2857], 1000, ipv6=True, timestamps=False)
+gso_seed("v4_qinq_ip_options", pattern[:3000], 999, vlan_tags=2, ip_options=40)
+gso_seed("v6_dot1q", pattern[:3000], 1000, ipv6=True, vlan_tags=1)
+gso_seed("v4_fin_psh_cwr_ece", pattern[:2500], 1000, flags=0xd9)
+gso_seed("v6_fin_psh_cwr", pattern[:2500], 1000, ipv6=True, flags=0x99)
+gso_seed("v4_mss1", pattern[:7], 1)
+gso_seed("v4_mss7_odd_last", pattern[:100], 7)
+gso_seed("v4_no_payload", b"", 1448, flags=0x11)
+gso_seed("v4_payload_below_mss", pattern[:100], 1448)
+frame, l4 = gso_seed("v4_mss0", pattern[:3000], 0)
+write("segment", "v4_as_tcpv6", vnet(1, 4, 0, 1448, l4, 16) + frame)
+write("segment", "v4_gso_udp_l4", vnet(1, 5, 0, 1448, l4, 16) + frame)
+write("segment", "v4_truncated", vnet(1, 1, 0, 1448, l4, 16) + frame[:1000])
+frame, l4 = superframe(pattern[:5000])[:2]
+write("segment", "v4_too_many_segments", vnet(1, 1, 0, 1, l4, 16) + frame)
+# Plain frames whose checksum the kernel left for us: TCP and UDP over IPv4, TCP over IPv6.
+for name, offset in (("tcp_data", 16), ("udp_datagram", 6), ("tcp_synack", 16)):
+    f = bytearray((root.parent / f"dataplane/testdata/kernel/{name}.bin").read_bytes()[OUTER + 8:])
+    l4_len = len(f) - 34
+    pseudo = csum(f[26:34] + bytes([0, f[23]]) + l4_len.to_bytes(2, "big"))
+    f[34 + offset:36 + offset] = pseudo.to_bytes(2, "big")
+    write("segment", f"csum_{name}", vnet(1, 0, 0, 0, 34, offset) + f)
+frame, l4 = superframe(b"hello, world", ipv6=True)[:2]
+write("segment", "csum_v6_tcp", vnet(1, 0, 0, 0, l4, 16) + frame)
+write("segment", "csum_offset_outside", vnet(1, 0, 0, 0, 60, 16) + frame[:70])
+
+print("seeds:", {t: len(list((seeds / t).iterdir())) for t in TARGETS})

@@ -32,6 +32,9 @@ pub struct LinkSpec {
     pub mtu: u32,
     /// Accept frames from any VTEP, not only known ones (`admit any`).
     pub admit_any: bool,
+    /// Let the TAP hand over checksum-offloaded frames and TSO superframes (`offload on`),
+    /// which vxtap finishes and segments itself; `offload off` moves one MTU frame at a time.
+    pub offload: bool,
 }
 
 /// How `fdb add` treats an existing entry.
@@ -101,6 +104,8 @@ pub struct LinkStatus {
     pub ifindex: u32,
     /// The TAP's MAC.
     pub mac: String,
+    /// Offloads the kernel accepted for the TAP (`csum`, `tso4`, `tso6`, `tso_ecn`).
+    pub offloads: Vec<String>,
     /// Its counters.
     pub stats: LinkStats,
 }
@@ -125,6 +130,8 @@ pub struct LinkStats {
     pub tap_rx_frames: u64,
     /// Bytes of those.
     pub tap_rx_bytes: u64,
+    /// TAP frames vxtap could not use (see `LinkIoSnapshot::tap_rx_errors`).
+    pub tap_rx_errors: u64,
     /// Frames written to the TAP (decapsulated, plus ARP replies).
     pub tap_tx_frames: u64,
     /// Bytes of those.

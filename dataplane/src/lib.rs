@@ -7,9 +7,12 @@
 //! - [`tunnel`]: VXLAN decapsulation with a named reason for every refusal, and encapsulation
 //!   with a flow-hashed outer source port.
 //! - [`counters`]: drop reasons and per-network counters.
+//! - [`coalesce`]: which TCP segments from the underlay join into one superframe for the TAP.
 //! - [`offload`]: the checksum offload state of inner frames (what a TAP must be told).
+//! - [`segment`]: TCP superframes from the TAP cut into segments for one `UDP_SEGMENT` send,
+//!   and `NEEDS_CSUM` checksums finished.
 //!
-//! Those five are the pure core: no I/O, no clock, no threads. Around them:
+//! Those seven are the pure core: no I/O, no clock, no threads. Around them:
 //! - [`io`]: the I/O shell (TAP queues, batched UDP, network namespaces); the only module
 //!   with `unsafe`, all of it in `io::sys`.
 //! - [`runtime`]: worker threads that move batches between TAPs and the underlay through the
@@ -18,10 +21,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod coalesce;
 pub mod counters;
 pub mod io;
 pub mod offload;
 pub mod runtime;
+pub mod segment;
 pub mod switch;
 pub mod tunnel;
 pub mod wire;

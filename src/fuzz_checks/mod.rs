@@ -8,12 +8,18 @@
 //!   reply parses as a well-formed ARP reply to the requester.
 //! - [`switch_ops`]: sequences of control and data operations against a model of the static
 //!   entries: the learned cap holds, static entries never move, counters stay consistent.
+//! - [`segment`]: a virtio-net header and a frame from a TAP with offloads. Finishing a checksum
+//!   changes only its field and verifies; whatever splits gives equal-length header blocks and
+//!   segments that parse with correct IP and TCP checksums, contiguous sequence numbers and
+//!   payloads, the kernel's flags and IPv4 IDs, the same in chunks as in one go.
 
 mod decap;
+mod segment;
 mod switch_ops;
 mod tap_frame;
 
 pub use decap::decap;
+pub use segment::segment;
 pub use switch_ops::switch_ops;
 pub use tap_frame::tap_frame;
 
@@ -25,4 +31,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("decap", decap),
     ("tap_frame", tap_frame),
     ("switch_ops", switch_ops),
+    ("segment", segment),
 ];

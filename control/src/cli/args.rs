@@ -173,6 +173,7 @@ pub fn link(args: &[String]) -> Result<Command, ArgError> {
                 maxaddress: DEFAULT_MAXADDRESS,
                 mtu: DEFAULT_MTU,
                 admit_any: false,
+                offload: true,
             };
             let mut named = false;
             while let Some(word) = w.next() {
@@ -192,6 +193,11 @@ pub fn link(args: &[String]) -> Result<Command, ArgError> {
                         "any" => spec.admit_any = true,
                         "known" => spec.admit_any = false,
                         other => return Err(invalid("admit", other, "expected any or known")),
+                    },
+                    "offload" => match w.value(word)? {
+                        "on" => spec.offload = true,
+                        "off" => spec.offload = false,
+                        other => return Err(invalid("offload", other, "expected on or off")),
                     },
                     "type" => match w.value(word)? {
                         "vxlan" => {}
@@ -426,14 +432,14 @@ mod tests {
             ("vxlan1", 42, 4789)
         );
         assert_eq!(spec.netns.as_deref(), Some("ov1"));
-        assert!(spec.proxy && spec.learning && !spec.admit_any);
+        assert!(spec.proxy && spec.learning && !spec.admit_any && spec.offload);
         assert_eq!((spec.mtu, spec.ageing, spec.maxaddress), (1450, 300, 4096));
-        let c = link(&words("add name vx2 type vxlan id 7 local 198.18.0.1 nolearning ageing 10 maxaddress 5 mtu 1400 admit any -j")).unwrap();
+        let c = link(&words("add name vx2 type vxlan id 7 local 198.18.0.1 nolearning ageing 10 maxaddress 5 mtu 1400 admit any offload off -j")).unwrap();
         let Request::LinkAdd { spec } = c.request else {
             panic!()
         };
         assert_eq!(spec.local, Some(Ipv4Addr::new(198, 18, 0, 1)));
-        assert!(!spec.learning && spec.admit_any && c.json);
+        assert!(!spec.learning && spec.admit_any && !spec.offload && c.json);
         assert_eq!((spec.ageing, spec.maxaddress, spec.mtu), (10, 5, 1400));
     }
 

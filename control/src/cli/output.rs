@@ -47,12 +47,17 @@ fn link(out: &mut String, l: &LinkStatus) {
     );
     let _ = writeln!(
         out,
-        "    {}proxy {}learning ageing {} maxaddress {} admit {}",
+        "    {}proxy {}learning ageing {} maxaddress {} admit {} offload {}",
         if s.proxy { "" } else { "no" },
         if s.learning { "" } else { "no" },
         s.ageing,
         s.maxaddress,
-        if s.admit_any { "any" } else { "known" }
+        if s.admit_any { "any" } else { "known" },
+        if l.offloads.is_empty() {
+            "off".to_owned()
+        } else {
+            l.offloads.join(",")
+        }
     );
     let t = &l.stats;
     let drops: u64 = t.drops.iter().map(|d| d.count).sum();
@@ -106,8 +111,13 @@ fn stats(out: &mut String, s: &LinkStats) {
     let _ = writeln!(out, "{} (vni {}):", s.name, s.vni);
     let _ = writeln!(
         out,
-        "    tap   rx {} frames {} bytes   tx {} frames {} bytes   tx errors {}",
-        s.tap_rx_frames, s.tap_rx_bytes, s.tap_tx_frames, s.tap_tx_bytes, s.tap_tx_errors
+        "    tap   rx {} frames {} bytes   rx errors {}   tx {} frames {} bytes   tx errors {}",
+        s.tap_rx_frames,
+        s.tap_rx_bytes,
+        s.tap_rx_errors,
+        s.tap_tx_frames,
+        s.tap_tx_bytes,
+        s.tap_tx_errors
     );
     let _ = writeln!(
         out,

@@ -8,7 +8,9 @@ use crate::api::{
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use vxtap_dataplane::io::{netns, TapConfig, TapDevice};
+use vxtap_dataplane::io::{
+    netns, TapConfig, TapDevice, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN,
+};
 use vxtap_dataplane::runtime::{LinkOptions, Runtime, RuntimeError};
 use vxtap_dataplane::switch::{Admission, EntryKind, FloodPolicy, Network, NetworkConfig};
 use vxtap_dataplane::tunnel::{DecapPolicy, Vtep};
@@ -69,6 +71,43 @@ struct Link {
     vni: Vni,
     ifindex: u32,
     mac: MacAddr,
+    offload: u32,
+}
+
+/// Offload sets to ask the kernel for, best first: older kernels refuse ECN or TSO6.
+const OFFLOAD_CHOICES: [u32; 4] = [
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+    TUN_F_CSUM | TUN_F_TSO4,
+    TUN_F_CSUM,
+];
+
+/// Turns on the best offload set the kernel accepts for `tap`; 0 if none.
+fn negotiate_offload(tap: &TapDevice) -> u32 {
+    for flags in OFFLOAD_CHOICES {
+        match tap.set_offload(flags) {
+            Ok(()) => return flags,
+            Err(e) => tracing::debug!(tap = tap.name(), flags, error = %e, "offload refused"),
+        }
+    }
+    tracing::warn!(
+        tap = tap.name(),
+        "the kernel refused every TAP offload; one frame at a time"
+    );
+    0
+}
+
+fn offload_names(flags: u32) -> Vec<String> {
+    [
+        (TUN_F_CSUM, "csum"),
+        (TUN_F_TSO4, "tso4"),
+        (TUN_F_TSO6, "tso6"),
+        (TUN_F_TSO_ECN, "tso_ecn"),
+    ]
+    .iter()
+    .filter(|(f, _)| flags & f != 0)
+    .map(|(_, n)| (*n).to_owned())
+    .collect()
 }
 
 /// Most bytes a TAP MTU may be: the inner frame must fit a 64 KiB UDP datagram.
@@ -202,6 +241,11 @@ impl Links {
             txqueuelen: Some(1000),
         };
         let tap = TapDevice::create(&config, netns_path.as_deref())?;
+        let offload = if spec.offload {
+            negotiate_offload(&tap)
+        } else {
+            0
+        };
         let (ifindex, mac) = (tap.ifindex(), tap.mac());
         // On failure the TAP is dropped inside add_link, which removes it.
         self.runtime.add_link(
@@ -221,6 +265,7 @@ impl Links {
                 vni,
                 ifindex,
                 mac,
+                offload,
             },
         );
         Ok(())
@@ -245,6 +290,7 @@ impl Links {
                 spec: l.spec.clone(),
                 ifindex: l.ifindex,
                 mac: l.mac.to_string(),
+                offloads: offload_names(l.offload),
                 stats: self.link_stats(l),
             })
             .collect())
@@ -406,6 +452,7 @@ impl Links {
             vni: link.vni.get(),
             tap_rx_frames: c.tap_frames,
             tap_rx_bytes: c.tap_bytes,
+            tap_rx_errors: io.tap_rx_errors,
             tap_tx_frames: io.tap_tx_frames,
             tap_tx_bytes: io.tap_tx_bytes,
             udp_rx_datagrams: c.net_frames,

@@ -42,6 +42,8 @@ pub const TUN_F_USO6: u32 = libc::TUN_F_USO6;
 
 /// Length of the virtio-net header in front of every frame on a queue.
 pub const VNET_HEADER_LEN: usize = virtio_net::HEADER_LEN;
+/// Most parts [`TapQueue::send_parts`] takes after the header.
+pub const MAX_WRITE_PARTS: usize = 128;
 /// The most queues the kernel lets one TAP have (`MAX_TAP_QUEUES`).
 pub const MAX_QUEUES: usize = 256;
 /// The longest interface name (`IFNAMSIZ - 1`).
@@ -305,6 +307,28 @@ impl TapQueue {
             self.fd.as_fd(),
             &[IoSlice::new(header), IoSlice::new(frame)],
         )
+    }
+}
+
+impl TapQueue {
+    /// Writes one frame made of `header` followed by `parts`, with a single `writev` and no
+    /// copy: how a superframe coalesced from many received segments reaches the kernel.
+    /// `parts` holds at most [`MAX_WRITE_PARTS`] slices.
+    ///
+    /// # Panics
+    ///
+    /// If `parts` has more than [`MAX_WRITE_PARTS`] slices.
+    pub fn send_parts(&self, header: &[u8; VNET_HEADER_LEN], parts: &[&[u8]]) -> io::Result<usize> {
+        assert!(
+            parts.len() <= MAX_WRITE_PARTS,
+            "a TAP write has at most {MAX_WRITE_PARTS} parts"
+        );
+        let mut iov = [IoSlice::new(&[]); MAX_WRITE_PARTS + 1];
+        iov[0] = IoSlice::new(header);
+        for (slot, part) in iov[1..].iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
+        sys::writev(self.fd.as_fd(), &iov[..=parts.len()])
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// What the I/O did for one link.
 #[derive(Debug, Default)]
 pub struct LinkIoCounters {
+    pub(crate) tap_rx_errors: AtomicU64,
     pub(crate) tap_tx_frames: AtomicU64,
     pub(crate) tap_tx_bytes: AtomicU64,
     pub(crate) tap_tx_errors: AtomicU64,
@@ -16,6 +17,9 @@ pub struct LinkIoCounters {
 /// A copy of [`LinkIoCounters`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkIoSnapshot {
+    /// Frames read from the TAP that could not be used (a virtio-net header asking for
+    /// something vxtap does not do, a checksum it cannot finish, a superframe it cannot cut).
+    pub tap_rx_errors: u64,
     /// Frames written to the TAP.
     pub tap_tx_frames: u64,
     /// Bytes of those.
@@ -34,6 +38,7 @@ impl LinkIoCounters {
     /// Reads every counter.
     pub fn snapshot(&self) -> LinkIoSnapshot {
         LinkIoSnapshot {
+            tap_rx_errors: self.tap_rx_errors.load(Relaxed),
             tap_tx_frames: self.tap_tx_frames.load(Relaxed),
             tap_tx_bytes: self.tap_tx_bytes.load(Relaxed),
             tap_tx_errors: self.tap_tx_errors.load(Relaxed),

@@ -173,6 +173,11 @@ impl Runtime {
         };
         for id in 0..config.threads {
             let socket = UdpSocket::bind(addr, true)?;
+            // GRO hands over trains of same-size datagrams at once; kernels without it give
+            // single datagrams, which the workers handle alike.
+            if !socket.enable_gro()? {
+                tracing::info!("UDP GRO not available; receiving one datagram at a time");
+            }
             let (commands, receiver) = unbounded();
             let worker = Worker::new(
                 id,

@@ -2,18 +2,21 @@
 
 use super::counters::{add, LinkIoCounters};
 use super::{LinkOptions, RuntimeError, Shared};
+use crate::coalesce;
 use crate::io::{RecvBatch, SendBatch, TapQueue, UdpSocket};
 use crate::offload;
+use crate::segment::{self, SegmentHeaders, Segments};
 use crate::switch::{NetworkAction, TapAction, ARP_REPLY_LEN};
 use crate::tunnel::{self, Vtep};
 use crate::wire::virtio_net::HEADER_LEN as VNET_LEN;
 use crate::wire::vxlan::HEADER_LEN as VXLAN_LEN;
 use crate::wire::Vni;
+use crate::wire::{GsoType, VirtioNetHeader, VirtioNetRepr};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -28,6 +31,11 @@ const TAP_FRAME_MAX: usize = 65_550;
 const UDP_PAYLOAD_MAX: usize = 65_535;
 /// Batches one source may take before the others get a turn.
 const ROUNDS_PER_TURN: usize = 4;
+/// Most segments one UDP_SEGMENT send may carry (the kernel's UDP_MAX_SEGMENTS is 64 on
+/// older kernels, 128 on newer ones).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most UDP payload bytes one send may carry over IPv4 (65535 - 20 - 8).
+const GSO_MAX_BYTES: usize = 65_507;
 /// All-zero virtio-net header: a complete frame, no offloads.
 const PLAIN_FRAME: [u8; VNET_LEN] = [0; VNET_LEN];
 
@@ -56,10 +64,35 @@ struct Link {
     mtu: u32,
 }
 
+/// One decapsulated frame: bytes `start..end` of received datagram `datagram`, for the TAP
+/// of link slot `slot`.
+#[derive(Clone, Copy)]
+struct Delivery {
+    datagram: usize,
+    start: usize,
+    end: usize,
+    slot: usize,
+}
+
+/// Deliveries `first..first + count` (one link), written as one frame. With `head`, they
+/// coalesced: the first frame was rewritten into a superframe's head (segment, total payload,
+/// PSH) and goes out behind `vnet`, followed by the other frames' payloads.
+struct Run {
+    first: usize,
+    count: usize,
+    head: Option<(coalesce::Segment, usize, bool)>,
+    vnet: [u8; VNET_LEN],
+}
+
+/// Most segments coalesced into one superframe (a full 64 KB at the smallest common MSS).
+const MAX_RUN: usize = 64;
+
 /// Frames read from a TAP queue in one batch, and what to do with them.
 struct TapBatch {
     bufs: Vec<Box<[u8]>>,
     lens: Vec<usize>,
+    /// Each frame's virtio-net header: how to segment it, if it is a TSO superframe.
+    vnet: Vec<VirtioNetRepr>,
     /// (frame index, destination) for every copy to send, floods expanded.
     plan: Vec<(usize, Vtep)>,
     headers: Vec<[u8; VXLAN_LEN]>,
@@ -83,12 +116,88 @@ pub(crate) struct Worker {
     links: Vec<Option<Link>>,
     by_vni: HashMap<Vni, usize>,
     rx: RecvBatch,
-    /// (datagram index, link slot) of datagrams to write to a TAP.
-    deliveries: Vec<(usize, usize)>,
+    /// Decapsulated frames to write to a TAP, in arrival order.
+    deliveries: Vec<Delivery>,
+    /// The deliveries grouped into runs, each written to its TAP as one frame.
+    runs: Vec<Run>,
     tap: TapBatch,
     /// Kept empty between batches; re-borrowed for each TAP batch's frames.
     send: Option<SendBatch<'static>>,
+    /// Header blocks of the segments of one superframe.
+    segments: SegmentHeaders,
+    /// Whether the kernel takes UDP_SEGMENT sends; after a refusal, segments go one by one.
+    gso: bool,
     ready: VecDeque<Token>,
+}
+
+/// Reads a TAP frame's virtio-net header and finishes a plain frame's pending checksum;
+/// `None` for a header vxtap cannot honour (it is counted as a TAP receive error).
+fn prepare(buf: &mut [u8]) -> Option<VirtioNetRepr> {
+    let vnet = VirtioNetHeader::new_checked(&buf[..VNET_LEN])
+        .and_then(|h| VirtioNetRepr::parse(&h))
+        .ok()?;
+    match vnet.gso_type {
+        GsoType::None if vnet.needs_csum => {
+            let frame = &mut buf[VNET_LEN..];
+            segment::finish_checksum(
+                frame,
+                usize::from(vnet.csum_start),
+                usize::from(vnet.csum_offset),
+            )
+            .ok()?;
+            Some(VirtioNetRepr::NONE)
+        }
+        GsoType::None => Some(VirtioNetRepr::NONE),
+        GsoType::TcpV4 | GsoType::TcpV6 => Some(vnet),
+        // UDP segmentation offloads are never enabled on the TAP.
+        GsoType::Udp | GsoType::UdpL4 => None,
+    }
+}
+
+/// Sends a superframe's segments to `vtep`: as few UDP_SEGMENT trains as the kernel's limits
+/// allow, or one datagram each once the kernel has refused GSO (EIO/EINVAL).
+fn send_superframe(
+    frame: &[u8],
+    mut segments: Segments<'_>,
+    vtep: Vtep,
+    local: Option<Ipv4Addr>,
+    socket: &UdpSocket,
+    gso: &mut bool,
+    sent: &mut SendTally,
+) {
+    let per_send = if *gso {
+        (GSO_MAX_BYTES / segments.gso_size()).clamp(1, GSO_MAX_SEGMENTS)
+    } else {
+        1
+    };
+    let mut iov = [IoSlice::new(&[]); 2 * GSO_MAX_SEGMENTS];
+    while !segments.is_empty() {
+        let (train, rest) = segments.split_at(per_send);
+        segments = rest;
+        let mut parts = 0;
+        for segment in train.iter() {
+            iov[parts] = IoSlice::new(segment.header);
+            iov[parts + 1] = IoSlice::new(&frame[segment.payload]);
+            parts += 2;
+        }
+        let gso_size =
+            (train.len() > 1).then(|| u16::try_from(train.gso_size()).unwrap_or(u16::MAX));
+        match socket.send_segments(vtep.addr(), local, &iov[..parts], gso_size) {
+            Ok(bytes) => {
+                sent.sent += train.len() as u64;
+                sent.bytes += bytes as u64;
+            }
+            Err(e)
+                if gso_size.is_some()
+                    && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) =>
+            {
+                tracing::warn!(error = %e, "the kernel refused UDP GSO; sending segments one by one");
+                *gso = false;
+                send_superframe(frame, train, vtep, local, socket, gso, sent);
+            }
+            Err(_) => sent.failed += train.len() as u64,
+        }
+    }
 }
 
 /// Fills `order` and `group_start` so that the planned copies of each source socket are
@@ -195,12 +304,14 @@ impl Worker {
             links: Vec::new(),
             by_vni: HashMap::new(),
             rx: RecvBatch::new(batch, UDP_PAYLOAD_MAX),
-            deliveries: Vec::with_capacity(batch),
+            deliveries: Vec::with_capacity(batch * 64),
+            runs: Vec::with_capacity(batch * 64),
             tap: TapBatch {
                 bufs: (0..batch)
                     .map(|_| vec![0u8; TAP_FRAME_MAX].into_boxed_slice())
                     .collect(),
                 lens: Vec::with_capacity(batch),
+                vnet: Vec::with_capacity(batch),
                 plan: Vec::with_capacity(batch * 4),
                 headers: Vec::with_capacity(batch * 4),
                 sender: Vec::with_capacity(batch * 4),
@@ -209,6 +320,8 @@ impl Worker {
                 replies: Vec::with_capacity(batch),
             },
             send: Some(SendBatch::new(batch * 4)),
+            segments: SegmentHeaders::new(),
+            gso: true,
             ready: VecDeque::new(),
         })
     }
@@ -326,7 +439,8 @@ impl Worker {
         }
     }
 
-    /// One `recvmmsg` batch: decap, switch, write to TAPs.
+    /// One `recvmmsg` batch: cut GRO trains into datagrams, decap and switch each, coalesce
+    /// runs of one TCP flow, write to TAPs.
     fn network_batch(&mut self) -> Drained {
         let n = match self.rx.recv(&self.socket) {
             Ok(n) => n,
@@ -338,8 +452,8 @@ impl Worker {
                 return Drained::Empty;
             }
         };
-        add(&self.shared.global.udp_rx_datagrams, n as u64);
         self.deliveries.clear();
+        let mut datagrams = 0;
         {
             let now = self.shared.now();
             let mut switch = self.shared.switch();
@@ -348,35 +462,130 @@ impl Worker {
                     add(&self.shared.global.udp_rx_oversize, 1);
                     continue;
                 }
-                if let NetworkAction::Deliver { vni, .. } =
-                    switch.from_network(self.rx.source(i), self.rx.payload(i), now)
-                {
-                    if let Some(&slot) = self.by_vni.get(&vni) {
-                        self.deliveries.push((i, slot));
+                let payload = self.rx.payload(i);
+                // A GRO train is datagrams of `segment_size` bytes, the last maybe shorter.
+                let step = self
+                    .rx
+                    .segment_size(i)
+                    .map_or(payload.len(), usize::from)
+                    .max(1);
+                let src = self.rx.source(i);
+                // An empty datagram still goes through the switch once (and is counted).
+                let mut start = 0;
+                loop {
+                    let end = (start + step).min(payload.len());
+                    datagrams += 1;
+                    if let NetworkAction::Deliver { vni, .. } =
+                        switch.from_network(src, &payload[start..end], now)
+                    {
+                        if let Some(&slot) = self.by_vni.get(&vni) {
+                            self.deliveries.push(Delivery {
+                                datagram: i,
+                                start: start + VXLAN_LEN,
+                                end,
+                                slot,
+                            });
+                        }
+                    }
+                    start = end;
+                    if start >= payload.len() {
+                        break;
                     }
                 }
             }
         }
-        for &(i, slot) in &self.deliveries {
-            let Some(link) = &self.links[slot] else {
-                continue;
-            };
-            let frame = &self.rx.payload(i)[VXLAN_LEN..];
-            match link
-                .queue
-                .send(&offload::tap_header(frame, link.mtu), frame)
-            {
-                Ok(_) => {
-                    add(&link.counters.tap_tx_frames, 1);
-                    add(&link.counters.tap_tx_bytes, frame.len() as u64);
-                }
-                Err(_) => add(&link.counters.tap_tx_errors, 1),
-            }
-        }
+        add(&self.shared.global.udp_rx_datagrams, datagrams);
+        self.plan_runs();
+        self.write_runs();
         if n < self.rx.capacity() {
             Drained::Empty
         } else {
             Drained::More
+        }
+    }
+
+    /// Groups deliveries into runs that coalesce into one superframe, and rewrites the first
+    /// frame of every run of two or more into the superframe's head.
+    fn plan_runs(&mut self) {
+        self.runs.clear();
+        let mut k = 0;
+        while k < self.deliveries.len() {
+            let d = self.deliveries[k];
+            let frame = &self.rx.payload(d.datagram)[d.start..d.end];
+            let mut run = Run {
+                first: k,
+                count: 1,
+                head: None,
+                vnet: [0; VNET_LEN],
+            };
+            if let Some(first) = coalesce::inspect(frame) {
+                let (mut last, mut total) = (first, first.payload_len());
+                while run.count < MAX_RUN {
+                    let Some(&e) = self.deliveries.get(k + run.count) else {
+                        break;
+                    };
+                    if e.slot != d.slot {
+                        break;
+                    }
+                    let next_frame = &self.rx.payload(e.datagram)[e.start..e.end];
+                    let Some(next) = coalesce::inspect(next_frame) else {
+                        break;
+                    };
+                    if !coalesce::continues(frame, &first, &last, total, next_frame, &next) {
+                        break;
+                    }
+                    total += next.payload_len();
+                    last = next;
+                    run.count += 1;
+                }
+                if run.count > 1 {
+                    run.head = Some((first, total, last.psh()));
+                }
+            }
+            k += run.count;
+            self.runs.push(run);
+        }
+        for run in &mut self.runs {
+            if let Some((first, total, psh)) = run.head {
+                let d = self.deliveries[run.first];
+                let head = &mut self.rx.payload_mut(d.datagram)[d.start..d.end];
+                let vnet = coalesce::finish(head, &first, total, psh);
+                run.vnet = vnet;
+            }
+        }
+    }
+
+    /// Writes every run to its TAP: a lone frame as it came (with what `offload` says it
+    /// needs), a coalesced run as one superframe.
+    fn write_runs(&mut self) {
+        let mut parts: [&[u8]; MAX_RUN] = [&[]; MAX_RUN];
+        for run in &self.runs {
+            let d = self.deliveries[run.first];
+            let Some(link) = &self.links[d.slot] else {
+                continue;
+            };
+            let head = &self.rx.payload(d.datagram)[d.start..d.end];
+            let result = match run.head {
+                None => link.queue.send(&offload::tap_header(head, link.mtu), head),
+                Some((first, _, _)) => {
+                    parts[0] = head;
+                    for (j, e) in self.deliveries[run.first + 1..run.first + run.count]
+                        .iter()
+                        .enumerate()
+                    {
+                        parts[j + 1] =
+                            &self.rx.payload(e.datagram)[e.start + first.payload_offset()..e.end];
+                    }
+                    link.queue.send_parts(&run.vnet, &parts[..run.count])
+                }
+            };
+            match result {
+                Ok(written) => {
+                    add(&link.counters.tap_tx_frames, 1);
+                    add(&link.counters.tap_tx_bytes, (written - VNET_LEN) as u64);
+                }
+                Err(_) => add(&link.counters.tap_tx_errors, 1),
+            }
         }
     }
 
@@ -387,11 +596,21 @@ impl Worker {
         };
         let tap = &mut self.tap;
         tap.lens.clear();
+        tap.vnet.clear();
         let mut drained = Drained::More;
-        for buf in tap.bufs.iter_mut() {
+        let mut bad = 0;
+        // Frames are read into the first free buffers; a refused frame leaves its buffer free.
+        while tap.lens.len() < tap.bufs.len() {
+            let buf = &mut tap.bufs[tap.lens.len()];
             match link.queue.recv(buf) {
-                Ok(len) if len > VNET_LEN => tap.lens.push(len),
-                Ok(_) => {}
+                Ok(len) if len > VNET_LEN => match prepare(&mut buf[..len]) {
+                    Some(vnet) => {
+                        tap.lens.push(len);
+                        tap.vnet.push(vnet);
+                    }
+                    None => bad += 1,
+                },
+                Ok(_) => bad += 1,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
@@ -402,6 +621,7 @@ impl Worker {
                 }
             }
         }
+        add(&link.counters.tap_rx_errors, bad);
         if tap.lens.is_empty() {
             return drained;
         }
@@ -442,6 +662,31 @@ impl Worker {
             for &k in &tap.order[tap.group_start[s]..tap.group_start[s + 1]] {
                 let (i, vtep) = tap.plan[k];
                 let frame = &tap.bufs[i][VNET_LEN..tap.lens[i]];
+                if tap.vnet[i].gso_type != GsoType::None {
+                    // What was queued before this superframe leaves before it: flow order.
+                    sent.flush(&mut batch, socket);
+                    match segment::split_tcp(
+                        frame,
+                        &tap.vnet[i],
+                        &tap.headers[k],
+                        &mut self.segments,
+                    ) {
+                        Ok(segments) => send_superframe(
+                            frame,
+                            segments,
+                            vtep,
+                            link.local,
+                            socket,
+                            &mut self.gso,
+                            &mut sent,
+                        ),
+                        Err(e) => {
+                            sent.failed += 1;
+                            tracing::debug!(worker = self.id, error = %e, "superframe not segmented");
+                        }
+                    }
+                    continue;
+                }
                 let parts: [&[u8]; 2] = [&tap.headers[k], frame];
                 if !push(&mut batch, link.local, vtep, &parts) {
                     sent.flush(&mut batch, socket);
@@ -477,6 +722,7 @@ mod tests {
         let mut tap = TapBatch {
             bufs: Vec::new(),
             lens: Vec::new(),
+            vnet: Vec::new(),
             plan: Vec::new(),
             headers: Vec::new(),
             sender: vec![2, 0, 2, 1, 0, 2, 3, 0],

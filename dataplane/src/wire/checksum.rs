@@ -23,7 +23,7 @@
 //!
 //! This module never allocates, performs I/O or panics.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// Bytes summed into one `u64` before it is folded. Each 4-byte word adds less than 2^32,
 /// so 2^28 words (1 GiB) stay far below 2^64 and the inner loop needs no carry handling.
@@ -45,7 +45,7 @@ pub fn data(bytes: &[u8]) -> u16 {
     u16::from_be(fold(sum))
 }
 
-/// The ones-complement sum of partial sums (each from [`data`], [`pseudo_header_v4`] or a
+/// The ones-complement sum of partial sums (each from [`data`], a pseudo-header function or a
 /// previous `combine`), not inverted.
 pub fn combine(sums: &[u16]) -> u16 {
     sums.iter().fold(0, |acc, &sum| add16(acc, sum))
@@ -63,6 +63,20 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16)
         + u64::from(dst & 0xffff)
         + u64::from(protocol)
         + u64::from(length);
+    fold(sum)
+}
+
+/// The folded sum of the IPv6 pseudo-header that UDP and TCP include in their checksums
+/// (RFC 8200 section 8.1), not inverted. `length` is the upper-layer length: header plus
+/// payload (32 bits, for jumbograms), `next_header` the upper-layer protocol, not an
+/// extension header.
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u16 {
+    let words = |addr: Ipv6Addr| addr.segments().iter().map(|&w| u64::from(w)).sum::<u64>();
+    let sum = words(src)
+        + words(dst)
+        + u64::from(length >> 16)
+        + u64::from(length & 0xffff)
+        + u64::from(next_header);
     fold(sum)
 }
 
@@ -219,6 +233,36 @@ mod tests {
         bytes[8] = 0;
         assert_eq!(
             pseudo_header_v4(all_ones, all_ones, 0xff, 0xffff),
+            reference(&bytes)
+        );
+    }
+
+    #[test]
+    fn pseudo_header_v6_matches_its_bytes() {
+        let src: Ipv6Addr = "fd00::1".parse().unwrap();
+        let dst: Ipv6Addr = "fe80::ffff:ffff:ffff:ffff".parse().unwrap();
+        for (next_header, length) in [
+            (6u8, 20u32),
+            (17, 0xffff),
+            (6, 0x0001_0000),
+            (0xff, u32::MAX),
+        ] {
+            let mut bytes = [0u8; 40];
+            bytes[..16].copy_from_slice(&src.octets());
+            bytes[16..32].copy_from_slice(&dst.octets());
+            bytes[32..36].copy_from_slice(&length.to_be_bytes());
+            bytes[39] = next_header;
+            assert_eq!(
+                pseudo_header_v6(src, dst, next_header, length),
+                reference(&bytes),
+                "{next_header} {length}"
+            );
+        }
+        let all_ones = Ipv6Addr::from([0xff; 16]);
+        let mut bytes = [0xffu8; 40];
+        bytes[36..39].fill(0);
+        assert_eq!(
+            pseudo_header_v6(all_ones, all_ones, 0xff, u32::MAX),
             reference(&bytes)
         );
     }
