@@ -181,6 +181,8 @@ pub struct GlobalStats {
     pub udp_rx_datagrams: u64,
     /// Datagrams longer than the receive buffer.
     pub udp_rx_oversize: u64,
+    /// Receive calls that failed (other than "nothing to read").
+    pub udp_rx_errors: u64,
     /// Drops before a link was known (truncated, I flag clear, unknown VNI).
     pub drops: Vec<DropCount>,
     /// Miss events discarded because nobody read them.

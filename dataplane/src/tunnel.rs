@@ -12,7 +12,7 @@
 //! sockets). This module never allocates, performs I/O or reads a clock.
 
 use crate::counters::DropReason;
-use crate::wire::ethernet::{self, EtherType, EthernetFrame, MacAddr};
+use crate::wire::ethernet::{EtherType, EthernetFrame, MacAddr};
 use crate::wire::vxlan::{self, Vni, VxlanPacket, VxlanRepr};
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -273,9 +273,6 @@ impl FlowHasher {
         (x >> 32) as u32
     }
 }
-
-/// Length of the shortest inner frame `check` accepts.
-pub const MIN_INNER_LEN: usize = ethernet::HEADER_LEN;
 
 #[cfg(test)]
 mod tests {

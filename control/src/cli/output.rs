@@ -140,8 +140,8 @@ fn stats(out: &mut String, s: &LinkStats) {
 fn global(out: &mut String, g: &GlobalStats) {
     let _ = writeln!(
         out,
-        "underlay: rx {} datagrams, {} oversize, {} events lost",
-        g.udp_rx_datagrams, g.udp_rx_oversize, g.events_lost
+        "underlay: rx {} datagrams, {} oversize, {} receive errors, {} events lost",
+        g.udp_rx_datagrams, g.udp_rx_oversize, g.udp_rx_errors, g.events_lost
     );
     nonzero_drops(out, &g.drops);
 }

@@ -487,6 +487,7 @@ impl Links {
             global: GlobalStats {
                 udp_rx_datagrams: io.udp_rx_datagrams(),
                 udp_rx_oversize: io.udp_rx_oversize(),
+                udp_rx_errors: io.udp_rx_errors(),
                 drops: drop_counts(&drops),
                 events_lost,
             },

@@ -226,15 +226,6 @@ impl ForwardingTable {
         removed
     }
 
-    /// Removes every learned entry (when learning is turned off); returns how many.
-    pub fn flush_learned(&mut self) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, e| e.kind == EntryKind::Static);
-        let removed = before - self.entries.len();
-        self.learned -= removed;
-        removed
-    }
-
     /// Every entry, in no particular order, aged-out learned entries included until `age`.
     pub fn iter(&self) -> impl Iterator<Item = (&MacAddr, &FdbEntry)> {
         self.entries.iter()
@@ -378,14 +369,5 @@ mod tests {
             LearnOutcome::Learned
         );
         assert_eq!(t.learned_len(), 1);
-    }
-
-    #[test]
-    fn flush_learned_keeps_statics() {
-        let mut t = table(10);
-        t.learn(mac(1), vtep(2), T0);
-        t.add_static(mac(2), vtep(2), T0).unwrap();
-        assert_eq!(t.flush_learned(), 1);
-        assert_eq!((t.len(), t.static_len(), t.learned_len()), (1, 1, 0));
     }
 }
