@@ -147,6 +147,20 @@ fn name(value: &str) -> Result<String, ArgError> {
     }
 }
 
+/// The words after `fdb show` or `neigh show`: `[dev NAME] [-j]` (`br` is `bridge fdb`'s
+/// alias for `dev`).
+fn show_args(w: &mut Words<'_>) -> Result<(Option<String>, bool), ArgError> {
+    let (mut dev, mut json) = (None, false);
+    while let Some(word) = w.next() {
+        match word {
+            "dev" | "br" => dev = Some(name(w.value(word)?)?),
+            w if is_json(w) => json = true,
+            other => return Err(ArgError::Unknown(other.to_owned())),
+        }
+    }
+    Ok((dev, json))
+}
+
 /// Defaults of `link add`: those of `ip link add ... type vxlan`, except where vxtap's
 /// switch needs a bound (`maxaddress`) or Docker's overlay sets a value (`mtu 1450`).
 pub const DEFAULT_AGEING: u64 = 300;
@@ -260,14 +274,7 @@ pub fn fdb(args: &[String]) -> Result<Command, ArgError> {
     let mut json = false;
     let op = w.next();
     if matches!(op, Some("show" | "list" | "ls")) {
-        let mut dev = None;
-        while let Some(word) = w.next() {
-            match word {
-                "dev" | "br" => dev = Some(name(w.value(word)?)?),
-                w if is_json(w) => json = true,
-                other => return Err(ArgError::Unknown(other.to_owned())),
-            }
-        }
+        let (dev, json) = show_args(&mut w)?;
         return Ok(Command {
             request: Request::FdbShow { dev },
             json,
@@ -348,14 +355,7 @@ pub fn neigh(args: &[String]) -> Result<Command, ArgError> {
     let mut json = false;
     let op = w.next();
     if matches!(op, Some("show" | "list" | "ls")) {
-        let mut dev = None;
-        while let Some(word) = w.next() {
-            match word {
-                "dev" => dev = Some(name(w.value(word)?)?),
-                w if is_json(w) => json = true,
-                other => return Err(ArgError::Unknown(other.to_owned())),
-            }
-        }
+        let (dev, json) = show_args(&mut w)?;
         return Ok(Command {
             request: Request::NeighShow { dev },
             json,
