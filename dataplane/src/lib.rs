@@ -31,6 +31,9 @@ pub mod switch;
 pub mod tunnel;
 pub mod wire;
 
+#[cfg(test)]
+mod test_prng;
+
 pub use counters::{DropCounters, DropReason, NetworkCounters, SwitchCounters};
 pub use switch::{
     Admission, Event, FloodPolicy, NetworkAction, NetworkConfig, Switch, TapAction, Timestamp,

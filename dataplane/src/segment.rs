@@ -636,25 +636,7 @@ mod tests {
         std::fs::read(path).unwrap()[50..].to_vec()
     }
 
-    /// xorshift64*: deterministic, good enough to vary sizes and bytes.
-    struct Prng(u64);
-
-    impl Prng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
-    }
+    use crate::test_prng::Prng;
 
     /// How to build a superframe around the headers of the kernel's `tcp_data` capture
     /// (10.0.0.1:48080 -> 10.0.0.2:8080, PSH|ACK, TCP timestamps).

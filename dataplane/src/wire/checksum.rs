@@ -138,23 +138,7 @@ mod tests {
         sum as u16
     }
 
-    /// xorshift64*: deterministic, good enough to spread bytes around.
-    struct Prng(u64);
-
-    impl Prng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn fill(&mut self, bytes: &mut [u8]) {
-            for b in bytes {
-                *b = self.next() as u8;
-            }
-        }
-    }
+    use crate::test_prng::Prng;
 
     #[test]
     fn rfc1071_example() {
