@@ -218,3 +218,78 @@ fn the_counter_sees_allocations() {
     });
     assert_eq!(n, 1);
 }
+
+/// The offload paths run per superframe or per segment: cutting a TSO superframe, finishing a
+/// checksum, choosing a TAP header, and coalescing segments back must not allocate either.
+#[test]
+fn offload_paths_do_not_allocate() {
+    use vxtap_dataplane::wire::{checksum, GsoType, Ipv4Packet, TcpPacket, VirtioNetRepr};
+    use vxtap_dataplane::{coalesce, offload, segment};
+
+    // A 30 000-byte superframe with its checksum pending, as the TAP hands it over.
+    let capture = include_bytes!("../testdata/kernel/tcp_data.bin");
+    let mut frame = capture[50..].to_vec();
+    let headers = 14 + 20 + usize::from(frame[14 + 20 + 12] >> 4) * 4;
+    frame.truncate(headers);
+    frame.extend((0..30_000).map(|i| i as u8));
+    let total = (frame.len() - 14) as u16;
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
+    ip.set_total_len(total);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let pseudo = checksum::pseudo_header_v4(src, dst, 6, total - 20);
+    TcpPacket::new_unchecked(&mut frame[34..]).set_checksum(pseudo);
+    let vnet = VirtioNetRepr {
+        needs_csum: true,
+        csum_start: 34,
+        csum_offset: 16,
+        gso_type: GsoType::TcpV4,
+        gso_size: 1398,
+        ..VirtioNetRepr::NONE
+    };
+    let vxlan = [8, 0, 0, 0, 0, 0, 42, 0];
+    let mut out = segment::SegmentHeaders::new();
+    // The segments as they would arrive at the far end, built before counting starts.
+    let arrived: Vec<Vec<u8>> = segment::split_tcp(&frame, &vnet, &vxlan, &mut out)
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut f = s.header[8..].to_vec();
+            f.extend_from_slice(&frame[s.payload]);
+            f
+        })
+        .collect();
+    let mut head = arrived[0].clone();
+    let mut plain = capture[50..].to_vec();
+    let mut sink = 0u64;
+
+    let allocations = allocations_during(|| {
+        for _ in 0..10 {
+            let segments = segment::split_tcp(&frame, &vnet, &vxlan, &mut out).unwrap();
+            for s in segments.iter() {
+                sink += s.header.len() as u64 + s.payload.len() as u64;
+            }
+            segment::finish_checksum(&mut plain, 34, 16).unwrap();
+            sink += u64::from(offload::tap_header(&frame, 1450)[1]);
+            let first = coalesce::inspect(&arrived[0]).unwrap();
+            let (mut last, mut payload) = (first, first.payload_len());
+            for next_frame in &arrived[1..] {
+                let next = coalesce::inspect(next_frame).unwrap();
+                assert!(coalesce::continues(
+                    &arrived[0],
+                    &first,
+                    &last,
+                    payload,
+                    next_frame,
+                    &next
+                ));
+                payload += next.payload_len();
+                last = next;
+            }
+            head.copy_from_slice(&arrived[0]);
+            sink += u64::from(coalesce::finish(&mut head, &first, payload, last.psh())[1]);
+        }
+    });
+    assert!(sink > 0 && arrived.len() > 20, "the loop really worked");
+    assert_eq!(allocations, 0, "offload paths allocated");
+}
