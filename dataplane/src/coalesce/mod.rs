@@ -8,12 +8,13 @@
 //! one `writev`), and the kernel treats it as the superframe it was on the sending host.
 //!
 //! A segment joins the run of the one before it only if nothing about the flow changes:
-//! TCP over IPv4 without fragmentation, same addresses, ports, ACK number, window, TCP options,
-//! TOS, TTL and DF; its sequence number continues the run; the run's segments have one size
+//! TCP over IPv4 (not fragmented) or IPv6 (no extension headers), same addresses, ports, ACK
+//! number, window, TCP options, TOS/traffic class, TTL/hop limit, DF or flow label; its
+//! sequence number continues the run; the run's segments have one size
 //! and only the last may be shorter; flags are ACK (PSH allowed, and ending the run). Every
 //! segment's TCP checksum must be correct or pending (the sender left it to offload): a
 //! corrupt segment is never hidden inside a superframe whose checksum the kernel trusts.
-//! Everything else goes to the TAP as it came. IPv6 is not coalesced yet.
+//! Everything else goes to the TAP as it came.
 //!
 //! Pure: no I/O, no allocation.
 
@@ -22,13 +23,19 @@ use crate::wire::{
     checksum, EtherType, EthernetFrame, GsoType, IpProtocol, Ipv4Packet, TcpFlags, TcpPacket,
     VirtioNetRepr,
 };
+use core::net::Ipv6Addr;
 
 /// Longest IPv4 packet a superframe may become.
 const MAX_IP_LEN: usize = u16::MAX as usize;
 
-/// What coalescing needs to know of one TCP/IPv4 segment.
+/// Length of the IPv6 header (extension headers are not coalesced).
+const IPV6_HEADER_LEN: usize = 40;
+
+/// What coalescing needs to know of one TCP segment over IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
+    /// Over IPv6 (else IPv4).
+    ipv6: bool,
     /// IP header length.
     ip_header_len: usize,
     /// TCP header length.
@@ -61,22 +68,50 @@ impl Segment {
 /// The segment `frame` is, if it may take part in coalescing.
 pub fn inspect(frame: &[u8]) -> Option<Segment> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != EtherType::IPV4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    if ip.protocol() != IpProtocol::TCP
-        || ip.more_frags()
-        || ip.frag_offset() != 0
-        || !ip.verify_checksum()
-    {
-        return None;
-    }
+    let l3 = eth.payload();
+    // (IPv6?, IP header length, IP packet length, the pseudo-header sum of a TCP length).
+    let (ipv6, ip_header_len, ip_len, pseudo): (bool, usize, usize, &dyn Fn(usize) -> u16) =
+        match eth.ethertype() {
+            EtherType::IPV4 => {
+                let ip = Ipv4Packet::new_checked(l3).ok()?;
+                if ip.protocol() != IpProtocol::TCP
+                    || ip.more_frags()
+                    || ip.frag_offset() != 0
+                    || !ip.verify_checksum()
+                {
+                    return None;
+                }
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
+                let sum = move |len: usize| {
+                    checksum::pseudo_header_v4(src, dst, IpProtocol::TCP.0, len as u16)
+                };
+                (false, ip.header_len(), usize::from(ip.total_len()), &{
+                    sum
+                })
+            }
+            EtherType::IPV6 => {
+                let header = l3.get(..IPV6_HEADER_LEN)?;
+                if header[0] >> 4 != 6 || header[6] != IpProtocol::TCP.0 {
+                    return None;
+                }
+                let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
+                let src = Ipv6Addr::from(<[u8; 16]>::try_from(&header[8..24]).ok()?);
+                let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&header[24..40]).ok()?);
+                let sum = move |len: usize| {
+                    checksum::pseudo_header_v6(src, dst, IpProtocol::TCP.0, len as u32)
+                };
+                (true, IPV6_HEADER_LEN, IPV6_HEADER_LEN + payload_len, &{
+                    sum
+                })
+            }
+            _ => return None,
+        };
     // The frame must end where the packet ends (no Ethernet padding to carry along).
-    if frame.len() != crate::wire::ethernet::HEADER_LEN + usize::from(ip.total_len()) {
+    if frame.len() != crate::wire::ethernet::HEADER_LEN + ip_len || ip_len < ip_header_len {
         return None;
     }
-    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let segment = &l3[ip_header_len..ip_len];
+    let tcp = TcpPacket::new_checked(segment).ok()?;
     let flags = tcp.flags();
     if flags & !(TcpFlags::ACK | TcpFlags::PSH) != TcpFlags(0) || !flags.contains(TcpFlags::ACK) {
         return None;
@@ -85,13 +120,14 @@ pub fn inspect(frame: &[u8]) -> Option<Segment> {
     if payload_len == 0 {
         return None;
     }
-    let checksum_ok =
-        tcp.verify_checksum(ip.src_addr(), ip.dst_addr()) || pending_checksum(frame).is_some();
-    if !checksum_ok {
+    // Correct (the sum over pseudo-header and segment is all ones) or pending.
+    let correct = checksum::combine(&[pseudo(segment.len()), checksum::data(segment)]) == 0xffff;
+    if !correct && pending_checksum(frame).is_none() {
         return None;
     }
     Some(Segment {
-        ip_header_len: ip.header_len(),
+        ipv6,
+        ip_header_len,
         tcp_header_len: tcp.header_len(),
         payload_len,
         seq: tcp.seq_number(),
@@ -115,7 +151,10 @@ pub fn continues(
     if last.psh || last.payload_len != first.payload_len || next.payload_len > first.payload_len {
         return false;
     }
-    if next.ip_header_len != first.ip_header_len || next.tcp_header_len != first.tcp_header_len {
+    if next.ipv6 != first.ipv6
+        || next.ip_header_len != first.ip_header_len
+        || next.tcp_header_len != first.tcp_header_len
+    {
         return false;
     }
     if next.seq != last.seq.wrapping_add(last.payload_len as u32) {
@@ -127,13 +166,20 @@ pub fn continues(
     }
     let (a, b) = (&first_frame[ip..], &next_frame[ip..]);
     let tcp = first.ip_header_len;
-    // Ethernet addresses; IP version/IHL and TOS; flags and TTL/protocol; addresses (and any
-    // options); TCP ports; ACK number; window and urgent pointer (flags aside); options.
+    let ip_same = if first.ipv6 {
+        // Version, traffic class and flow label; next header and hop limit; addresses.
+        a[..4] == b[..4] && a[6..8] == b[6..8] && a[8..40] == b[8..40]
+    } else {
+        // Version/IHL and TOS; DF; TTL and protocol; addresses (and any options).
+        a[..2] == b[..2]
+            && a[6] & 0x40 == b[6] & 0x40
+            && a[8..10] == b[8..10]
+            && a[12..tcp] == b[12..tcp]
+    };
+    // Ethernet addresses; the IP fields above; TCP ports; ACK number; window and urgent
+    // pointer (flags aside); options.
     first_frame[..12] == next_frame[..12]
-        && a[..2] == b[..2]
-        && a[6] & 0x40 == b[6] & 0x40
-        && a[8..10] == b[8..10]
-        && a[12..tcp] == b[12..tcp]
+        && ip_same
         && a[tcp..tcp + 4] == b[tcp..tcp + 4]
         && a[tcp + 8..tcp + 12] == b[tcp + 8..tcp + 12]
         && a[tcp + 14..tcp + 16] == b[tcp + 14..tcp + 16]
@@ -158,12 +204,31 @@ pub fn finish(
     let ip_start = crate::wire::ethernet::HEADER_LEN;
     let tcp_len = first.tcp_header_len + total_payload;
     let ip_len = first.ip_header_len + tcp_len;
-    let ip_len16 = u16::try_from(ip_len).expect("runs stay within an IPv4 packet");
-    let (src, dst) = {
+    assert!(ip_len <= MAX_IP_LEN, "runs stay within an IP packet");
+    let pseudo = if first.ipv6 {
+        let header = &mut first_frame[ip_start..ip_start + IPV6_HEADER_LEN];
+        header[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        let address = |bytes: &[u8]| {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(bytes);
+            Ipv6Addr::from(octets)
+        };
+        checksum::pseudo_header_v6(
+            address(&header[8..24]),
+            address(&header[24..40]),
+            IpProtocol::TCP.0,
+            tcp_len as u32,
+        )
+    } else {
         let mut ip = Ipv4Packet::new_unchecked(&mut first_frame[ip_start..]);
-        ip.set_total_len(ip_len16);
+        ip.set_total_len(ip_len as u16);
         ip.fill_checksum();
-        (ip.src_addr(), ip.dst_addr())
+        checksum::pseudo_header_v4(
+            ip.src_addr(),
+            ip.dst_addr(),
+            IpProtocol::TCP.0,
+            tcp_len as u16,
+        )
     };
     let tcp_start = ip_start + first.ip_header_len;
     let mut tcp = TcpPacket::new_unchecked(&mut first_frame[tcp_start..]);
@@ -171,13 +236,16 @@ pub fn finish(
         let flags = tcp.flags();
         tcp.set_flags(flags | TcpFlags::PSH);
     }
-    let pseudo = checksum::pseudo_header_v4(src, dst, IpProtocol::TCP.0, tcp_len as u16);
     tcp.set_checksum(pseudo);
     VirtioNetRepr {
         needs_csum: true,
         csum_start: tcp_start as u16,
         csum_offset: 16,
-        gso_type: GsoType::TcpV4,
+        gso_type: if first.ipv6 {
+            GsoType::TcpV6
+        } else {
+            GsoType::TcpV4
+        },
         gso_size: first.payload_len as u16,
         hdr_len: (tcp_start + first.tcp_header_len) as u16,
         ..VirtioNetRepr::NONE

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::segment::{split_tcp, SegmentHeaders};
+use core::net::Ipv6Addr;
 
 /// The captured data segment (tcp_data.bin, inner frame from byte 50) grown into a superframe
 /// of `payload` bytes, with its checksum pending as a TSO sender leaves it.
@@ -242,4 +243,115 @@ fn not_ipv4_tcp_is_left_alone() {
     for len in 0..data.len() {
         assert!(inspect(&data[..len]).is_none(), "cut at {len}");
     }
+}
+
+/// An IPv6 superframe: the captured data segment's MACs and TCP header, fd00::1 -> fd00::2,
+/// `payload` bytes, checksum pending as a TSO6 sender leaves it.
+fn superframe_v6(payload: usize, psh: bool) -> Vec<u8> {
+    let capture = include_bytes!("../../testdata/kernel/tcp_data.bin");
+    let inner = &capture[50..];
+    let tcp_header = &inner[34..34 + usize::from(inner[34 + 12] >> 4) * 4];
+    let mut frame = inner[..12].to_vec();
+    frame.extend_from_slice(&[0x86, 0xdd]);
+    let tcp_len = tcp_header.len() + payload;
+    let mut ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[1..4].copy_from_slice(&[0x00, 0x12, 0x34]);
+    ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+    ip[6] = 6;
+    ip[7] = 64;
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+    ip[8..24].copy_from_slice(&src.octets());
+    ip[24..40].copy_from_slice(&dst.octets());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(tcp_header);
+    frame.extend((0..payload).map(|i| (i * 13 % 251) as u8));
+    let mut tcp = TcpPacket::new_unchecked(&mut frame[54..]);
+    tcp.set_flags(if psh {
+        TcpFlags::ACK | TcpFlags::PSH
+    } else {
+        TcpFlags::ACK
+    });
+    tcp.set_checksum(checksum::pseudo_header_v6(src, dst, 6, tcp_len as u32));
+    frame
+}
+
+fn segments_of_v6(superframe: &[u8], mss: u16) -> Vec<Vec<u8>> {
+    let vnet = VirtioNetRepr {
+        needs_csum: true,
+        csum_start: 54,
+        csum_offset: 16,
+        gso_type: GsoType::TcpV6,
+        gso_size: mss,
+        ..VirtioNetRepr::NONE
+    };
+    let mut out = SegmentHeaders::new();
+    let segments = split_tcp(superframe, &vnet, &[8, 0, 0, 0, 0, 0, 42, 0], &mut out).unwrap();
+    segments
+        .iter()
+        .map(|s| {
+            let mut f = s.header[8..].to_vec();
+            f.extend_from_slice(&superframe[s.payload]);
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn ipv6_segments_coalesce_back_into_their_superframe() {
+    for (payload, mss, psh) in [
+        (10_500, 1000, true),
+        (60_000, 1378, false),
+        (1500, 1000, true),
+    ] {
+        let original = superframe_v6(payload, psh);
+        let frames = segments_of_v6(&original, mss);
+        assert_eq!(
+            runs(&frames),
+            vec![(0, frames.len())],
+            "payload {payload} mss {mss}"
+        );
+        let (joined, vnet) = coalesce(&frames);
+        assert_eq!(joined, original, "payload {payload} mss {mss}");
+        assert_eq!(
+            (vnet.gso_type, vnet.gso_size, vnet.csum_start),
+            (GsoType::TcpV6, mss, 54)
+        );
+    }
+}
+
+#[test]
+fn ipv6_flow_changes_end_the_run() {
+    let frames = segments_of_v6(&superframe_v6(4000, false), 1000);
+    // Flow label, hop limit, source address, destination port: each keeps segment 2 apart.
+    for (what, at) in [
+        ("flow label", 17),
+        ("hop limit", 21),
+        ("source address", 37),
+        ("port", 56),
+    ] {
+        let mut f = frames.clone();
+        f[2][at] ^= 1;
+        // Keep the segment's own checksum correct, so the flow change is what ends the run.
+        let (src, dst) = {
+            let h = &f[2][14..54];
+            let a = |b: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap());
+            (a(&h[8..24]), a(&h[24..40]))
+        };
+        let len = f[2].len() - 54;
+        f[2][54 + 16..54 + 18].copy_from_slice(&[0, 0]);
+        let sum = checksum::combine(&[
+            checksum::pseudo_header_v6(src, dst, 6, len as u32),
+            checksum::data(&f[2][54..]),
+        ]);
+        f[2][54 + 16..54 + 18].copy_from_slice(&(!sum).to_be_bytes());
+        assert!(inspect(&f[2]).is_some(), "{what}: still a valid candidate");
+        assert_eq!(runs(&f)[0], (0, 2), "{what}");
+    }
+    // An IPv6 segment never joins an IPv4 run.
+    let v4 = segments_of(&superframe(2000, false), 1000);
+    assert_eq!(
+        runs(&[v4[0].clone(), frames[1].clone()]),
+        vec![(0, 1), (1, 1)]
+    );
 }
