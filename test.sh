@@ -15,6 +15,9 @@ command -v c++ >/dev/null || missing+=(g++)
 command -v python3 >/dev/null || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v ping >/dev/null || missing+=(iputils-ping)
+command -v nsenter >/dev/null || missing+=(util-linux)
+# The etcd store's tests run a real etcd (Debian's etcd-server; etcdctl is not needed).
+command -v etcd >/dev/null || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   apt-get update -qq

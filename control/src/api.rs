@@ -4,6 +4,7 @@
 //! Addresses travel as strings (`"02:42:0a:00:00:03"`) so the wire format stays readable with
 //! `socat`; the daemon parses and validates everything again, since the socket is an input.
 
+use crate::cluster::{Endpoint, Network, NetworkRequest};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -92,6 +93,79 @@ pub enum Request {
     NeighShow { dev: Option<String> },
     /// Counters of every link.
     Stats,
+    /// `network create`.
+    NetworkCreate { request: NetworkRequest },
+    /// `network ls`.
+    NetworkList,
+    /// `network inspect NAME`.
+    NetworkInspect { name: String },
+    /// `network rm NAME`.
+    NetworkRm { name: String },
+    /// `connect NETWORK NETNS [--ip IP] [--name NAME]`.
+    Connect {
+        /// Network name or id.
+        network: String,
+        /// Container namespace: a name under /var/run/netns, or a path.
+        netns: String,
+        /// Requested IP.
+        ip: Option<Ipv4Addr>,
+        /// Endpoint name (default: the namespace's name).
+        name: Option<String>,
+    },
+    /// `disconnect NETWORK NETNS`.
+    Disconnect {
+        /// Network name or id.
+        network: String,
+        /// Container namespace.
+        netns: String,
+    },
+}
+
+impl Request {
+    /// Whether the control-plane agent serves it (rather than the link registry).
+    pub fn is_overlay(&self) -> bool {
+        matches!(
+            self,
+            Request::NetworkCreate { .. }
+                | Request::NetworkList
+                | Request::NetworkInspect { .. }
+                | Request::NetworkRm { .. }
+                | Request::Connect { .. }
+                | Request::Disconnect { .. }
+        )
+    }
+
+    /// The command's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::LinkAdd { .. } => "link add",
+            Request::LinkDel { .. } => "link del",
+            Request::LinkShow { .. } => "link show",
+            Request::FdbAdd { .. } => "fdb add",
+            Request::FdbDel { .. } => "fdb del",
+            Request::FdbShow { .. } => "fdb show",
+            Request::NeighAdd { .. } => "neigh add",
+            Request::NeighDel { .. } => "neigh del",
+            Request::NeighShow { .. } => "neigh show",
+            Request::Stats => "stats",
+            Request::NetworkCreate { .. } => "network create",
+            Request::NetworkList => "network ls",
+            Request::NetworkInspect { .. } => "network inspect",
+            Request::NetworkRm { .. } => "network rm",
+            Request::Connect { .. } => "connect",
+            Request::Disconnect { .. } => "disconnect",
+        }
+    }
+}
+
+/// A network with its endpoints, as `network inspect` and `network ls` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// The network.
+    #[serde(flatten)]
+    pub network: Network,
+    /// Its endpoints on every host, by name.
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// A link as `link show` prints it.
@@ -231,6 +305,12 @@ pub enum Reply {
     Fdb(Vec<FdbRow>),
     /// `neigh show`.
     Neigh(Vec<NeighRow>),
+    /// `network create` / `network inspect`.
+    Network(NetworkView),
+    /// `network ls`.
+    Networks(Vec<NetworkView>),
+    /// `connect`.
+    Endpoint(Endpoint),
     /// `stats`.
     Stats {
         /// Per link.

@@ -1,11 +1,9 @@
 //! The `vxtap` command: the daemon, and the iproute2-shaped commands that talk to it.
 
-mod api;
-mod cli;
-mod client;
-mod daemon;
+use vxtap::{api, cli, client, daemon, demo};
 
 use clap::{Parser, Subcommand};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,6 +36,47 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// This host's VTEP address: turns on the control plane (overlay networks from the
+        /// store). Without it the daemon only serves `link`, `fdb` and `neigh`.
+        #[arg(long, value_name = "IP")]
+        local_ip: Option<Ipv4Addr>,
+        /// This host's name in the store (default: the system host name).
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
+        /// The cluster store: dir:PATH (one machine) or etcd://HOST:PORT[,HOST:PORT...].
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "VXTAP_STORE",
+            default_value = "dir:/var/lib/vxtap/store"
+        )]
+        store: String,
+    },
+    /// Overlay networks, shared by every host on the store: create, ls, inspect, rm.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// Connect a container (a network namespace) to a network: a veth on the overlay's br0,
+    /// `ethN` in the container with an IP from the network, published to every host.
+    Connect {
+        /// Network name or id.
+        network: String,
+        /// Container network namespace: a name (as `ip netns` lists) or a path.
+        netns: String,
+        /// IP address (default: the next free one).
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Endpoint name, resolvable from the network's containers (default: the netns name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Disconnect a container from a network, on every host.
+    Disconnect {
+        /// Network name or id.
+        network: String,
+        /// Container network namespace.
+        netns: String,
     },
     /// Links: `add NAME id VNI [local IP] [dstport PORT] [netns NS] [proxy] [learning|nolearning]
     /// [ageing SECS] [maxaddress N] [mtu N] [admit any|known]`, `del NAME`, `show [NAME] [-j]`.
@@ -59,6 +98,16 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Two hosts as network namespaces, an overlay network between them, a container on
+    /// each: ping across, measure throughput, show the tables, clean up (also on Ctrl-C).
+    Demo {
+        /// Seconds of throughput measurement.
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Leave the hosts, daemons and containers running at the end.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Counters per link: frames and bytes each way, drops by reason, learning, floods, misses.
     Stats {
         /// Print JSON.
@@ -67,17 +116,103 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum NetworkCommand {
+    /// Create a network; prints its id.
+    Create {
+        /// Subnet, e.g. 10.22.1.0/24 (default: the next free /24 of 10.0.0.0/8).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address, held by br0 on every host (default: the subnet's first address).
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// VXLAN network identifier (default: the next free one from 4096).
+        #[arg(long)]
+        vni: Option<u32>,
+        /// MTU of the overlay (default 1450).
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Network name.
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON.
+        #[arg(short = 'j', long = "json")]
+        json: bool,
+    },
+    /// Show a network and its endpoints as JSON.
+    Inspect {
+        /// Network name or id.
+        name: String,
+    },
+    /// Remove a network (refused while it has endpoints).
+    #[command(alias = "remove")]
+    Rm {
+        /// Network name or id.
+        name: String,
+    },
+}
+
+fn network_command(command: NetworkCommand) -> cli::args::Command {
+    let (request, json) = match command {
+        NetworkCommand::Create {
+            subnet,
+            gateway,
+            vni,
+            mtu,
+            name,
+        } => (
+            api::Request::NetworkCreate {
+                request: vxtap::cluster::NetworkRequest {
+                    name,
+                    subnet,
+                    gateway,
+                    vni,
+                    mtu,
+                },
+            },
+            false,
+        ),
+        NetworkCommand::Ls { json } => (api::Request::NetworkList, json),
+        NetworkCommand::Inspect { name } => (api::Request::NetworkInspect { name }, true),
+        NetworkCommand::Rm { name } => (api::Request::NetworkRm { name }, false),
+    };
+    cli::args::Command { request, json }
+}
+
+fn system_host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
-        Command::Daemon { port, threads } => {
+        Command::Daemon {
+            port,
+            threads,
+            local_ip,
+            host,
+            store,
+        } => {
             init_logging();
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let agent = local_ip.map(|vtep| daemon::AgentConfig {
+                host: host.unwrap_or_else(system_host_name),
+                vtep,
+                store_url: store,
+                run_dir: cli.run_dir.clone(),
+            });
             let options = daemon::Options {
                 run_dir: cli.run_dir,
                 port,
                 threads,
+                agent,
             };
             return match daemon::run(&options) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -88,6 +223,34 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Demo { duration, keep } => {
+            return match demo::run(&demo::DemoOptions { duration, keep }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxtap demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Network { command } => Ok(network_command(command)),
+        Command::Connect {
+            network,
+            netns,
+            ip,
+            name,
+        } => Ok(cli::args::Command {
+            request: api::Request::Connect {
+                network,
+                netns,
+                ip,
+                name,
+            },
+            json: false,
+        }),
+        Command::Disconnect { network, netns } => Ok(cli::args::Command {
+            request: api::Request::Disconnect { network, netns },
+            json: false,
+        }),
         Command::Link { args } => cli::args::link(&args),
         Command::Fdb { args } => cli::args::fdb(&args),
         Command::Neigh { args } => cli::args::neigh(&args),

@@ -62,7 +62,10 @@ pub fn cli_at(run_dir: &Path, args: &[&str]) -> Output {
 #[derive(Debug)]
 pub struct Daemon {
     child: Option<Child>,
-    run_dir: tempfile::TempDir,
+    run_dir: PathBuf,
+    /// The run directory when the guard made it (removed on drop); `None` when the caller
+    /// owns it (a daemon restarted in the same directory).
+    _owned_dir: Option<tempfile::TempDir>,
     host: String,
 }
 
@@ -100,11 +103,57 @@ impl Daemon {
             .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
         let mut daemon = Daemon {
             child: Some(child),
-            run_dir,
+            run_dir: run_dir.path().to_owned(),
+            _owned_dir: Some(run_dir),
             host: host.name().to_owned(),
         };
         daemon.wait_ready();
         daemon
+    }
+
+    /// A control-plane daemon (`extra` holds `--host`, `--local-ip`, `--store`) in `host`,
+    /// with the run directory `run_dir` that the caller owns, so a restarted daemon finds
+    /// what the last one left there. It is started with `nsenter --net`, not `ip netns
+    /// exec`: it must share the machine's mount namespace, where it bind-mounts overlay
+    /// namespaces that outlive it. Its log is appended to `run_dir/daemon.log`.
+    pub fn start_cluster(host: &Netns, run_dir: &Path, extra: &[&str]) -> Daemon {
+        super::require_root();
+        let binary = binary();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_dir.join("daemon.log"))
+            .expect("daemon.log");
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", host.path().display()))
+            .arg(&binary)
+            .args(["daemon", "--threads", "2"])
+            .args(extra)
+            .env("VXTAP_RUN_DIR", run_dir)
+            .env("VXTAP_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
+        let mut daemon = Daemon {
+            child: Some(child),
+            run_dir: run_dir.to_owned(),
+            _owned_dir: None,
+            host: host.name().to_owned(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// SIGKILL, as a crash would: nothing gets cleaned up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -134,7 +183,7 @@ impl Daemon {
 
     /// Its run directory (`VXTAP_RUN_DIR`).
     pub fn run_dir(&self) -> &Path {
-        self.run_dir.path()
+        &self.run_dir
     }
 
     /// Its admin socket.

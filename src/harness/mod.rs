@@ -23,8 +23,10 @@
 //! on how fast anything is.
 
 pub mod capture;
+pub mod cluster;
 pub mod cmd;
 pub mod daemon;
+pub mod etcd;
 pub mod netns;
 pub mod stats;
 pub mod topology;

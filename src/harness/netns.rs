@@ -191,6 +191,12 @@ impl Drop for Netns {
         while !pids.is_empty() && !self.pids().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Per-namespace /etc files (a hosts file vxtap wrote for a container): the name is
+        // this test's own, so nothing else lives there.
+        let etc = Path::new("/etc/netns").join(&self.name);
+        if etc.exists() {
+            let _ = std::fs::remove_dir_all(&etc);
+        }
         let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let out = cmd::try_run("ip", &["netns", "del", &self.name]);
         if !out.status.success() {

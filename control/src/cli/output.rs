@@ -1,6 +1,9 @@
 //! Prints replies the way iproute2 prints its objects, or as JSON with `-j`.
 
-use crate::api::{DropCount, FdbRow, GlobalStats, LinkStats, LinkStatus, NeighRow, Reply};
+use crate::api::{
+    DropCount, FdbRow, GlobalStats, LinkStats, LinkStatus, NeighRow, NetworkView, Reply,
+};
+use crate::cluster::Endpoint;
 use std::fmt::Write;
 
 /// Renders a reply as text (or pretty JSON when `json`). Empty for `Done`.
@@ -14,6 +17,9 @@ pub fn render(reply: &Reply, json: bool) -> String {
             Reply::Stats { links, global } => {
                 serde_json::json!({ "links": links, "global": global })
             }
+            Reply::Network(view) => serde_json::json!(view),
+            Reply::Networks(views) => serde_json::json!(views),
+            Reply::Endpoint(endpoint) => serde_json::json!(endpoint),
         };
         return format!("{value:#}\n");
     }
@@ -27,8 +33,44 @@ pub fn render(reply: &Reply, json: bool) -> String {
             links.iter().for_each(|s| stats(&mut out, s));
             global(&mut out, g);
         }
+        // `network create` prints the new id, as `docker network create` does.
+        Reply::Network(view) => {
+            let _ = writeln!(out, "{}", view.network.id);
+        }
+        Reply::Networks(views) => networks(&mut out, views),
+        Reply::Endpoint(e) => endpoint(&mut out, e),
     }
     out
+}
+
+fn networks(out: &mut String, views: &[NetworkView]) {
+    let _ = writeln!(
+        out,
+        "{:<12}  {:<20}  {:>8}  {:<18}  {:<15}  {:>5}  ENDPOINTS",
+        "NETWORK ID", "NAME", "VNI", "SUBNET", "GATEWAY", "MTU"
+    );
+    for v in views {
+        let n = &v.network;
+        let _ = writeln!(
+            out,
+            "{:<12}  {:<20}  {:>8}  {:<18}  {:<15}  {:>5}  {}",
+            n.short_id(),
+            n.name,
+            n.vni,
+            n.subnet.to_string(),
+            n.gateway.to_string(),
+            n.mtu,
+            v.endpoints.len()
+        );
+    }
+}
+
+fn endpoint(out: &mut String, e: &Endpoint) {
+    let _ = writeln!(
+        out,
+        "{} {} {} {} netns {} host {}",
+        e.name, e.ip, e.mac, e.ifname, e.netns, e.host
+    );
 }
 
 fn link(out: &mut String, l: &LinkStatus) {

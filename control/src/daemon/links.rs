@@ -53,6 +53,11 @@ pub enum RequestError {
     /// Creating the TAP failed (namespace missing, name taken there, ...).
     #[error("{0}")]
     Io(#[from] vxtap_dataplane::io::IoError),
+    /// An overlay request to a daemon started without a control plane.
+    #[error(
+        "`{0}` needs the control plane: start the daemon with --local-ip IP (and --store URL)"
+    )]
+    NoControlPlane(&'static str),
     /// The switch refused a table change.
     #[error("{0}")]
     Network(#[from] vxtap_dataplane::switch::NetworkError),
@@ -130,6 +135,11 @@ impl Links {
         }
     }
 
+    /// The underlay UDP port every link uses.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Names of every link (for shutdown logging).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.links.keys().map(String::as_str)
@@ -175,6 +185,7 @@ impl Links {
             Request::NeighDel { ip, dev } => self.neigh_del(ip, &dev).map(|()| Reply::Done),
             Request::NeighShow { dev } => self.neigh_show(dev.as_deref()).map(Reply::Neigh),
             Request::Stats => Ok(self.stats()),
+            other => Err(RequestError::NoControlPlane(other.name())),
         }
     }
 

@@ -5,8 +5,10 @@
 //! worker threads throughout. SIGTERM or SIGINT shuts down cleanly: every TAP is removed and
 //! the socket file deleted.
 
+pub mod agent;
 mod links;
 
+pub use agent::{Agent, AgentConfig};
 pub use links::Links;
 
 use crate::api::{Request, Response};
@@ -29,6 +31,8 @@ pub struct Options {
     pub port: u16,
     /// Worker threads.
     pub threads: usize,
+    /// The control plane, when the daemon takes part in overlays (`--local-ip`).
+    pub agent: Option<AgentConfig>,
 }
 
 /// Longest request line accepted on the admin socket.
@@ -67,6 +71,22 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(&stop, &path)?;
     let ticker = spawn_ticker(&links, &stop)?;
+    let agent = match &options.agent {
+        Some(config) => {
+            warn_if_private_mounts();
+            let agent = Agent::start(config.clone(), Arc::clone(&links))?;
+            let looping = Arc::clone(&agent);
+            let stop = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name("vxtap-agent".into())
+                .spawn(move || looping.run(&stop))
+                .context("starting the control-plane thread")?;
+            tracing::info!(host = %config.host, vtep = %config.vtep, store = %config.store_url, "control plane on");
+            Some((agent, thread))
+        }
+        None => None,
+    };
+    let shared_agent = agent.as_ref().map(|(a, _)| Arc::clone(a));
 
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -77,9 +97,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             // requests still apply one at a time under the links lock.
             Ok(stream) => {
                 let links = Arc::clone(&links);
+                let agent = shared_agent.clone();
                 let spawned = std::thread::Builder::new()
                     .name("vxtap-admin".into())
-                    .spawn(move || serve(stream, &links));
+                    .spawn(move || serve(stream, &links, agent.as_deref()));
                 if let Err(e) = spawned {
                     tracing::warn!(error = %e, "cannot start a thread for an admin connection");
                 }
@@ -90,6 +111,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 
     tracing::info!("shutting down");
     let _ = ticker.join();
+    drop(shared_agent);
+    if let Some((agent, thread)) = agent {
+        let _ = thread.join();
+        drop(agent);
+    }
     // Admin connections still open hold a reference; give them their read timeout to end.
     let links = wait_unshared(links)?;
     let names: Vec<String> = links.names().map(str::to_owned).collect();
@@ -154,8 +180,21 @@ fn spawn_ticker(
         .context("starting the ageing thread")
 }
 
+/// Overlay namespaces are bind mounts, like `ip netns add` makes: in a private mount
+/// namespace (`ip netns exec` gives one) they would vanish with the daemon, taking the
+/// containers' interfaces with them.
+fn warn_if_private_mounts() {
+    let ours = std::fs::read_link("/proc/self/ns/mnt");
+    let init = std::fs::read_link("/proc/1/ns/mnt");
+    if let (Ok(ours), Ok(init)) = (ours, init) {
+        if ours != init {
+            tracing::warn!("the daemon runs in a mount namespace of its own (ip netns exec?): overlay namespaces will not outlive it; start it with `nsenter --net=...` instead");
+        }
+    }
+}
+
 /// Answers every request line on one connection.
-fn serve(stream: UnixStream, links: &Mutex<Links>) {
+fn serve(stream: UnixStream, links: &Mutex<Links>, agent: Option<&Agent>) {
     let _ = stream.set_read_timeout(Some(ADMIN_TIMEOUT));
     let mut reader = BufReader::new(&stream);
     loop {
@@ -167,15 +206,21 @@ fn serve(stream: UnixStream, links: &Mutex<Links>) {
         let response = match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 tracing::debug!(?request, "admin request");
-                match links
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .handle(request)
-                {
+                let result = match agent {
+                    Some(agent) if request.is_overlay() => {
+                        agent.handle(request).map_err(|e| e.to_string())
+                    }
+                    _ => links
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .handle(request)
+                        .map_err(|e| e.to_string()),
+                };
+                match result {
                     Ok(reply) => Response::Ok(reply),
                     Err(e) => {
                         tracing::info!(error = %e, "request refused");
-                        Response::Error(e.to_string())
+                        Response::Error(e)
                     }
                 }
             }

@@ -1,0 +1,843 @@
+//! The control-plane agent: keeps this host's overlay namespaces in step with the store.
+//!
+//! It owns the local endpoints (those plumbed here, recorded in `RUN_DIR/endpoints.json` so
+//! they survive a restart and can be published again after a lost etcd lease), the overlay
+//! namespaces under `RUN_DIR/netns/`, and the remote entries programmed into each overlay's
+//! link (a static fdb entry and an ARP proxy entry per remote endpoint). A loop lists the
+//! store, reconciles, and waits on a watch; requests (`network ...`, `connect`, `disconnect`)
+//! change the store under its cluster lock and plumb synchronously, rolling back on failure.
+//!
+//! When the store is unreachable nothing is torn down: forwarding keeps the last programmed
+//! state until the store answers again, and requests fail with a clear error.
+
+use super::links::Links;
+use crate::api::{FdbMode, FdbSpec, LinkSpec, NetworkView, Reply, Request};
+use crate::cluster::{
+    self, ClusterError, Endpoint, EndpointRequest, Host, Network, NetworkRequest, Snapshot,
+};
+use crate::plumbing::{self, hosts, overlay, PlumbingError};
+use crate::store::{Lifetime, Store, StoreError, Watch};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a request waits for the cluster lock.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between attempts to reach an unreachable store.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A full re-list this often even when the watch is quiet.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// Who this host is in the overlay.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Host name (`--host`).
+    pub host: String,
+    /// VTEP address (`--local-ip`).
+    pub vtep: Ipv4Addr,
+    /// Store URL (`--store`).
+    pub store_url: String,
+    /// Run directory: overlay namespaces and the local endpoint record live here.
+    pub run_dir: PathBuf,
+}
+
+/// Why an overlay request failed. Nothing was left half-made.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The model refused it.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store has not been reached since the daemon started.
+    #[error("store {0} is unreachable (the daemon keeps retrying)")]
+    NoStore(String),
+    /// A namespace or link step failed.
+    #[error(transparent)]
+    Plumbing(#[from] PlumbingError),
+    /// The data plane refused a link or table change.
+    #[error("data plane: {0}")]
+    Dataplane(String),
+    /// The container namespace does not exist.
+    #[error("network namespace {0:?} not found")]
+    UnknownNetns(String),
+    /// The local endpoint record could not be written.
+    #[error("writing {path}: {source}")]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No random id could be drawn.
+    #[error("drawing a random id: {0}")]
+    Random(std::io::Error),
+}
+
+/// One overlay network plumbed on this host.
+#[derive(Debug)]
+struct Overlay {
+    network: Network,
+    netns: PathBuf,
+    link: String,
+    /// Remote MAC -> VTEP, as programmed.
+    fdb: BTreeMap<String, Ipv4Addr>,
+    /// Remote IP -> MAC, as programmed.
+    neigh: BTreeMap<Ipv4Addr, String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Endpoints plumbed on this host, by store key.
+    local: BTreeMap<String, Endpoint>,
+    /// Overlays by network id.
+    overlays: BTreeMap<String, Overlay>,
+    /// Hosts files we wrote, with their content.
+    hosts_files: BTreeMap<PathBuf, String>,
+    /// The store's session epoch when we last published.
+    published_epoch: Option<u64>,
+}
+
+/// The agent. Shared by the reconcile loop and the admin connections.
+pub struct Agent {
+    config: AgentConfig,
+    links: Arc<Mutex<Links>>,
+    store: RwLock<Option<Arc<dyn Store>>>,
+    state: Mutex<State>,
+    started: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The overlay namespace name of a network: Docker's `1-<id>` shape, with our prefix.
+fn overlay_name(network_id: &str) -> String {
+    format!("ov-{}", network_id.get(..12).unwrap_or(network_id))
+}
+
+fn link_name(vni: u32) -> String {
+    format!("vx-{vni}")
+}
+
+fn netns_path(netns: &str) -> Result<PathBuf, AgentError> {
+    vxtap_dataplane::io::netns::resolve(netns)
+        .map_err(|_| AgentError::UnknownNetns(netns.to_owned()))
+}
+
+impl Agent {
+    /// Starts the agent: opens the store (an unreachable store is retried by the loop; a
+    /// malformed URL is an error), reads the local endpoint record, and removes overlay
+    /// namespaces that no local endpoint needs any more.
+    ///
+    /// # Errors
+    ///
+    /// An invalid store URL or unusable store directory, or an unreadable endpoint record.
+    pub fn start(config: AgentConfig, links: Arc<Mutex<Links>>) -> anyhow::Result<Arc<Agent>> {
+        crate::store::check_key(&config.host).map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --host {:?}: use letters, digits, '.', '_' or '-'",
+                config.host
+            )
+        })?;
+        let store = match crate::store::open(&config.store_url) {
+            Ok(store) => Some(Arc::from(store)),
+            Err(e @ StoreError::Unreachable { .. }) => {
+                tracing::warn!(error = %e, "store unreachable at start; retrying in the background");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let local = read_record(&record_path(&config.run_dir))?;
+        let agent = Arc::new(Agent {
+            links,
+            store: RwLock::new(store),
+            state: Mutex::new(State {
+                local,
+                ..State::default()
+            }),
+            started: now_secs(),
+            config,
+        });
+        agent.remove_stale_overlays();
+        Ok(agent)
+    }
+
+    fn overlay_dir(&self) -> PathBuf {
+        self.config.run_dir.join("netns")
+    }
+
+    /// Removes bound namespaces under RUN_DIR/netns that no local endpoint needs (left by a
+    /// daemon killed between a disconnect and the teardown).
+    fn remove_stale_overlays(&self) {
+        let wanted: BTreeSet<String> = lock(&self.state)
+            .local
+            .values()
+            .map(|e| overlay_name(&e.network))
+            .collect();
+        let Ok(dir) = std::fs::read_dir(self.overlay_dir()) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ov-") && !wanted.contains(&name) {
+                tracing::info!(netns = %name, "removing overlay namespace no endpoint needs");
+                if let Err(e) = plumbing::netns::remove(&entry.path()) {
+                    tracing::warn!(error = %e, "removing stale overlay namespace");
+                }
+            }
+        }
+    }
+
+    fn store(&self) -> Result<Arc<dyn Store>, AgentError> {
+        self.store
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| AgentError::NoStore(self.config.store_url.clone()))
+    }
+
+    /// The store, opening it if the daemon has not reached it yet.
+    fn store_or_open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        if let Ok(store) = self.store() {
+            return Ok(store);
+        }
+        let store: Arc<dyn Store> = Arc::from(crate::store::open(&self.config.store_url)?);
+        *self.store.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&store));
+        tracing::info!(store = %self.config.store_url, "store reached");
+        Ok(store)
+    }
+
+    /// Serves one overlay request.
+    ///
+    /// # Errors
+    ///
+    /// Whatever refused it; nothing changed.
+    pub fn handle(&self, request: Request) -> Result<Reply, AgentError> {
+        match request {
+            Request::NetworkCreate { request } => self.network_create(&request).map(Reply::Network),
+            Request::NetworkList => self.network_list().map(Reply::Networks),
+            Request::NetworkInspect { name } => self.network_inspect(&name).map(Reply::Network),
+            Request::NetworkRm { name } => self.network_rm(&name).map(|()| Reply::Done),
+            Request::Connect {
+                network,
+                netns,
+                ip,
+                name,
+            } => self
+                .connect(&network, &netns, ip, name.as_deref())
+                .map(Reply::Endpoint),
+            Request::Disconnect { network, netns } => {
+                self.disconnect(&network, &netns).map(|()| Reply::Done)
+            }
+            other => Err(AgentError::Dataplane(format!(
+                "not an overlay request: {other:?}"
+            ))),
+        }
+    }
+
+    fn network_create(&self, request: &NetworkRequest) -> Result<NetworkView, AgentError> {
+        let store = self.store()?;
+        let mut locked = store.lock(LOCK_TIMEOUT)?;
+        let snapshot = Snapshot::from_listing(&locked.list("")?);
+        let id = cluster::new_id().map_err(AgentError::Random)?;
+        let network = cluster::plan_network(&snapshot, request, id, now_secs())?;
+        locked.put(&network.key(), &to_json(&network), Lifetime::Permanent)?;
+        tracing::info!(name = %network.name, id = %network.id, vni = network.vni, subnet = %network.subnet, "network created");
+        Ok(NetworkView {
+            network,
+            endpoints: Vec::new(),
+        })
+    }
+
+    fn network_list(&self) -> Result<Vec<NetworkView>, AgentError> {
+        let snapshot = Snapshot::from_listing(&self.store()?.list("")?);
+        let mut views: Vec<NetworkView> = snapshot
+            .networks
+            .values()
+            .map(|n| view(&snapshot, n))
+            .collect();
+        views.sort_by(|a, b| a.network.name.cmp(&b.network.name));
+        Ok(views)
+    }
+
+    fn network_inspect(&self, name: &str) -> Result<NetworkView, AgentError> {
+        let snapshot = Snapshot::from_listing(&self.store()?.list("")?);
+        let network = snapshot
+            .network(name)
+            .ok_or_else(|| ClusterError::UnknownNetwork(name.to_owned()))?;
+        Ok(view(&snapshot, network))
+    }
+
+    fn network_rm(&self, name: &str) -> Result<(), AgentError> {
+        let store = self.store()?;
+        let mut locked = store.lock(LOCK_TIMEOUT)?;
+        let snapshot = Snapshot::from_listing(&locked.list("")?);
+        let network = cluster::plan_network_removal(&snapshot, name)?;
+        locked.delete(&network.key())?;
+        tracing::info!(name = %network.name, id = %network.id, "network removed");
+        Ok(())
+    }
+
+    fn connect(
+        &self,
+        network: &str,
+        netns: &str,
+        ip: Option<Ipv4Addr>,
+        name: Option<&str>,
+    ) -> Result<Endpoint, AgentError> {
+        let container = netns_path(netns)?;
+        if !container.exists() {
+            return Err(AgentError::UnknownNetns(netns.to_owned()));
+        }
+        let store = self.store()?;
+        let mut state = lock(&self.state);
+        let mut locked = store.lock(LOCK_TIMEOUT)?;
+        let mut snapshot = Snapshot::from_listing(&locked.list("")?);
+        let network = snapshot
+            .network(network)
+            .ok_or_else(|| ClusterError::UnknownNetwork(network.to_owned()))?
+            .clone();
+        let default_name = container
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let request = EndpointRequest {
+            name: name.map_or(default_name, str::to_owned),
+            ip,
+            netns: netns.to_owned(),
+            host: self.config.host.clone(),
+            vtep: self.config.vtep,
+        };
+        // The same container given once by name and once by path is still one container.
+        if let Some(e) = state.local.values().find(|e| {
+            e.network == network.id && netns_path(&e.netns).ok() == Some(container.clone())
+        }) {
+            return Err(ClusterError::AlreadyConnected {
+                netns: netns.to_owned(),
+                network: network.name.clone(),
+                endpoint: e.name.clone(),
+            }
+            .into());
+        }
+        let id = cluster::new_id().map_err(AgentError::Random)?;
+        let mut endpoint = cluster::plan_endpoint(&snapshot, &network, &request, id)?;
+
+        let had_overlay = state.overlays.contains_key(&network.id);
+        let undo_overlay = |agent: &Agent, state: &mut State| {
+            if !had_overlay {
+                agent.teardown(state, &network.id);
+            }
+        };
+        if let Err(e) = self.ensure_overlay(&mut state, &network) {
+            undo_overlay(self, &mut state);
+            return Err(e);
+        }
+        self.sync_entries(&mut state, &network.id, &snapshot);
+        let Some(overlay_ns) = state.overlays.get(&network.id).map(|o| o.netns.clone()) else {
+            return Err(AgentError::Dataplane("overlay vanished".to_owned()));
+        };
+        let tag = endpoint.id.get(..8).unwrap_or(&endpoint.id).to_owned();
+        let link = overlay::ContainerLink {
+            tag: &tag,
+            container: &container,
+            mac: &endpoint.mac,
+            ip: endpoint.ip,
+            prefix: network.subnet.prefix_len(),
+            mtu: network.mtu,
+        };
+        endpoint.ifname = match overlay::connect_container(&overlay_ns, &link) {
+            Ok(ifname) => ifname,
+            Err(e) => {
+                undo_overlay(self, &mut state);
+                return Err(e.into());
+            }
+        };
+        let key = endpoint.key();
+        state.local.insert(key.clone(), endpoint.clone());
+        let published = self
+            .save_record(&state)
+            .and_then(|()| Ok(locked.put(&key, &to_json(&endpoint), Lifetime::Session)?));
+        if let Err(e) = published {
+            state.local.remove(&key);
+            if let Err(e) = self.save_record(&state) {
+                tracing::error!(error = %e, "rolling back the endpoint record");
+            }
+            if let Err(e) = overlay::disconnect_container(&container, &endpoint.ifname) {
+                tracing::error!(error = %e, "rolling back the container interface");
+            }
+            undo_overlay(self, &mut state);
+            return Err(e);
+        }
+        drop(locked);
+        snapshot.endpoints.insert(
+            (endpoint.network.clone(), endpoint.id.clone()),
+            endpoint.clone(),
+        );
+        self.write_hosts_files(&mut state, &snapshot);
+        tracing::info!(network = %network.name, name = %endpoint.name, ip = %endpoint.ip, netns, ifname = %endpoint.ifname, "connected");
+        Ok(endpoint)
+    }
+
+    fn disconnect(&self, network: &str, netns: &str) -> Result<(), AgentError> {
+        let container = netns_path(netns)?;
+        let store = self.store()?;
+        let mut state = lock(&self.state);
+        let mut locked = store.lock(LOCK_TIMEOUT)?;
+        let mut snapshot = Snapshot::from_listing(&locked.list("")?);
+        let network = snapshot
+            .network(network)
+            .ok_or_else(|| ClusterError::UnknownNetwork(network.to_owned()))?
+            .clone();
+        let Some(endpoint) = state
+            .local
+            .values()
+            .find(|e| {
+                e.network == network.id && netns_path(&e.netns).ok() == Some(container.clone())
+            })
+            .cloned()
+        else {
+            return Err(ClusterError::NotConnected {
+                netns: netns.to_owned(),
+                network: network.name.clone(),
+            }
+            .into());
+        };
+        // The store first: if it refuses, nothing changed anywhere.
+        locked.delete(&endpoint.key())?;
+        drop(locked);
+        state.local.remove(&endpoint.key());
+        if let Err(e) = self.save_record(&state) {
+            tracing::error!(error = %e, "updating the endpoint record after disconnect");
+        }
+        if let Err(e) = overlay::disconnect_container(&container, &endpoint.ifname) {
+            tracing::warn!(error = %e, "removing the container interface");
+        }
+        if !state.local.values().any(|e| e.network == network.id) {
+            self.teardown(&mut state, &network.id);
+        }
+        snapshot
+            .endpoints
+            .remove(&(endpoint.network.clone(), endpoint.id.clone()));
+        self.write_hosts_files(&mut state, &snapshot);
+        tracing::info!(network = %network.name, name = %endpoint.name, netns, "disconnected");
+        Ok(())
+    }
+
+    /// Creates or adopts the overlay namespace, br0 and the TAP link of `network`.
+    fn ensure_overlay(&self, state: &mut State, network: &Network) -> Result<(), AgentError> {
+        let path = self.overlay_dir().join(overlay_name(&network.id));
+        let link = link_name(network.vni);
+        let present = state.overlays.contains_key(&network.id);
+        let link_alive = lock(&self.links)
+            .handle(Request::LinkShow {
+                name: Some(link.clone()),
+            })
+            .is_ok();
+        if present && link_alive && plumbing::netns::is_bound(&path) {
+            return Ok(());
+        }
+        plumbing::netns::create(&path)?;
+        overlay::ensure_bridge(
+            &path,
+            network.gateway,
+            network.subnet.prefix_len(),
+            network.mtu,
+        )?;
+        if !link_alive {
+            let spec = LinkSpec {
+                name: link.clone(),
+                vni: network.vni,
+                local: Some(self.config.vtep),
+                dstport: lock(&self.links).port(),
+                netns: Some(path.to_string_lossy().into_owned()),
+                proxy: true,
+                learning: false,
+                ageing: 300,
+                maxaddress: 1024,
+                mtu: network.mtu,
+                admit_any: false,
+                offload: true,
+            };
+            lock(&self.links)
+                .handle(Request::LinkAdd { spec })
+                .map_err(|e| AgentError::Dataplane(e.to_string()))?;
+        }
+        if let Err(e) = overlay::attach(&path, &link) {
+            let _ = lock(&self.links).handle(Request::LinkDel { name: link.clone() });
+            return Err(e.into());
+        }
+        tracing::info!(network = %network.name, netns = %path.display(), link = %link, adopted = present, "overlay ready");
+        // A new link starts with empty tables: forget what the old one had.
+        state.overlays.insert(
+            network.id.clone(),
+            Overlay {
+                network: network.clone(),
+                netns: path,
+                link,
+                fdb: BTreeMap::new(),
+                neigh: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes the overlay of `network_id`: its link (TAP) and its namespace (br0 and the
+    /// overlay ends of any veth go with it).
+    fn teardown(&self, state: &mut State, network_id: &str) {
+        let path = self.overlay_dir().join(overlay_name(network_id));
+        if let Some(o) = state.overlays.remove(network_id) {
+            if let Err(e) = lock(&self.links).handle(Request::LinkDel {
+                name: o.link.clone(),
+            }) {
+                tracing::warn!(link = %o.link, error = %e, "removing overlay link");
+            }
+        }
+        if let Err(e) = plumbing::netns::remove(&path) {
+            tracing::warn!(error = %e, "removing overlay namespace");
+        } else {
+            tracing::info!(netns = %path.display(), "overlay removed");
+        }
+    }
+
+    /// Programs every remote endpoint of the network as a static fdb entry plus an ARP proxy
+    /// entry, and removes entries of endpoints that are gone.
+    fn sync_entries(&self, state: &mut State, network_id: &str, snapshot: &Snapshot) {
+        let Some(o) = state.overlays.get_mut(network_id) else {
+            return;
+        };
+        let remote: Vec<&Endpoint> = snapshot
+            .endpoints_of(network_id)
+            .filter(|e| e.host != self.config.host)
+            .collect();
+        let want_fdb: BTreeMap<String, Ipv4Addr> =
+            remote.iter().map(|e| (e.mac.clone(), e.vtep)).collect();
+        let want_neigh: BTreeMap<Ipv4Addr, String> =
+            remote.iter().map(|e| (e.ip, e.mac.clone())).collect();
+        let mut links = lock(&self.links);
+        let mut apply = |request: Request| -> bool {
+            match links.handle(request) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(link = %o.link, error = %e, "programming the overlay");
+                    false
+                }
+            }
+        };
+        for (mac, _) in o
+            .fdb
+            .clone()
+            .iter()
+            .filter(|(m, _)| !want_fdb.contains_key(*m))
+        {
+            let entry = FdbSpec {
+                mac: mac.clone(),
+                dev: o.link.clone(),
+                dst: None,
+                vni: None,
+                port: None,
+            };
+            if apply(Request::FdbDel { entry }) {
+                o.fdb.remove(mac);
+            }
+        }
+        for (ip, _) in o
+            .neigh
+            .clone()
+            .iter()
+            .filter(|(i, _)| !want_neigh.contains_key(*i))
+        {
+            if apply(Request::NeighDel {
+                ip: *ip,
+                dev: o.link.clone(),
+            }) {
+                o.neigh.remove(ip);
+            }
+        }
+        for (mac, vtep) in &want_fdb {
+            if o.fdb.get(mac) != Some(vtep) {
+                let entry = FdbSpec {
+                    mac: mac.clone(),
+                    dev: o.link.clone(),
+                    dst: Some(*vtep),
+                    vni: None,
+                    port: None,
+                };
+                if apply(Request::FdbAdd {
+                    entry,
+                    mode: FdbMode::Replace,
+                }) {
+                    o.fdb.insert(mac.clone(), *vtep);
+                }
+            }
+        }
+        for (ip, mac) in &want_neigh {
+            if o.neigh.get(ip) != Some(mac)
+                && apply(Request::NeighAdd {
+                    ip: *ip,
+                    mac: mac.clone(),
+                    dev: o.link.clone(),
+                })
+            {
+                o.neigh.insert(*ip, mac.clone());
+            }
+        }
+        o.network = snapshot
+            .networks
+            .get(network_id)
+            .cloned()
+            .unwrap_or_else(|| o.network.clone());
+    }
+
+    /// Brings every overlay in line with `snapshot` and the local endpoints.
+    fn reconcile(&self, state: &mut State, snapshot: &Snapshot) {
+        let wanted: BTreeSet<String> = state.local.values().map(|e| e.network.clone()).collect();
+        for id in &wanted {
+            let Some(network) = snapshot.networks.get(id) else {
+                tracing::warn!(network = %id, "a local endpoint's network is not in the store");
+                continue;
+            };
+            match self.ensure_overlay(state, network) {
+                Ok(()) => self.sync_entries(state, id, snapshot),
+                Err(e) => {
+                    tracing::error!(network = %network.name, error = %e, "setting up the overlay")
+                }
+            }
+        }
+        let unwanted: Vec<String> = state
+            .overlays
+            .keys()
+            .filter(|id| !wanted.contains(*id))
+            .cloned()
+            .collect();
+        for id in unwanted {
+            self.teardown(state, &id);
+        }
+        self.write_hosts_files(state, snapshot);
+    }
+
+    /// Writes `/etc/netns/NAME/hosts` for every named namespace with a local endpoint, and
+    /// removes the ones we wrote for namespaces that have none left.
+    fn write_hosts_files(&self, state: &mut State, snapshot: &Snapshot) {
+        let mut files: BTreeMap<PathBuf, (String, Vec<(Ipv4Addr, String)>)> = BTreeMap::new();
+        for e in state.local.values() {
+            let Some(path) = hosts::path_for(&e.netns) else {
+                continue;
+            };
+            let (_, peers) = files
+                .entry(path)
+                .or_insert_with(|| (e.netns.clone(), Vec::new()));
+            peers.extend(
+                snapshot
+                    .endpoints_of(&e.network)
+                    .map(|p| (p.ip, p.name.clone())),
+            );
+            // Our own endpoint, even before the store shows it.
+            peers.push((e.ip, e.name.clone()));
+        }
+        for (path, (netns, peers)) in &files {
+            let content = hosts::render(netns, peers);
+            if state.hosts_files.get(path) == Some(&content) {
+                continue;
+            }
+            match hosts::write(path, &content) {
+                Ok(()) => {
+                    state.hosts_files.insert(path.clone(), content);
+                }
+                Err(e) => tracing::warn!(error = %e, "writing a hosts file"),
+            }
+        }
+        let stale: Vec<PathBuf> = state
+            .hosts_files
+            .keys()
+            .filter(|p| !files.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in stale {
+            if let Err(e) = hosts::remove(&path) {
+                tracing::warn!(error = %e, "removing a hosts file");
+            }
+            state.hosts_files.remove(&path);
+        }
+    }
+
+    fn save_record(&self, state: &State) -> Result<(), AgentError> {
+        let path = record_path(&self.config.run_dir);
+        let endpoints: Vec<&Endpoint> = state.local.values().collect();
+        let tmp = path.with_extension("json.tmp");
+        let record = |source| AgentError::Record {
+            path: path.clone(),
+            source,
+        };
+        std::fs::write(&tmp, to_json(&endpoints)).map_err(record)?;
+        std::fs::rename(&tmp, &path).map_err(record)
+    }
+
+    /// Publishes this host and every local endpoint the store does not have as we know it
+    /// (after a restart, or after the session expired). Returns whether it wrote anything.
+    fn publish(
+        &self,
+        store: &dyn Store,
+        state: &mut State,
+        snapshot: &Snapshot,
+    ) -> Result<bool, StoreError> {
+        let epoch = store.session_epoch();
+        let host = Host {
+            name: self.config.host.clone(),
+            vtep: self.config.vtep,
+            pid: std::process::id(),
+            started: self.started,
+        };
+        let session_fresh = state.published_epoch == Some(epoch);
+        let missing: Vec<&Endpoint> = state
+            .local
+            .values()
+            .filter(|e| {
+                !session_fresh
+                    || snapshot.endpoints.get(&(e.network.clone(), e.id.clone())) != Some(*e)
+            })
+            .collect();
+        let host_ok = session_fresh && snapshot.hosts.get(&host.name) == Some(&host);
+        if host_ok && missing.is_empty() {
+            return Ok(false);
+        }
+        let mut locked = store.lock(LOCK_TIMEOUT)?;
+        let current = Snapshot::from_listing(&locked.list("")?);
+        locked.put(&host.key(), &to_json(&host), Lifetime::Session)?;
+        for e in missing {
+            if !current.networks.contains_key(&e.network) {
+                tracing::warn!(endpoint = %e.name, network = %e.network, "not republishing: the network is gone from the store");
+                continue;
+            }
+            let clash = current
+                .endpoints_of(&e.network)
+                .find(|o| o.id != e.id && (o.ip == e.ip || o.name == e.name));
+            if let Some(o) = clash {
+                tracing::error!(endpoint = %e.name, ip = %e.ip, other = %o.name, other_host = %o.host, "not republishing: its name or IP was taken while it was away");
+                continue;
+            }
+            locked.put(&e.key(), &to_json(e), Lifetime::Session)?;
+            tracing::info!(endpoint = %e.name, ip = %e.ip, "endpoint published");
+        }
+        state.published_epoch = Some(epoch);
+        Ok(true)
+    }
+
+    /// Lists, publishes what is missing, and reconciles once.
+    fn sync_once(&self, store: &dyn Store) -> Result<crate::store::Revision, StoreError> {
+        let listing = store.list("")?;
+        let snapshot = Snapshot::from_listing(&listing);
+        if !snapshot.unreadable.is_empty() {
+            tracing::warn!(keys = ?snapshot.unreadable, "ignoring store records that do not decode");
+        }
+        let mut state = lock(&self.state);
+        if self.publish(store, &mut state, &snapshot)? {
+            // Reconcile against what we just wrote.
+            drop(state);
+            return self.sync_once(store);
+        }
+        self.reconcile(&mut state, &snapshot);
+        Ok(listing.revision)
+    }
+
+    /// The reconcile loop; returns when `stop` is set.
+    pub fn run(&self, stop: &AtomicBool) {
+        let mut backoff = Duration::from_millis(100);
+        let mut outage: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let attempt = self.store_or_open().and_then(|store| {
+                let revision = self.sync_once(store.as_ref())?;
+                let watch = store.watch("", revision)?;
+                Ok((store, watch))
+            });
+            let (store, mut watch) = match attempt {
+                Ok(ok) => ok,
+                Err(e) => {
+                    if outage.is_none() {
+                        tracing::warn!(error = %e, "store unreachable; forwarding on the last known state");
+                        outage = Some(Instant::now());
+                    }
+                    sleep_unless(stop, backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            if let Some(since) = outage.take() {
+                tracing::info!(after = ?since.elapsed(), "store reachable again; resynchronised");
+            }
+            backoff = Duration::from_millis(100);
+            self.wait_for_change(store.as_ref(), watch.as_mut(), stop);
+        }
+    }
+
+    /// Returns when the store changed, the session was renewed, a periodic resync is due,
+    /// the watch broke, or `stop` is set.
+    fn wait_for_change(&self, store: &dyn Store, watch: &mut dyn Watch, stop: &AtomicBool) {
+        let since = Instant::now();
+        let epoch = store.session_epoch();
+        while !stop.load(Ordering::SeqCst) {
+            match watch.next(Duration::from_millis(250)) {
+                Ok(Some(_)) => {
+                    // Let a burst of changes settle into one re-list.
+                    while let Ok(Some(_)) = watch.next(Duration::from_millis(10)) {}
+                    return;
+                }
+                Ok(None) => {
+                    if store.session_epoch() != epoch || since.elapsed() > RESYNC_EVERY {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "store watch ended");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn sleep_unless(stop: &AtomicBool, total: Duration) {
+    let deadline = Instant::now() + total;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn view(snapshot: &Snapshot, network: &Network) -> NetworkView {
+    let mut endpoints: Vec<Endpoint> = snapshot.endpoints_of(&network.id).cloned().collect();
+    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    NetworkView {
+        network: network.clone(),
+        endpoints,
+    }
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Our own model types always serialise.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn record_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("endpoints.json")
+}
+
+fn read_record(path: &Path) -> anyhow::Result<BTreeMap<String, Endpoint>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    };
+    let endpoints: Vec<Endpoint> = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not an endpoint record: {e}", path.display()))?;
+    Ok(endpoints.into_iter().map(|e| (e.key(), e)).collect())
+}

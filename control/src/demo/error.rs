@@ -1,0 +1,127 @@
+//! Why a demo step failed, with what it was working on: the command line and its stderr, the
+//! path, the namespace. Every message fits on the line after `vxtap demo: `.
+
+use std::path::PathBuf;
+
+/// A failed demo step.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Something the demo needs is missing; `hint` says how to get it.
+    #[error("{what}: {hint}")]
+    Prerequisite {
+        /// What is missing.
+        what: String,
+        /// How to fix it.
+        hint: &'static str,
+    },
+    /// A program could not be started at all.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A program ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// The last lines of its stderr (or stdout when stderr was empty).
+        stderr: String,
+    },
+    /// A program did not finish in time and was killed.
+    #[error("`{command}` did not finish within {seconds} s and was killed")]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The limit.
+        seconds: u64,
+    },
+    /// SIGINT or SIGTERM arrived; the demo stops and cleans up.
+    #[error("interrupted")]
+    Interrupted,
+    /// A file or directory operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`creating`, `reading`, ...).
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A namespace left over from an earlier run has the name this run wants.
+    #[error("network namespace {name} already exists (left over from an earlier demo? remove it with `ip netns del {name}`)")]
+    NamespaceExists {
+        /// The namespace name.
+        name: String,
+    },
+    /// A daemon did not open its admin socket in time, or exited early.
+    #[error("the vxtap daemon of {host} {problem}; last lines of {}:\n{tail}", log.display())]
+    DaemonStart {
+        /// The host label.
+        host: String,
+        /// `exited with ...` or `did not open ... within N s`.
+        problem: String,
+        /// The daemon's log file.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+    /// Entering a namespace to open a socket failed.
+    #[error("in network namespace {netns}: {source}")]
+    Netns {
+        /// The namespace name.
+        netns: String,
+        /// Why.
+        source: vxtap_dataplane::io::IoError,
+    },
+    /// `vxtap network inspect` printed something that is not the expected JSON.
+    #[error("`vxtap network inspect {network}` printed unexpected output ({reason}): {output}")]
+    Inspect {
+        /// The network name.
+        network: String,
+        /// What was wrong.
+        reason: String,
+        /// The output, shortened.
+        output: String,
+    },
+    /// Pings between the containers did not get through.
+    #[error("ping from {from} to {target} failed: {detail}")]
+    Ping {
+        /// The source container.
+        from: String,
+        /// What was pinged (an IP or a name).
+        target: String,
+        /// Ping's own summary or error.
+        detail: String,
+    },
+    /// The TCP throughput measurement failed.
+    #[error("throughput from {from} to {to} failed: {detail}")]
+    Throughput {
+        /// The sending container.
+        from: String,
+        /// The receiving container.
+        to: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl DemoError {
+    /// An I/O error on `path` while doing `action`.
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! vxtap's control side: the admin API and CLI, the daemon, and the cluster store that
+//! tells every host's daemon which networks and endpoints exist.
+//!
+//! The `vxtap` binary (src/main.rs) is a thin layer over this library; integration tests
+//! use the store and its conformance suite directly.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod cluster;
+pub mod daemon;
+pub mod demo;
+pub mod plumbing;
+pub mod store;

@@ -1,0 +1,167 @@
+//! What lives inside an overlay namespace: `br0` with the gateway address, the TAP attached
+//! to it, and the veth pairs that connect containers.
+
+use super::{interfaces, ip, PlumbingError};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// The bridge in every overlay namespace, as Docker names it.
+pub const BRIDGE: &str = "br0";
+
+/// Makes sure `br0` exists in `overlay` with `gateway/prefix`, `mtu`, and is up (with `lo`).
+/// Idempotent: an adopted namespace that already has it is left as it is.
+///
+/// # Errors
+///
+/// The first `ip` command that fails.
+pub fn ensure_bridge(
+    overlay: &Path,
+    gateway: Ipv4Addr,
+    prefix: u8,
+    mtu: u32,
+) -> Result<(), PlumbingError> {
+    let mtu = mtu.to_string();
+    if !interfaces(overlay)?.iter().any(|n| n == BRIDGE) {
+        ip(
+            overlay,
+            &["link", "add", BRIDGE, "mtu", &mtu, "type", "bridge"],
+        )?;
+    }
+    ip(
+        overlay,
+        &[
+            "addr",
+            "replace",
+            &format!("{gateway}/{prefix}"),
+            "dev",
+            BRIDGE,
+        ],
+    )?;
+    ip(overlay, &["link", "set", BRIDGE, "mtu", &mtu, "up"])?;
+    ip(overlay, &["link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// Attaches `dev` (the TAP) to `br0` and brings it up.
+///
+/// # Errors
+///
+/// The `ip` command's failure.
+pub fn attach(overlay: &Path, dev: &str) -> Result<(), PlumbingError> {
+    ip(overlay, &["link", "set", dev, "master", BRIDGE, "up"])?;
+    Ok(())
+}
+
+/// A container interface to create.
+#[derive(Debug, Clone)]
+pub struct ContainerLink<'a> {
+    /// Short tag for the veth names (e.g. the endpoint id's first 8 digits).
+    pub tag: &'a str,
+    /// The container's namespace file.
+    pub container: &'a Path,
+    /// MAC of the container end.
+    pub mac: &'a str,
+    /// Address and prefix length.
+    pub ip: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// The first `ethN` not in `taken`.
+pub fn free_ifname(taken: &[String]) -> Option<String> {
+    (0..1000)
+        .map(|n| format!("eth{n}"))
+        .find(|name| !taken.contains(name))
+}
+
+/// Creates a veth pair: one end on `br0` in `overlay`, the other moved into the container as
+/// the next free `ethN` with the MAC, address and MTU given, up. Returns the container-side
+/// name. On failure, whatever was created is removed again.
+///
+/// # Errors
+///
+/// `NoNetns` if the container namespace is gone, `NoIfname`, or the failing `ip` command.
+pub fn connect_container(
+    overlay: &Path,
+    link: &ContainerLink<'_>,
+) -> Result<String, PlumbingError> {
+    if !link.container.exists() {
+        return Err(PlumbingError::NoNetns(link.container.to_owned()));
+    }
+    let ifname = free_ifname(&interfaces(link.container)?)
+        .ok_or_else(|| PlumbingError::NoIfname(link.container.to_owned()))?;
+    let outer = format!("ve{}", link.tag);
+    let inner = format!("vc{}", link.tag);
+    let mtu = link.mtu.to_string();
+    ip(
+        overlay,
+        &[
+            "link", "add", &outer, "mtu", &mtu, "type", "veth", "peer", "name", &inner, "mtu", &mtu,
+        ],
+    )?;
+    let configured = (|| {
+        ip(overlay, &["link", "set", &outer, "master", BRIDGE, "up"])?;
+        let container = link.container.to_string_lossy();
+        ip(overlay, &["link", "set", &inner, "netns", &container])?;
+        // From here the pair spans both namespaces; deleting either end removes both.
+        let in_container = (|| {
+            ip(
+                link.container,
+                &["link", "set", &inner, "name", &ifname, "address", link.mac],
+            )?;
+            ip(
+                link.container,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/{}", link.ip, link.prefix),
+                    "dev",
+                    &ifname,
+                ],
+            )?;
+            ip(link.container, &["link", "set", &ifname, "up"])?;
+            ip(link.container, &["link", "set", "lo", "up"])
+        })();
+        if in_container.is_err() {
+            let _ = ip(link.container, &["link", "del", &inner]);
+            let _ = ip(link.container, &["link", "del", &ifname]);
+        }
+        in_container
+    })();
+    if let Err(e) = configured {
+        let _ = ip(overlay, &["link", "del", &outer]);
+        return Err(e);
+    }
+    Ok(ifname)
+}
+
+/// Removes the container's `ifname` (and with it the veth end on `br0`). A container
+/// namespace or interface that is already gone is fine.
+///
+/// # Errors
+///
+/// The `ip link del` failure, when the interface exists but cannot be removed.
+pub fn disconnect_container(container: &Path, ifname: &str) -> Result<(), PlumbingError> {
+    if !container.exists() || !interfaces(container)?.iter().any(|n| n == ifname) {
+        return Ok(());
+    }
+    ip(container, &["link", "del", ifname])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_first_free_eth() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(free_ifname(&names(&["lo"])).unwrap(), "eth0");
+        assert_eq!(
+            free_ifname(&names(&["lo", "eth0", "eth2"])).unwrap(),
+            "eth1"
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! The cluster store: where networks, endpoints and hosts live, shared by every host's daemon.
+//!
+//! One trait, [`Store`], and two backends:
+//! - [`dir`]: a directory on this machine (`--store dir:PATH`), the embedded default. Several
+//!   daemons on one machine share it; writes are atomic renames, mutations are serialised by
+//!   an `flock`, and changes are noticed through inotify.
+//! - [`etcd`]: etcd v3 (`--store etcd://HOST:PORT[,HOST:PORT...]`), keys under `/vxtap/v1/`.
+//!   Session keys are tied to a lease the store keeps alive.
+//!
+//! The store is a small key-value space. Keys are relative (`networks/ID`), made of
+//! `/`-separated segments of `[A-Za-z0-9._-]` (never empty, `.` or `..`); values are opaque
+//! bytes (the daemon writes JSON). Every mutation runs inside [`Store::lock`], a cluster-wide
+//! lock, so that "check, then write" (a free VNI, a free IP) is safe across hosts. Readers
+//! never lock: [`Store::list`] returns a consistent snapshot of one prefix, and
+//! [`Store::watch`] reports changes after it.
+//!
+//! [`conformance`] is the shared test suite both backends pass. This module never interprets
+//! values; the network model lives in `crate::cluster`.
+
+pub mod conformance;
+pub mod dir;
+pub mod etcd;
+
+use std::time::Duration;
+
+/// A store revision: etcd's revision, or the dir backend's mutation counter. It only grows.
+pub type Revision = i64;
+
+/// One key and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative key, e.g. `networks/3f2a...`.
+    pub key: String,
+    /// The value as written.
+    pub value: Vec<u8>,
+}
+
+/// Every entry under a prefix, as of one revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Entries sorted by key.
+    pub entries: Vec<Entry>,
+    /// The store revision the listing reflects.
+    pub revision: Revision,
+}
+
+/// How long a written key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Until deleted.
+    Permanent,
+    /// Until deleted, or until this store handle's session ends: on etcd, the key is attached
+    /// to the handle's lease and disappears when the lease expires (the process died or lost
+    /// the store for longer than the TTL). The dir backend has no sessions: such keys are
+    /// permanent there.
+    Session,
+}
+
+/// A change seen by a [`Watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// `key` was written (`value` is `Some`) or deleted (`None`) at `revision`.
+    Changed {
+        /// The relative key.
+        key: String,
+        /// The new value, `None` for a delete.
+        value: Option<Vec<u8>>,
+        /// The revision of the change (on the dir backend, a ceiling: at or above it).
+        revision: Revision,
+    },
+    /// Changes may have been missed (etcd compacted past the watch's revision, the connection
+    /// was re-established, the inotify queue overflowed): list again and watch from the new
+    /// listing's revision.
+    Resync,
+}
+
+/// A stream of changes under one prefix.
+pub trait Watch: Send {
+    /// The next change, waiting at most `timeout`; `Ok(None)` when nothing happened in time.
+    ///
+    /// # Errors
+    ///
+    /// The store became unreachable; the caller lists again (with back-off) and starts a new
+    /// watch. A watch that returned an error is finished.
+    fn next(&mut self, timeout: Duration) -> Result<Option<WatchEvent>, StoreError>;
+}
+
+/// Mutations, available only while the cluster-wide lock is held. Dropping it releases the
+/// lock.
+pub trait Locked {
+    /// Entries under `prefix` as of now (reads inside the lock see every earlier write).
+    ///
+    /// # Errors
+    ///
+    /// The store is unreachable or unreadable.
+    fn list(&mut self, prefix: &str) -> Result<Listing, StoreError>;
+
+    /// Writes `key`, creating or replacing it atomically: readers see the old value or the
+    /// new one, never a mix.
+    ///
+    /// # Errors
+    ///
+    /// An invalid key, an unreachable store, or a lock that was lost (etcd lease expired):
+    /// then nothing was written.
+    fn put(&mut self, key: &str, value: &[u8], lifetime: Lifetime) -> Result<(), StoreError>;
+
+    /// Deletes `key`; `Ok(false)` if it did not exist.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put`](Self::put).
+    fn delete(&mut self, key: &str) -> Result<bool, StoreError>;
+}
+
+/// A cluster store backend.
+pub trait Store: Send + Sync {
+    /// The URL it was opened from (`dir:/var/lib/vxtap`, `etcd://10.0.0.1:2379`).
+    fn url(&self) -> String;
+
+    /// Entries under `prefix` (`""` for everything, else a key ending in `/`), sorted by key,
+    /// as of one revision.
+    ///
+    /// # Errors
+    ///
+    /// The store is unreachable or unreadable.
+    fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
+
+    /// Changes under `prefix` after `after` (a listing's revision). Changes made after the
+    /// listing are reported even if they happened before `watch` was called (etcd: watch
+    /// from `after + 1`; dir: inotify is armed first, then a counter past `after` gives `Resync`).
+    ///
+    /// # Errors
+    ///
+    /// The store is unreachable.
+    fn watch(&self, prefix: &str, after: Revision) -> Result<Box<dyn Watch>, StoreError>;
+
+    /// Takes the cluster-wide lock, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `LockTimeout` if another holder keeps it, or an unreachable store.
+    fn lock(&self, timeout: Duration) -> Result<Box<dyn Locked + '_>, StoreError>;
+
+    /// Counts sessions: it starts at 0 and goes up each time the backend had to start a new
+    /// one because the old one expired (etcd: the lease was gone when the store came back).
+    /// Keys written with [`Lifetime::Session`] before that are gone; the caller writes them
+    /// again. Always 0 on backends without sessions.
+    fn session_epoch(&self) -> u64;
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no backend or is malformed.
+    #[error("invalid store URL {url:?}: {reason} (expected dir:PATH or etcd://HOST:PORT[,HOST:PORT...])")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key that breaks the key rules.
+    #[error("invalid store key {key:?}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+    },
+    /// The store cannot be reached (etcd down, connection refused, timeout).
+    #[error("store {url} is unreachable: {reason}")]
+    Unreachable {
+        /// The store URL.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The lock is held by someone else for longer than the timeout.
+    #[error("store {url}: timed out after {waited:?} waiting for the cluster lock")]
+    LockTimeout {
+        /// The store URL.
+        url: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The lock was lost while held (its lease expired); nothing was written.
+    #[error("store {url}: the cluster lock was lost")]
+    LockLost {
+        /// The store URL.
+        url: String,
+    },
+    /// A file or directory of the dir backend could not be read or written.
+    #[error("store {url}: {action} {path}: {source}")]
+    Io {
+        /// The store URL.
+        url: String,
+        /// What was being done (`writing`, `reading`, `locking`).
+        action: &'static str,
+        /// The file concerned.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The store answered something that does not follow its protocol.
+    #[error("store {url}: unexpected answer: {reason}")]
+    Protocol {
+        /// The store URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Opens a store from its URL: `dir:PATH` or `etcd://HOST:PORT[,HOST:PORT...]`.
+///
+/// A dir store's directory is created if missing. An etcd store is contacted once, so an
+/// unreachable etcd is reported here rather than at the first request.
+///
+/// # Errors
+///
+/// `InvalidUrl`, or whatever opening the backend reports.
+pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("dir:") {
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: url.to_owned(),
+                reason: "empty path".to_owned(),
+            });
+        }
+        return Ok(Box::new(dir::DirStore::open(std::path::Path::new(path))?));
+    }
+    if url.starts_with("etcd://") {
+        return Ok(Box::new(etcd::EtcdStore::open(url)?));
+    }
+    Err(StoreError::InvalidUrl {
+        url: url.to_owned(),
+        reason: "unknown scheme".to_owned(),
+    })
+}
+
+/// Checks a relative key against the key rules (see the module docs).
+///
+/// # Errors
+///
+/// `InvalidKey`.
+pub fn check_key(key: &str) -> Result<(), StoreError> {
+    let valid = !key.is_empty()
+        && key.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// Checks a prefix: `""` (everything), or a valid key followed by `/` (everything below it).
+///
+/// # Errors
+///
+/// `InvalidKey`.
+pub fn check_prefix(prefix: &str) -> Result<(), StoreError> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    match prefix.strip_suffix('/') {
+        Some(key) => check_key(key),
+        None => Err(StoreError::InvalidKey {
+            key: prefix.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_rules() {
+        for good in ["networks/abc", "a", "endpoints/n1/e-1.x_y", "hosts/h1"] {
+            check_key(good).unwrap();
+        }
+        for bad in ["", "/a", "a/", "a//b", "a/../b", ".", "a b", "a/é", "x/./y"] {
+            assert!(check_key(bad).is_err(), "{bad:?} accepted");
+        }
+        check_prefix("").unwrap();
+        check_prefix("networks/").unwrap();
+        check_prefix("endpoints/n1/").unwrap();
+        assert!(check_prefix("/").is_err());
+        assert!(check_prefix("networks").is_err());
+    }
+
+    #[test]
+    fn open_refuses_unknown_urls() {
+        for url in ["", "dir:", "consul://x:1", "/var/lib/vxtap", "etcd:/x"] {
+            match open(url) {
+                Err(StoreError::InvalidUrl { .. }) => {}
+                Err(other) => panic!("{url:?}: unexpected error {other}"),
+                Ok(_) => panic!("{url:?} opened"),
+            }
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The etcd store backend against a real etcd (`/usr/bin/etcd`), each test with an etcd of its
+//! own in a network namespace of its own.
+//!
+//! etcd listens on 127.0.0.1 of the test's namespace, and the whole test body runs inside
+//! that namespace (`Netns::run_in`; the store's threads inherit it), so no packet touches the
+//! root namespace. These tests need root: without it they fail, they never pass silently.
+//! Waits are bounded; the only timing checked is that an outage is reported within a bound.
+
+use std::net::Ipv4Addr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vxtap::store::etcd::{EtcdOptions, EtcdStore};
+use vxtap::store::{conformance, Lifetime, Listing, Store, StoreError, WatchEvent};
+use vxtap_suite::harness::etcd::Etcd;
+use vxtap_suite::harness::{require_root, wait_until, Netns};
+
+/// How long an expected change may take to show (lease expiry included).
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A namespace with etcd on its 127.0.0.1. Drop order (etcd, then the namespace) is the
+/// reverse of the tuple's.
+fn etcd_in_netns() -> (Netns, Etcd) {
+    require_root();
+    let ns = Netns::unique("etcd");
+    let etcd = Etcd::start(&ns, Ipv4Addr::LOCALHOST);
+    (ns, etcd)
+}
+
+fn open(etcd: &Etcd) -> EtcdStore {
+    EtcdStore::open(&etcd.url())
+        .unwrap_or_else(|e| panic!("open {}: {e}\n{}", etcd.url(), etcd.log()))
+}
+
+fn open_with(etcd: &Etcd, options: EtcdOptions) -> EtcdStore {
+    EtcdStore::open_with(&etcd.url(), options)
+        .unwrap_or_else(|e| panic!("open {}: {e}\n{}", etcd.url(), etcd.log()))
+}
+
+fn put(store: &dyn Store, key: &str, value: &[u8], lifetime: Lifetime) {
+    let mut locked = store.lock(WAIT).expect("lock");
+    locked.put(key, value, lifetime).expect("put");
+}
+
+fn list(store: &dyn Store, prefix: &str) -> Listing {
+    store.list(prefix).expect("list")
+}
+
+fn keys(listing: &Listing) -> Vec<&str> {
+    listing.entries.iter().map(|e| e.key.as_str()).collect()
+}
+
+/// The next watch event, waiting at most [`WAIT`].
+fn next_event(watch: &mut dyn vxtap::store::Watch) -> WatchEvent {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no watch event within {WAIT:?}");
+        if let Some(event) = watch.next(left).expect("watch") {
+            return event;
+        }
+    }
+}
+
+/// Runs `f` on another thread and waits at most `limit` for its result: for calls that must
+/// fail fast while etcd is down.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
+
+fn expect_unreachable<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Unreachable { .. }) => {}
+        other => panic!("{what} while etcd is down: expected Unreachable, got {other:?}"),
+    }
+}
+
+#[test]
+fn conformance_suite() {
+    let (ns, etcd) = etcd_in_netns();
+    let url = etcd.url();
+    ns.run_in(|| {
+        conformance::run_all(&|| {
+            Box::new(EtcdStore::open(&url).unwrap_or_else(|e| panic!("open {url}: {e}")))
+                as Box<dyn Store>
+        });
+    });
+}
+
+#[test]
+fn unreachable_at_open_and_fail_over_to_the_next_endpoint() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        // Nothing listens on port 1 in this namespace.
+        match EtcdStore::open("etcd://127.0.0.1:1") {
+            Err(StoreError::Unreachable { url, reason }) => {
+                assert_eq!(url, "etcd://127.0.0.1:1");
+                assert!(reason.contains("127.0.0.1:1"), "reason: {reason}");
+            }
+            other => panic!("open of a closed port: {other:?}"),
+        }
+        let url = format!(
+            "etcd://127.0.0.1:1,{}",
+            etcd.url().trim_start_matches("etcd://")
+        );
+        let store = EtcdStore::open(&url).expect("open with a dead first endpoint");
+        put(&store, "failover/k", b"v", Lifetime::Permanent);
+        assert_eq!(keys(&list(&store, "failover/")), ["failover/k"]);
+        assert_eq!(store.url(), url);
+    });
+}
+
+#[test]
+fn session_keys_expire_after_the_handle_is_dropped() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let options = EtcdOptions {
+            session_ttl: Duration::from_secs(2),
+            ..EtcdOptions::default()
+        };
+        let writer = open_with(&etcd, options);
+        put(&writer, "hosts/a", b"alive", Lifetime::Session);
+        put(&writer, "networks/n", b"kept", Lifetime::Permanent);
+        let reader = open(&etcd);
+        assert_eq!(keys(&list(&reader, "")), ["hosts/a", "networks/n"]);
+        // While the writer lives, the keeper holds the session beyond its TTL.
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            keys(&list(&reader, "")),
+            ["hosts/a", "networks/n"],
+            "expired while alive"
+        );
+        drop(writer);
+        assert!(
+            wait_until(WAIT, || keys(&list(&reader, "")) == ["networks/n"]),
+            "session key still there after its handle was dropped: {:?}",
+            keys(&list(&reader, ""))
+        );
+    });
+}
+
+#[test]
+fn revoke_session_removes_session_keys_at_once() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let store = open(&etcd);
+        let first = store.session_lease();
+        assert_ne!(first, 0);
+        put(&store, "hosts/a", b"alive", Lifetime::Session);
+        put(&store, "networks/n", b"kept", Lifetime::Permanent);
+        store.revoke_session().expect("revoke_session");
+        assert_eq!(store.session_lease(), 0);
+        let other = open(&etcd);
+        assert_eq!(keys(&list(&other, "")), ["networks/n"]);
+        // A later session write starts a new session.
+        put(&store, "hosts/a", b"back", Lifetime::Session);
+        assert_eq!(store.session_epoch(), 1);
+        assert_ne!(store.session_lease(), first);
+        assert_eq!(keys(&list(&other, "")), ["hosts/a", "networks/n"]);
+    });
+}
+
+#[test]
+fn a_lost_session_lease_starts_a_new_epoch() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let options = EtcdOptions {
+            session_ttl: Duration::from_secs(3),
+            ..EtcdOptions::default()
+        };
+        let store = open_with(&etcd, options);
+        put(&store, "hosts/a", b"alive", Lifetime::Session);
+        // The lease vanishes behind the store's back, as if it had expired during an outage.
+        let lease = store.session_lease();
+        let (status, body) = etcd.post("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            wait_until(WAIT, || store.session_epoch() == 1),
+            "the keeper did not start a new session"
+        );
+        assert_ne!(store.session_lease(), lease);
+        assert_eq!(
+            keys(&list(&store, "")),
+            Vec::<&str>::new(),
+            "the session key survived"
+        );
+        // The daemon writes its session keys again, on the new lease.
+        put(&store, "hosts/a", b"again", Lifetime::Session);
+        assert_eq!(keys(&list(&store, "")), ["hosts/a"]);
+
+        // A session put that finds the lease gone renews it at once and still writes.
+        let lease = store.session_lease();
+        etcd.post("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
+        put(&store, "hosts/b", b"written", Lifetime::Session);
+        assert_eq!(store.session_epoch(), 2);
+        assert_eq!(keys(&list(&store, "")), ["hosts/b"]);
+    });
+}
+
+#[test]
+fn compaction_past_a_watch_start_gives_resync() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let store = open(&etcd);
+        put(&store, "c/k", b"0", Lifetime::Permanent);
+        let listing = list(&store, "c/");
+        // A watch that is running when the history is compacted is not disturbed.
+        let mut running = store.watch("c/", listing.revision).expect("watch");
+        put(&store, "c/k", b"1", Lifetime::Permanent);
+        put(&store, "c/k", b"2", Lifetime::Permanent);
+        for value in [b"1", b"2"] {
+            match next_event(&mut *running) {
+                WatchEvent::Changed {
+                    key, value: got, ..
+                } => {
+                    assert_eq!((key.as_str(), got.as_deref()), ("c/k", Some(&value[..])));
+                }
+                other => panic!("running watch: {other:?}"),
+            }
+        }
+        let compacted = etcd.compact();
+        assert!(compacted > listing.revision + 1);
+
+        let mut late = store.watch("c/", listing.revision).expect("watch");
+        assert_eq!(next_event(&mut *late), WatchEvent::Resync);
+        assert_eq!(
+            next_event(&mut *late),
+            WatchEvent::Resync,
+            "a resynced watch is finished"
+        );
+
+        // After listing again, a new watch works.
+        let fresh = list(&store, "c/");
+        assert_eq!(fresh.entries[0].value, b"2");
+        let mut again = store.watch("c/", fresh.revision).expect("watch");
+        put(&store, "c/k", b"3", Lifetime::Permanent);
+        assert!(matches!(
+            next_event(&mut *again),
+            WatchEvent::Changed { ref value, .. } if value.as_deref() == Some(&b"3"[..])
+        ));
+        // The watch that was running all along saw that write too.
+        assert!(matches!(
+            next_event(&mut *running),
+            WatchEvent::Changed { ref value, .. } if value.as_deref() == Some(&b"3"[..])
+        ));
+    });
+}
+
+#[test]
+fn outage_is_reported_and_survived() {
+    let (ns, mut etcd) = etcd_in_netns();
+    let url = etcd.url();
+    let bound = Duration::from_secs(6);
+    ns.run_in(|| {
+        let store = std::sync::Arc::new(open(&etcd));
+        put(&*store, "hosts/a", b"alive", Lifetime::Session);
+        put(&*store, "networks/n", b"kept", Lifetime::Permanent);
+        let listing = list(&*store, "");
+        let mut watch = store.watch("", listing.revision).expect("watch");
+
+        etcd.stop();
+
+        let s = store.clone();
+        expect_unreachable(within(bound, "list", move || s.list("")), "list");
+        let s = store.clone();
+        expect_unreachable(
+            within(bound, "lock", move || {
+                s.lock(Duration::from_secs(1)).map(drop)
+            }),
+            "lock",
+        );
+        let u = url.clone();
+        expect_unreachable(
+            within(bound, "open", move || EtcdStore::open(&u).map(drop)),
+            "open",
+        );
+        let failed = within(bound, "watch", move || {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                match watch.next(Duration::from_millis(100)) {
+                    Ok(None) if Instant::now() < deadline => {}
+                    other => return other.map(|_| ()),
+                }
+            }
+        });
+        expect_unreachable(failed, "the watch");
+
+        etcd.start_again();
+
+        // The old handle works again, and so does a new one.
+        let fresh = open(&etcd);
+        assert!(
+            wait_until(WAIT, || store.list("").is_ok()),
+            "the old handle does not work after the restart"
+        );
+        put(&*store, "networks/m", b"after", Lifetime::Permanent);
+        let listing = list(&fresh, "");
+        assert!(keys(&listing).contains(&"networks/m"));
+        assert!(keys(&listing).contains(&"networks/n"));
+        // etcd refreshes leases when it restarts: the session key is still there, or the
+        // store noticed the lease was gone and started a new session.
+        assert!(
+            keys(&listing).contains(&"hosts/a") || store.session_epoch() > 0,
+            "the session key vanished but the epoch stayed {}",
+            store.session_epoch()
+        );
+        // The session is kept alive again: the key outlives another session TTL.
+        std::thread::sleep(EtcdOptions::default().session_ttl + Duration::from_secs(1));
+        assert_eq!(
+            keys(&list(&fresh, "hosts/")) == ["hosts/a"],
+            store.session_epoch() == 0,
+            "session key {:?}, epoch {}",
+            keys(&list(&fresh, "hosts/")),
+            store.session_epoch()
+        );
+    });
+}
+
+#[test]
+fn lock_of_a_vanished_holder_frees_after_its_ttl() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let options = EtcdOptions {
+            lock_ttl: Duration::from_secs(2),
+            ..EtcdOptions::default()
+        };
+        let crashed = open_with(&etcd, options);
+        let waiter = open(&etcd);
+        // A holder that never releases: its handle forgets the lock, then goes away (so
+        // nothing refreshes the lock's lease any more).
+        std::mem::forget(crashed.lock(WAIT).expect("lock"));
+        match waiter.lock(Duration::from_millis(200)) {
+            Err(StoreError::LockTimeout { .. }) => {}
+            other => panic!("lock while held: {:?}", other.map(drop)),
+        }
+        drop(crashed);
+        let mut locked = waiter
+            .lock(WAIT)
+            .expect("the lock was not freed by its lease");
+        locked.put("k", b"v", Lifetime::Permanent).expect("put");
+    });
+}
+
+#[test]
+fn second_holder_times_out_while_the_first_holds() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let a = open(&etcd);
+        let b = open(&etcd);
+        let leases_before = lease_count(&etcd);
+        let held = a.lock(WAIT).expect("lock");
+        for _ in 0..3 {
+            match b.lock(Duration::from_millis(300)) {
+                Err(StoreError::LockTimeout { url, waited }) => {
+                    assert_eq!(url, b.url());
+                    assert!(waited >= Duration::from_millis(300));
+                }
+                other => panic!("second holder: {:?}", other.map(drop)),
+            }
+        }
+        // The attempts gave their leases back: only the holder's is left.
+        assert_eq!(lease_count(&etcd), leases_before + 1);
+        drop(held);
+        drop(b.lock(WAIT).expect("lock after release"));
+        assert_eq!(lease_count(&etcd), leases_before, "a lock lease leaked");
+    });
+}
+
+#[test]
+fn a_holder_that_lost_the_lock_writes_nothing() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let a = open(&etcd);
+        let b = open(&etcd);
+        let mut stale = a.lock(WAIT).expect("lock");
+        stale.put("k", b"a1", Lifetime::Permanent).expect("put");
+        // The lock key disappears (as when its lease expires during a long pause)...
+        let (status, body) = etcd.post(
+            "/v3/kv/deleterange",
+            &json!({"key": "L3Z4dGFwL3YxLmxvY2s="}), // "/vxtap/v1.lock"
+        );
+        assert_eq!((status, &body["deleted"]), (200, &json!("1")), "{body}");
+        // ... and someone else takes it.
+        let mut current = b.lock(WAIT).expect("lock");
+        match stale.put("k", b"a2", Lifetime::Permanent) {
+            Err(StoreError::LockLost { .. }) => {}
+            other => panic!("put by the stale holder: {other:?}"),
+        }
+        match stale.delete("k") {
+            Err(StoreError::LockLost { .. }) => {}
+            other => panic!("delete by the stale holder: {other:?}"),
+        }
+        // Releasing the stale handle leaves the current holder's lock alone.
+        drop(stale);
+        match a.lock(Duration::from_millis(200)) {
+            Err(StoreError::LockTimeout { .. }) => {}
+            other => panic!("lock while b holds it: {:?}", other.map(drop)),
+        }
+        current.put("k", b"b1", Lifetime::Permanent).expect("put");
+        drop(current);
+        assert_eq!(list(&a, "").entries[0].value, b"b1");
+    });
+}
+
+/// How many leases etcd holds.
+fn lease_count(etcd: &Etcd) -> usize {
+    let (status, body) = etcd.post("/v3/lease/leases", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    body["leases"].as_array().map_or(0, Vec::len)
+}
