@@ -503,3 +503,67 @@ fn etcd_outage() {
         "{view:#}"
     );
 }
+
+/// Every lease revoked behind the daemons' backs (as if etcd had lost them): the endpoints
+/// vanish from the store, each daemon notices, starts a new session and publishes its
+/// endpoints again, and the tables come back.
+#[test]
+fn etcd_lost_leases_are_republished() {
+    let mut cluster = Cluster::new(2, StoreKind::Etcd);
+    cluster.hosts[0].cli_ok(&["network", "create", "blue"]);
+    let c1 = cluster.container("c1");
+    let c2 = cluster.container("c2");
+    connect_and_time(&cluster, 0, "blue", c1, "c1");
+    connect_and_time(&cluster, 1, "blue", c2, "c2");
+    let etcd = cluster.etcd.as_ref().unwrap();
+    let (status, leases) = etcd.post("/v3/lease/leases", &serde_json::json!({}));
+    assert_eq!(status, 200, "{leases}");
+    let ids: Vec<String> = leases["leases"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|x| x["ID"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!ids.is_empty(), "the daemons hold leases: {leases}");
+    let start = Instant::now();
+    for id in &ids {
+        let (status, body) = etcd.post("/v3/lease/revoke", &serde_json::json!({ "ID": id }));
+        assert_eq!(status, 200, "{body}");
+    }
+    // Both endpoints come back in the store, and in each other's tables.
+    assert!(
+        harness::wait_until(PROPAGATION, || {
+            cluster.hosts[0].inspect("blue")["endpoints"]
+                .as_array()
+                .is_some_and(|e| e.len() == 2)
+        }),
+        "endpoints were not published again: {:#}",
+        cluster.hosts[0].inspect("blue")
+    );
+    let c2_mac = mac_of(&cluster, "blue", "c2");
+    assert!(harness::wait_until(PROPAGATION, || has_mac(
+        &cluster, 0, &c2_mac
+    )));
+    println!(
+        "endpoints republished {:?} after their leases were revoked",
+        start.elapsed()
+    );
+    // They live on new leases: the old ones are gone for good.
+    let (_, after) = etcd.post("/v3/lease/leases", &serde_json::json!({}));
+    let now: Vec<String> = after["leases"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|x| x["ID"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        now.iter().all(|id| !ids.contains(id)) && !now.is_empty(),
+        "before {ids:?}, after {now:?}"
+    );
+    assert_ping(&cluster, c1, "c2");
+    assert_ping(&cluster, c2, "c1");
+}

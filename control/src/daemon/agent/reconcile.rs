@@ -1,0 +1,320 @@
+//! Reconciliation: bringing this host's overlays in line with the store. Overlay namespaces
+//! with br0 and the TAP link, the static fdb and ARP proxy entries of every remote endpoint,
+//! the containers' hosts files, and publishing this host's own records.
+
+use super::{
+    link_name, lock, overlay_name, record_path, to_json, Agent, AgentError, Overlay, State,
+    LOCK_TIMEOUT,
+};
+use crate::api::{FdbMode, FdbSpec, LinkSpec, Request};
+use crate::cluster::{Endpoint, Host, Network, Snapshot};
+use crate::plumbing::{self, hosts, overlay};
+use crate::store::{Lifetime, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+impl Agent {
+    /// Creates or adopts the overlay namespace, br0 and the TAP link of `network`.
+    pub(super) fn ensure_overlay(
+        &self,
+        state: &mut State,
+        network: &Network,
+    ) -> Result<(), AgentError> {
+        let path = self.overlay_dir().join(overlay_name(&network.id));
+        let link = link_name(network.vni);
+        let present = state.overlays.contains_key(&network.id);
+        let link_alive = lock(&self.links)
+            .handle(Request::LinkShow {
+                name: Some(link.clone()),
+            })
+            .is_ok();
+        if present && link_alive && plumbing::netns::is_bound(&path) {
+            return Ok(());
+        }
+        plumbing::netns::create(&path)?;
+        overlay::ensure_bridge(
+            &path,
+            network.gateway,
+            network.subnet.prefix_len(),
+            network.mtu,
+        )?;
+        if !link_alive {
+            let spec = LinkSpec {
+                name: link.clone(),
+                vni: network.vni,
+                local: Some(self.config.vtep),
+                dstport: lock(&self.links).port(),
+                netns: Some(path.to_string_lossy().into_owned()),
+                proxy: true,
+                learning: false,
+                ageing: 300,
+                maxaddress: 1024,
+                mtu: network.mtu,
+                admit_any: false,
+                offload: true,
+            };
+            lock(&self.links)
+                .handle(Request::LinkAdd { spec })
+                .map_err(|e| AgentError::Dataplane(e.to_string()))?;
+        }
+        if let Err(e) = overlay::attach(&path, &link) {
+            let _ = lock(&self.links).handle(Request::LinkDel { name: link.clone() });
+            return Err(e.into());
+        }
+        tracing::info!(network = %network.name, netns = %path.display(), link = %link, adopted = present, "overlay ready");
+        // A new link starts with empty tables: forget what the old one had.
+        state.overlays.insert(
+            network.id.clone(),
+            Overlay {
+                network: network.clone(),
+                netns: path,
+                link,
+                fdb: BTreeMap::new(),
+                neigh: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes the overlay of `network_id`: its link (TAP) and its namespace (br0 and the
+    /// overlay ends of any veth go with it).
+    pub(super) fn teardown(&self, state: &mut State, network_id: &str) {
+        let path = self.overlay_dir().join(overlay_name(network_id));
+        if let Some(o) = state.overlays.remove(network_id) {
+            if let Err(e) = lock(&self.links).handle(Request::LinkDel {
+                name: o.link.clone(),
+            }) {
+                tracing::warn!(link = %o.link, error = %e, "removing overlay link");
+            }
+        }
+        if let Err(e) = plumbing::netns::remove(&path) {
+            tracing::warn!(error = %e, "removing overlay namespace");
+        } else {
+            tracing::info!(netns = %path.display(), "overlay removed");
+        }
+    }
+
+    /// Programs every remote endpoint of the network as a static fdb entry plus an ARP proxy
+    /// entry, and removes entries of endpoints that are gone.
+    pub(super) fn sync_entries(&self, state: &mut State, network_id: &str, snapshot: &Snapshot) {
+        let Some(o) = state.overlays.get_mut(network_id) else {
+            return;
+        };
+        let remote: Vec<&Endpoint> = snapshot
+            .endpoints_of(network_id)
+            .filter(|e| e.host != self.config.host)
+            .collect();
+        let want_fdb: BTreeMap<String, Ipv4Addr> =
+            remote.iter().map(|e| (e.mac.clone(), e.vtep)).collect();
+        let want_neigh: BTreeMap<Ipv4Addr, String> =
+            remote.iter().map(|e| (e.ip, e.mac.clone())).collect();
+        let mut links = lock(&self.links);
+        let mut apply = |request: Request| -> bool {
+            match links.handle(request) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(link = %o.link, error = %e, "programming the overlay");
+                    false
+                }
+            }
+        };
+        for (mac, _) in o
+            .fdb
+            .clone()
+            .iter()
+            .filter(|(m, _)| !want_fdb.contains_key(*m))
+        {
+            let entry = FdbSpec {
+                mac: mac.clone(),
+                dev: o.link.clone(),
+                dst: None,
+                vni: None,
+                port: None,
+            };
+            if apply(Request::FdbDel { entry }) {
+                o.fdb.remove(mac);
+            }
+        }
+        for (ip, _) in o
+            .neigh
+            .clone()
+            .iter()
+            .filter(|(i, _)| !want_neigh.contains_key(*i))
+        {
+            if apply(Request::NeighDel {
+                ip: *ip,
+                dev: o.link.clone(),
+            }) {
+                o.neigh.remove(ip);
+            }
+        }
+        for (mac, vtep) in &want_fdb {
+            if o.fdb.get(mac) != Some(vtep) {
+                let entry = FdbSpec {
+                    mac: mac.clone(),
+                    dev: o.link.clone(),
+                    dst: Some(*vtep),
+                    vni: None,
+                    port: None,
+                };
+                if apply(Request::FdbAdd {
+                    entry,
+                    mode: FdbMode::Replace,
+                }) {
+                    o.fdb.insert(mac.clone(), *vtep);
+                }
+            }
+        }
+        for (ip, mac) in &want_neigh {
+            if o.neigh.get(ip) != Some(mac)
+                && apply(Request::NeighAdd {
+                    ip: *ip,
+                    mac: mac.clone(),
+                    dev: o.link.clone(),
+                })
+            {
+                o.neigh.insert(*ip, mac.clone());
+            }
+        }
+        o.network = snapshot
+            .networks
+            .get(network_id)
+            .cloned()
+            .unwrap_or_else(|| o.network.clone());
+    }
+
+    /// Brings every overlay in line with `snapshot` and the local endpoints.
+    pub(super) fn reconcile(&self, state: &mut State, snapshot: &Snapshot) {
+        let wanted: BTreeSet<String> = state.local.values().map(|e| e.network.clone()).collect();
+        for id in &wanted {
+            let Some(network) = snapshot.networks.get(id) else {
+                tracing::warn!(network = %id, "a local endpoint's network is not in the store");
+                continue;
+            };
+            match self.ensure_overlay(state, network) {
+                Ok(()) => self.sync_entries(state, id, snapshot),
+                Err(e) => {
+                    tracing::error!(network = %network.name, error = %e, "setting up the overlay")
+                }
+            }
+        }
+        let unwanted: Vec<String> = state
+            .overlays
+            .keys()
+            .filter(|id| !wanted.contains(*id))
+            .cloned()
+            .collect();
+        for id in unwanted {
+            self.teardown(state, &id);
+        }
+        self.write_hosts_files(state, snapshot);
+    }
+
+    /// Writes `/etc/netns/NAME/hosts` for every named namespace with a local endpoint, and
+    /// removes the ones we wrote for namespaces that have none left.
+    pub(super) fn write_hosts_files(&self, state: &mut State, snapshot: &Snapshot) {
+        let mut files: BTreeMap<PathBuf, (String, Vec<(Ipv4Addr, String)>)> = BTreeMap::new();
+        for e in state.local.values() {
+            let Some(path) = hosts::path_for(&e.netns) else {
+                continue;
+            };
+            let (_, peers) = files
+                .entry(path)
+                .or_insert_with(|| (e.netns.clone(), Vec::new()));
+            peers.extend(
+                snapshot
+                    .endpoints_of(&e.network)
+                    .map(|p| (p.ip, p.name.clone())),
+            );
+            // Our own endpoint, even before the store shows it.
+            peers.push((e.ip, e.name.clone()));
+        }
+        for (path, (netns, peers)) in &files {
+            let content = hosts::render(netns, peers);
+            if state.hosts_files.get(path) == Some(&content) {
+                continue;
+            }
+            match hosts::write(path, &content) {
+                Ok(()) => {
+                    state.hosts_files.insert(path.clone(), content);
+                }
+                Err(e) => tracing::warn!(error = %e, "writing a hosts file"),
+            }
+        }
+        let stale: Vec<PathBuf> = state
+            .hosts_files
+            .keys()
+            .filter(|p| !files.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in stale {
+            if let Err(e) = hosts::remove(&path) {
+                tracing::warn!(error = %e, "removing a hosts file");
+            }
+            state.hosts_files.remove(&path);
+        }
+    }
+
+    pub(super) fn save_record(&self, state: &State) -> Result<(), AgentError> {
+        let path = record_path(&self.config.run_dir);
+        let endpoints: Vec<&Endpoint> = state.local.values().collect();
+        let tmp = path.with_extension("json.tmp");
+        let record = |source| AgentError::Record {
+            path: path.clone(),
+            source,
+        };
+        std::fs::write(&tmp, to_json(&endpoints)).map_err(record)?;
+        std::fs::rename(&tmp, &path).map_err(record)
+    }
+
+    /// Publishes this host and every local endpoint the store does not have as we know it
+    /// (after a restart, or after the session expired). Returns whether it wrote anything.
+    pub(super) fn publish(
+        &self,
+        store: &dyn Store,
+        state: &mut State,
+        snapshot: &Snapshot,
+    ) -> Result<bool, StoreError> {
+        let epoch = store.session_epoch();
+        let host = Host {
+            name: self.config.host.clone(),
+            vtep: self.config.vtep,
+            pid: std::process::id(),
+            started: self.started,
+        };
+        let session_fresh = state.published_epoch == Some(epoch);
+        let missing: Vec<&Endpoint> = state
+            .local
+            .values()
+            .filter(|e| {
+                !session_fresh
+                    || snapshot.endpoints.get(&(e.network.clone(), e.id.clone())) != Some(*e)
+            })
+            .collect();
+        let host_ok = session_fresh && snapshot.hosts.get(&host.name) == Some(&host);
+        if host_ok && missing.is_empty() {
+            return Ok(false);
+        }
+        let mut locked = store.lock(LOCK_TIMEOUT)?;
+        let current = Snapshot::from_listing(&locked.list("")?);
+        locked.put(&host.key(), &to_json(&host), Lifetime::Session)?;
+        for e in missing {
+            if !current.networks.contains_key(&e.network) {
+                tracing::warn!(endpoint = %e.name, network = %e.network, "not republishing: the network is gone from the store");
+                continue;
+            }
+            let clash = current
+                .endpoints_of(&e.network)
+                .find(|o| o.id != e.id && (o.ip == e.ip || o.name == e.name));
+            if let Some(o) = clash {
+                tracing::error!(endpoint = %e.name, ip = %e.ip, other = %o.name, other_host = %o.host, "not republishing: its name or IP was taken while it was away");
+                continue;
+            }
+            locked.put(&e.key(), &to_json(e), Lifetime::Session)?;
+            tracing::info!(endpoint = %e.name, ip = %e.ip, "endpoint published");
+        }
+        state.published_epoch = Some(epoch);
+        Ok(true)
+    }
+}
