@@ -71,6 +71,16 @@ pub enum DemoError {
         /// Its last lines.
         tail: String,
     },
+    /// A daemon did not stop cleanly.
+    #[error("the vxtap daemon of {host} (pid {pid}): {problem}")]
+    DaemonStop {
+        /// The host label.
+        host: String,
+        /// Its pid.
+        pid: u32,
+        /// What happened.
+        problem: String,
+    },
     /// Entering a namespace to open a socket failed.
     #[error("in network namespace {netns}: {source}")]
     Netns {

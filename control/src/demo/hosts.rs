@@ -88,9 +88,9 @@ fn netns_path(name: &str) -> PathBuf {
 /// The interface holding the underlay address inside each host namespace. It is created
 /// directly there (`ip -n HOST link add ... peer ... netns OTHER`), never in the root
 /// namespace, so the name cannot clash with anything.
-const UNDERLAY_IF: &str = "eth0";
+pub(crate) const UNDERLAY_IF: &str = "eth0";
 /// The underlay subnet's prefix length (198.18.0.0/15 is reserved for benchmarks, RFC 2544).
-const UNDERLAY_PREFIX: u8 = 24;
+pub(crate) const UNDERLAY_PREFIX: u8 = 24;
 
 /// A running daemon.
 #[derive(Debug)]
@@ -304,11 +304,11 @@ impl Lab {
         }
     }
 
-    /// The daemon pids, for messages.
-    pub(crate) fn daemon_pids(&self) -> Vec<(String, u32)> {
+    /// Each running daemon's host and pid, for messages.
+    pub(crate) fn daemon_pids(&self) -> Vec<(&Host, u32)> {
         self.daemons
             .iter()
-            .map(|d| (self.hosts[d.host].label.clone(), d.child.id()))
+            .map(|d| (&self.hosts[d.host], d.child.id()))
             .collect()
     }
 
@@ -396,35 +396,52 @@ impl Lab {
         lines
     }
 
+    /// The daemons that are no longer running, with how they ended.
+    pub(crate) fn exited_daemons(&mut self) -> Vec<(String, std::process::ExitStatus)> {
+        let mut exited = Vec::new();
+        for daemon in &mut self.daemons {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                exited.push((self.hosts[daemon.host].label.clone(), status));
+            }
+        }
+        exited
+    }
+
+    /// Whether the daemon of host `host` is still running (after a crash, the commands
+    /// meant for it are skipped).
+    fn daemon_running(&mut self, host: usize) -> bool {
+        self.daemons
+            .iter_mut()
+            .any(|d| d.host == host && matches!(d.child.try_wait(), Ok(None)))
+    }
+
+    /// `vxtap ARGS` against host `host`'s daemon during teardown, skipped if it is gone.
+    fn undo(&mut self, problems: &mut Vec<String>, host: usize, args: &[&str]) {
+        let step = format!("{}$ vxtap {}", self.hosts[host].label, args.join(" "));
+        let result = if self.daemon_running(host) {
+            self.vxtap(host, args, Limits::cleanup(VXTAP_SECONDS))
+                .map(|_| None)
+        } else {
+            Ok(Some("skipped: its daemon is not running".to_owned()))
+        };
+        report(problems, &step, result);
+    }
+
     /// Undoes everything, in order, whatever fails along the way; prints a line per step and
     /// returns the problems met.
     pub(crate) fn teardown(&mut self) -> Vec<String> {
         self.finished = true;
         let mut problems = Vec::new();
-        let limits = Limits::cleanup(VXTAP_SECONDS);
         for h in std::mem::take(&mut self.connected).into_iter().rev() {
             let container = self.hosts[h].container.clone();
-            let result = self.vxtap(h, &["disconnect", NETWORK, &container], limits);
-            report(
-                &mut problems,
-                &format!(
-                    "{}$ vxtap disconnect {NETWORK} {container}",
-                    self.hosts[h].label
-                ),
-                result,
-            );
+            self.undo(&mut problems, h, &["disconnect", NETWORK, &container]);
         }
         if let Some(h) = self.network_on.take() {
-            let result = self.vxtap(h, &["network", "rm", NETWORK], limits);
-            report(
-                &mut problems,
-                &format!("{}$ vxtap network rm {NETWORK}", self.hosts[h].label),
-                result,
-            );
+            self.undo(&mut problems, h, &["network", "rm", NETWORK]);
         }
         for daemon in std::mem::take(&mut self.daemons) {
             let label = self.hosts[daemon.host].label.clone();
-            let result = stop_daemon(daemon.child);
+            let result = stop_daemon(&label, daemon.child);
             report(
                 &mut problems,
                 &format!("stop the daemon of {label}"),
@@ -436,16 +453,14 @@ impl Lab {
             if !netns_path(&name).exists() {
                 continue;
             }
-            let result = self
-                .ip(&["netns", "del", &name], ip_limits)
-                .map(|_| String::new());
+            let result = self.ip(&["netns", "del", &name], ip_limits).map(|_| None);
             report(&mut problems, &format!("ip netns del {name}"), result);
         }
         for host in &self.hosts {
             let etc = Path::new(ETC_NETNS).join(&host.container);
             if etc.exists() {
                 let result = std::fs::remove_dir_all(&etc)
-                    .map(|()| String::new())
+                    .map(|()| None)
                     .map_err(DemoError::io("removing", &etc));
                 report(&mut problems, &format!("rm -r {}", etc.display()), result);
             }
@@ -511,10 +526,11 @@ impl Drop for Lab {
     }
 }
 
-/// Prints one cleanup step and files its failure.
-fn report(problems: &mut Vec<String>, step: &str, result: Result<String, DemoError>) {
+/// Prints one cleanup step, with its remark if any, and files its failure.
+fn report(problems: &mut Vec<String>, step: &str, result: Result<Option<String>, DemoError>) {
     match result {
-        Ok(_) => println!("  {step}"),
+        Ok(None) => println!("  {step}"),
+        Ok(Some(remark)) => println!("  {step}: {remark}"),
         Err(e) => {
             println!("  {step}: FAILED");
             problems.push(format!("{step}: {e}"));
@@ -522,38 +538,44 @@ fn report(problems: &mut Vec<String>, step: &str, result: Result<String, DemoErr
     }
 }
 
-/// SIGTERM, a bounded wait, then SIGKILL.
-fn stop_daemon(mut child: Child) -> Result<String, DemoError> {
+/// SIGTERM, a bounded wait, then SIGKILL. A daemon that had already exited is a remark, not
+/// a failure of the cleanup (its log was shown with the error that followed).
+fn stop_daemon(host: &str, mut child: Child) -> Result<Option<String>, DemoError> {
     let pid = child.id();
+    let failed = |problem: String| DemoError::DaemonStop {
+        host: host.to_owned(),
+        pid,
+        problem,
+    };
+    match child.try_wait() {
+        Ok(Some(status)) => return Ok(Some(format!("it had already exited ({status})"))),
+        Ok(None) => {}
+        Err(e) => return Err(failed(format!("cannot wait for it: {e}"))),
+    }
     if let Some(pid) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
     {
-        // ESRCH means it already exited; try_wait below collects it.
+        // ESRCH means it exited just now; try_wait below collects it.
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
     let start = Instant::now();
-    let describe = |what: String| DemoError::Io {
-        action: "stopping daemon",
-        path: PathBuf::from(format!("pid {pid}")),
-        source: std::io::Error::other(what),
-    };
     loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(String::new()),
-            Ok(Some(status)) => return Err(describe(format!("it exited with {status}"))),
+            Ok(Some(status)) if status.success() => return Ok(None),
+            Ok(Some(status)) => return Err(failed(format!("it exited with {status}"))),
             Ok(None) if start.elapsed() < STOP_TIMEOUT => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(describe(format!(
-                    "no exit within {} s of SIGTERM; killed",
+                return Err(failed(format!(
+                    "it did not exit within {} s of SIGTERM and was killed",
                     STOP_TIMEOUT.as_secs()
                 )));
             }
-            Err(e) => return Err(describe(format!("cannot wait for it: {e}"))),
+            Err(e) => return Err(failed(format!("cannot wait for it: {e}"))),
         }
     }
 }

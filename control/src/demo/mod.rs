@@ -22,7 +22,7 @@ mod throughput;
 
 pub use error::DemoError;
 
-use hosts::{Lab, Tools, LOG_LINES, NETWORK, VXTAP_SECONDS};
+use hosts::{Lab, Tools, LOG_LINES, NETWORK, UNDERLAY_IF, UNDERLAY_PREFIX, VXTAP_SECONDS};
 use inspect::NetworkView;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 pub struct DemoOptions {
     /// Seconds of throughput measurement.
     pub duration: u64,
-    /// Leave everything running at the end instead of cleaning up (for poking around).
+    /// Leave everything running at the end instead of cleaning up (for poking around); an
+    /// interrupt still cleans up.
     pub keep: bool,
 }
 
@@ -93,7 +94,7 @@ fn run_with(options: &DemoOptions, interrupt: &AtomicBool) -> Result<(), DemoErr
         if !matches!(e, DemoError::Ping { .. } | DemoError::Throughput { .. }) {
             println!("\nFAILED: {e}");
         }
-        show_logs(&lab);
+        show_logs(&mut lab);
     }
     if options.keep && !interrupted {
         keep(&mut lab);
@@ -106,10 +107,16 @@ fn run_with(options: &DemoOptions, interrupt: &AtomicBool) -> Result<(), DemoErr
     }
     if outcome.is_ok() {
         let [client, server] = [&lab.hosts[0].endpoint, &lab.hosts[1].endpoint];
+        let mut measured = Vec::new();
+        if let Some(rtt) = &results.rtt {
+            measured.push(format!("ping {rtt} avg"));
+        }
+        if let Some(rate) = &results.throughput {
+            measured.push(format!("TCP {rate}"));
+        }
         println!(
-            "\ndone: {client} -> {server} across two hosts over vxtap: ping {} avg, TCP {}",
-            results.rtt.as_deref().unwrap_or("?"),
-            results.throughput.as_deref().unwrap_or("?")
+            "\ndone: {client} -> {server} across two hosts over vxtap: {}",
+            measured.join(", ")
         );
     }
     outcome
@@ -126,7 +133,7 @@ fn steps(
     lab.build(interrupt)?;
     for host in &lab.hosts {
         println!(
-            "  {}: netns {}, underlay eth0 {}/24; its container: netns {}",
+            "  {}: netns {}, underlay {UNDERLAY_IF} {}/{UNDERLAY_PREFIX}; its container: netns {}",
             host.label, host.netns, host.underlay_ip, host.container
         );
     }
@@ -135,10 +142,11 @@ fn steps(
     check(interrupt)?;
     heading(2, "daemons");
     lab.start_daemons(interrupt)?;
-    for (label, pid) in lab.daemon_pids() {
+    for (host, pid) in lab.daemon_pids() {
         println!(
-            "  {label}: vxtap daemon pid {pid}, log {}/{label}.log",
-            lab.dir.display()
+            "  {}: vxtap daemon pid {pid}, log {}",
+            host.label,
+            host.log.display()
         );
     }
     println!("  store: {} (shared by both)", lab.store_url());
@@ -174,7 +182,9 @@ fn steps(
             lab.hosts[0].endpoint, lab.hosts[1].endpoint, options.duration
         ),
     );
-    if reachable {
+    if options.duration == 0 {
+        println!("  skipped (--duration 0)");
+    } else if reachable {
         let measured = throughput_step(lab, server, options.duration, interrupt)
             .map(|rate| results.throughput = Some(rate));
         keep_failure(measured, &mut failures)?;
@@ -184,16 +194,29 @@ fn steps(
 
     check(interrupt)?;
     heading(6, "tables");
+    let tables = show_tables(lab, interrupt);
+    if let Err(e) = tables {
+        if failures.is_empty() || matches!(e, DemoError::Interrupted) {
+            return Err(e);
+        }
+        // An earlier failure explains this one; report that.
+        println!("  FAILED: {e}");
+    }
+    match failures.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(()),
+    }
+}
+
+/// `network inspect` on host 1 and `fdb show` on both.
+fn show_tables(lab: &Lab, interrupt: &AtomicBool) -> Result<(), DemoError> {
     println!("  h1$ vxtap network inspect {NETWORK}");
     let text = lab.vxtap(0, &["network", "inspect", NETWORK], limits(interrupt))?;
     indented(&inspect::pretty(&text));
     for host in 0..lab.hosts.len() {
         shell(lab, host, &["fdb", "show"], interrupt)?;
     }
-    match failures.into_iter().next() {
-        Some(first) => Err(first),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// `network create`, `connect` on each host, then `network inspect` until it lists both
@@ -403,7 +426,7 @@ fn throughput_step(
             println!("{line}");
         }
     };
-    let result = throughput::measure(from, to, server, seconds.max(1), interrupt, progress);
+    let result = throughput::measure(from, to, server, seconds, interrupt, progress);
     if tty {
         println!();
     }
@@ -474,7 +497,7 @@ fn pause(duration: Duration, interrupt: &AtomicBool) -> Result<(), DemoError> {
 fn prerequisites() -> Result<Tools, DemoError> {
     if !rustix::process::geteuid().is_root() {
         return Err(DemoError::Prerequisite {
-            what: "vxtap demo must run as root".to_owned(),
+            what: "must run as root".to_owned(),
             hint: "it creates network namespaces and TAP devices; try `sudo vxtap demo`",
         });
     }
@@ -508,8 +531,12 @@ fn prerequisites() -> Result<Tools, DemoError> {
     })
 }
 
-/// After a failure: the end of each daemon's log, before cleanup deletes it.
-fn show_logs(lab: &Lab) {
+/// After a failure: which daemons died, and the end of each daemon's log, before cleanup
+/// deletes it.
+fn show_logs(lab: &mut Lab) {
+    for (label, status) in lab.exited_daemons() {
+        println!("\n  the vxtap daemon of {label} is not running any more ({status})");
+    }
     for host in &lab.hosts {
         if host.log.exists() {
             println!("\n  from {}:", host.log.display());
