@@ -964,3 +964,19 @@ fn kernel_peer_over_a_bare_veth_underlay() {
         );
     }
 }
+
+/// A daemon whose admin socket was deleted under it (a run directory cleaned by hand) still
+/// stops on SIGTERM and still removes its TAPs.
+#[test]
+fn sigterm_works_after_the_socket_is_deleted() {
+    require_root();
+    let mut topo = Topology::recipe(&[VXTAP]);
+    let socket = topo.daemon(0).socket();
+    std::fs::remove_file(&socket).expect("removing the admin socket");
+    let status = topo.daemon_mut(0).terminate();
+    let log = topo.daemon(0).log();
+    let status = status.unwrap_or_else(|| panic!("the daemon ignored SIGTERM:\n{log}"));
+    assert!(status.success(), "the daemon exited with {status}:\n{log}");
+    let interfaces = topo.attachment(0, 0).overlay.interfaces();
+    assert!(!interfaces.iter().any(|i| i == "vxlan1"), "{interfaces:?}");
+}

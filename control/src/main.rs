@@ -228,7 +228,12 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vxtap demo: {e:#}");
-                    ExitCode::FAILURE
+                    // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+                    let interrupted = matches!(
+                        e.downcast_ref::<demo::DemoError>(),
+                        Some(demo::DemoError::Interrupted)
+                    );
+                    ExitCode::from(if interrupted { 130 } else { 1 })
                 }
             };
         }

@@ -88,11 +88,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     };
     let shared_agent = agent.as_ref().map(|(a, _)| Arc::clone(a));
 
-    for stream in listener.incoming() {
+    while !stop.load(Ordering::SeqCst) {
+        // Wait with a timeout rather than block in accept: the signal thread's wake-up
+        // connection cannot arrive if the socket file was removed under us.
+        if !readable(&listener, ACCEPT_POLL) {
+            continue;
+        }
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        match stream {
+        match listener.accept().map(|(stream, _)| stream) {
             // A connection of its own per client, so a stalled client cannot hold up others;
             // requests still apply one at a time under the links lock.
             Ok(stream) => {
@@ -121,8 +126,33 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let names: Vec<String> = links.names().map(str::to_owned).collect();
     links.shutdown();
     tracing::info!(removed = ?names, "links removed");
-    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    Ok(())
+    match std::fs::remove_file(&path) {
+        // Someone removed it (or the whole run directory) already: nothing left to do.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How often the accept loop looks at the stop flag when no connection arrives.
+const ACCEPT_POLL: Duration = Duration::from_millis(250);
+
+/// Whether `listener` has a connection waiting, after at most `timeout`.
+fn readable(listener: &UnixListener, timeout: Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        listener,
+        rustix::event::PollFlags::IN,
+    )];
+    let timeout = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    match rustix::event::poll(&mut fds, Some(&timeout)) {
+        Ok(n) => n > 0,
+        // EINTR (a signal) and the like: look at the stop flag, then wait again.
+        Err(_) => false,
+    }
 }
 
 /// Takes the link state back once no admin connection holds it (bounded wait).
