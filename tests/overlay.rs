@@ -117,6 +117,12 @@ fn three_hosts(kind: StoreKind) {
         let ls = h.cli_ok(&["network", "ls"]);
         assert!(ls.contains("blue") && ls.contains("red"), "{ls}");
     }
+    // Every daemon registered itself, with its VTEP.
+    let hosts = cluster.hosts[1].cli_ok(&["host", "ls"]);
+    for h in &cluster.hosts {
+        let row = format!("{:<20}  {:<15}", h.name, h.ip.to_string());
+        assert!(hosts.contains(&row), "{row:?} missing from:\n{hosts}");
+    }
     let red = cluster.hosts[2].inspect("red");
     assert_eq!(red["vni"], 5000);
     assert_eq!(
@@ -429,6 +435,11 @@ fn etcd_dead_host_expires() {
         "dead host's endpoint gone from every fdb {:?} after SIGKILL",
         start.elapsed()
     );
+    let hosts = cluster.hosts[0].cli_ok(&["host", "ls"]);
+    assert!(
+        hosts.contains("h1 ") && hosts.contains("h2 ") && !hosts.contains("h3 "),
+        "{hosts}"
+    );
     let view = cluster.hosts[0].inspect("blue");
     let names: Vec<&str> = view["endpoints"]
         .as_array()
@@ -504,6 +515,20 @@ fn etcd_outage() {
     );
 }
 
+/// The ids of every lease etcd holds.
+fn lease_ids(etcd: &vxtap_suite::harness::etcd::Etcd) -> Vec<String> {
+    let (status, leases) = etcd.post("/v3/lease/leases", &serde_json::json!({}));
+    assert_eq!(status, 200, "{leases}");
+    leases["leases"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|x| x["ID"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every lease revoked behind the daemons' backs (as if etcd had lost them): the endpoints
 /// vanish from the store, each daemon notices, starts a new session and publishes its
 /// endpoints again, and the tables come back.
@@ -516,17 +541,8 @@ fn etcd_lost_leases_are_republished() {
     connect_and_time(&cluster, 0, "blue", c1, "c1");
     connect_and_time(&cluster, 1, "blue", c2, "c2");
     let etcd = cluster.etcd.as_ref().unwrap();
-    let (status, leases) = etcd.post("/v3/lease/leases", &serde_json::json!({}));
-    assert_eq!(status, 200, "{leases}");
-    let ids: Vec<String> = leases["leases"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter_map(|x| x["ID"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(!ids.is_empty(), "the daemons hold leases: {leases}");
+    let ids = lease_ids(etcd);
+    assert!(!ids.is_empty(), "the daemons hold leases");
     let start = Instant::now();
     for id in &ids {
         let (status, body) = etcd.post("/v3/lease/revoke", &serde_json::json!({ "ID": id }));
@@ -551,15 +567,7 @@ fn etcd_lost_leases_are_republished() {
         start.elapsed()
     );
     // They live on new leases: the old ones are gone for good.
-    let (_, after) = etcd.post("/v3/lease/leases", &serde_json::json!({}));
-    let now: Vec<String> = after["leases"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter_map(|x| x["ID"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let now = lease_ids(etcd);
     assert!(
         now.iter().all(|id| !ids.contains(id)) && !now.is_empty(),
         "before {ids:?}, after {now:?}"

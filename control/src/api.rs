@@ -4,7 +4,7 @@
 //! Addresses travel as strings (`"02:42:0a:00:00:03"`) so the wire format stays readable with
 //! `socat`; the daemon parses and validates everything again, since the socket is an input.
 
-use crate::cluster::{Endpoint, Network, NetworkRequest};
+use crate::cluster::{Endpoint, Host, Network, NetworkRequest};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -101,6 +101,8 @@ pub enum Request {
     NetworkInspect { name: String },
     /// `network rm NAME`.
     NetworkRm { name: String },
+    /// `host ls`: the hosts taking part, as the store has them.
+    HostList,
     /// `connect NETWORK NETNS [--ip IP] [--name NAME]`.
     Connect {
         /// Network name or id.
@@ -130,6 +132,7 @@ impl Request {
                 | Request::NetworkList
                 | Request::NetworkInspect { .. }
                 | Request::NetworkRm { .. }
+                | Request::HostList
                 | Request::Connect { .. }
                 | Request::Disconnect { .. }
         )
@@ -152,6 +155,7 @@ impl Request {
             Request::NetworkList => "network ls",
             Request::NetworkInspect { .. } => "network inspect",
             Request::NetworkRm { .. } => "network rm",
+            Request::HostList => "host ls",
             Request::Connect { .. } => "connect",
             Request::Disconnect { .. } => "disconnect",
         }
@@ -311,6 +315,8 @@ pub enum Reply {
     Networks(Vec<NetworkView>),
     /// `connect`.
     Endpoint(Endpoint),
+    /// `host ls`.
+    Hosts(Vec<Host>),
     /// `stats`.
     Stats {
         /// Per link.

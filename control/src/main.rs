@@ -57,6 +57,12 @@ enum Command {
         #[command(subcommand)]
         command: NetworkCommand,
     },
+    /// Hosts taking part in the overlays: `host ls [-j]`. On etcd a host is listed while its
+    /// daemon's lease lives; on a dir store, until it is removed.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
     /// Connect a container (a network namespace) to a network: a veth on the overlay's br0,
     /// `ethN` in the container with an IP from the network, published to every host.
     Connect {
@@ -110,6 +116,17 @@ enum Command {
     },
     /// Counters per link: frames and bytes each way, drops by reason, learning, floods, misses.
     Stats {
+        /// Print JSON.
+        #[arg(short = 'j', long = "json")]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// List hosts: name, VTEP, daemon pid, start time (seconds since the epoch).
+    #[command(alias = "list")]
+    Ls {
         /// Print JSON.
         #[arg(short = 'j', long = "json")]
         json: bool,
@@ -238,6 +255,12 @@ fn main() -> ExitCode {
             };
         }
         Command::Network { command } => Ok(network_command(command)),
+        Command::Host {
+            command: HostCommand::Ls { json },
+        } => Ok(cli::args::Command {
+            request: api::Request::HostList,
+            json,
+        }),
         Command::Connect {
             network,
             netns,

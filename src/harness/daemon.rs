@@ -10,7 +10,6 @@ use super::cmd;
 use super::netns::Netns;
 use super::sys;
 use serde_json::Value;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -83,32 +82,13 @@ impl Daemon {
     /// [`start`](Self::start) with extra daemon arguments (e.g. `--port`).
     pub fn start_with(host: &Netns, extra: &[&str]) -> Daemon {
         super::require_root();
-        let binary = binary();
         let run_dir = tempfile::Builder::new()
             .prefix("vxtap-test-")
             .tempdir_in("/tmp")
             .expect("a run directory under /tmp");
-        let log = File::create(run_dir.path().join("daemon.log")).expect("daemon.log");
-        let mut command = host.command(&binary.to_string_lossy());
-        command
-            .args(["daemon", "--threads", "2"])
-            .args(extra)
-            .env("VXTAP_RUN_DIR", run_dir.path())
-            .env("VXTAP_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
-        let mut daemon = Daemon {
-            child: Some(child),
-            run_dir: run_dir.path().to_owned(),
-            _owned_dir: Some(run_dir),
-            host: host.name().to_owned(),
-        };
-        daemon.wait_ready();
-        daemon
+        let command = host.command(&binary().to_string_lossy());
+        let path = run_dir.path().to_owned();
+        Daemon::launch(command, host, path, Some(run_dir), extra)
     }
 
     /// A control-plane daemon (`extra` holds `--host`, `--local-ip`, `--store`) in `host`,
@@ -118,19 +98,31 @@ impl Daemon {
     /// namespaces that outlive it. Its log is appended to `run_dir/daemon.log`.
     pub fn start_cluster(host: &Netns, run_dir: &Path, extra: &[&str]) -> Daemon {
         super::require_root();
-        let binary = binary();
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", host.path().display()))
+            .arg(binary());
+        Daemon::launch(command, host, run_dir.to_owned(), None, extra)
+    }
+
+    /// Runs `command` (which starts the binary inside `host`) as `daemon --threads 2 EXTRA`
+    /// with its run directory and log, and waits until it answers.
+    fn launch(
+        mut command: Command,
+        host: &Netns,
+        run_dir: PathBuf,
+        owned_dir: Option<tempfile::TempDir>,
+        extra: &[&str],
+    ) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(run_dir.join("daemon.log"))
             .expect("daemon.log");
-        let mut command = Command::new("nsenter");
         command
-            .arg(format!("--net={}", host.path().display()))
-            .arg(&binary)
             .args(["daemon", "--threads", "2"])
             .args(extra)
-            .env("VXTAP_RUN_DIR", run_dir)
+            .env("VXTAP_RUN_DIR", &run_dir)
             .env("VXTAP_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -140,8 +132,8 @@ impl Daemon {
             .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
         let mut daemon = Daemon {
             child: Some(child),
-            run_dir: run_dir.to_owned(),
-            _owned_dir: None,
+            run_dir,
+            _owned_dir: owned_dir,
             host: host.name().to_owned(),
         };
         daemon.wait_ready();

@@ -3,7 +3,7 @@
 use crate::api::{
     DropCount, FdbRow, GlobalStats, LinkStats, LinkStatus, NeighRow, NetworkView, Reply,
 };
-use crate::cluster::Endpoint;
+use crate::cluster::{Endpoint, Host};
 use std::fmt::Write;
 
 /// Renders a reply as text (or pretty JSON when `json`). Empty for `Done`.
@@ -20,6 +20,7 @@ pub fn render(reply: &Reply, json: bool) -> String {
             Reply::Network(view) => serde_json::json!(view),
             Reply::Networks(views) => serde_json::json!(views),
             Reply::Endpoint(endpoint) => serde_json::json!(endpoint),
+            Reply::Hosts(hosts) => serde_json::json!(hosts),
         };
         return format!("{value:#}\n");
     }
@@ -39,6 +40,7 @@ pub fn render(reply: &Reply, json: bool) -> String {
         }
         Reply::Networks(views) => networks(&mut out, views),
         Reply::Endpoint(e) => endpoint(&mut out, e),
+        Reply::Hosts(list) => hosts(&mut out, list),
     }
     out
 }
@@ -61,6 +63,20 @@ fn networks(out: &mut String, views: &[NetworkView]) {
             n.gateway.to_string(),
             n.mtu,
             v.endpoints.len()
+        );
+    }
+}
+
+fn hosts(out: &mut String, list: &[Host]) {
+    let _ = writeln!(out, "{:<20}  {:<15}  {:>8}  STARTED", "HOST", "VTEP", "PID");
+    for h in list {
+        let _ = writeln!(
+            out,
+            "{:<20}  {:<15}  {:>8}  {}",
+            h.name,
+            h.vtep.to_string(),
+            h.pid,
+            h.started
         );
     }
 }

@@ -181,6 +181,16 @@ impl Snapshot {
         None
     }
 
+    /// [`network`](Self::network), or `UnknownNetwork`.
+    ///
+    /// # Errors
+    ///
+    /// `UnknownNetwork` when no network has that name or id.
+    pub fn require_network(&self, name: &str) -> Result<&Network, ClusterError> {
+        self.network(name)
+            .ok_or_else(|| ClusterError::UnknownNetwork(name.to_owned()))
+    }
+
     /// Endpoints of network `id`, by endpoint id.
     pub fn endpoints_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
         self.endpoints
@@ -432,9 +442,7 @@ pub fn plan_network_removal<'a>(
     snapshot: &'a Snapshot,
     name: &str,
 ) -> Result<&'a Network, ClusterError> {
-    let network = snapshot
-        .network(name)
-        .ok_or_else(|| ClusterError::UnknownNetwork(name.to_owned()))?;
+    let network = snapshot.require_network(name)?;
     let endpoints: Vec<&str> = snapshot
         .endpoints_of(&network.id)
         .map(|e| e.name.as_str())

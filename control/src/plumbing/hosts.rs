@@ -34,27 +34,6 @@ pub fn render(netns: &str, peers: &[(Ipv4Addr, String)]) -> String {
     out
 }
 
-/// Writes `content` to `path` atomically (temporary file, then rename).
-///
-/// # Errors
-///
-/// `Io` for the directory, the temporary file or the rename.
-pub fn write(path: &Path, content: &str) -> Result<(), PlumbingError> {
-    let io = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| PlumbingError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    let tmp = dir.join(".hosts.vxtap-tmp");
-    std::fs::write(&tmp, content).map_err(io("writing", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("renaming into", path))
-}
-
 /// Removes the hosts file we wrote, and its directory if that leaves it empty.
 ///
 /// # Errors
@@ -107,8 +86,8 @@ mod tests {
     fn writes_atomically_and_removes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c1").join("hosts");
-        write(&path, "one\n").unwrap();
-        write(&path, "two\n").unwrap();
+        super::super::write_atomically(&path, b"one\n").unwrap();
+        super::super::write_atomically(&path, b"two\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
         remove(&path).unwrap();
         assert!(!path.parent().unwrap().exists());

@@ -68,6 +68,31 @@ pub enum PlumbingError {
     NoIfname(PathBuf),
 }
 
+/// Writes `content` to `path` atomically: a temporary file beside it, then a rename, so a
+/// reader sees the old content or the new, never a mix. The directory is created if missing.
+///
+/// # Errors
+///
+/// `Io` for the directory, the temporary file or the rename.
+pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), PlumbingError> {
+    let io = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| PlumbingError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy());
+    let tmp = dir.join(format!(".{name}.vxtap-tmp"));
+    std::fs::write(&tmp, content).map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("renaming into", path))
+}
+
 /// Runs `ip ARGS` inside the network namespace at `netns` and returns its stdout.
 ///
 /// # Errors

@@ -67,14 +67,6 @@ pub enum AgentError {
     /// The container namespace does not exist.
     #[error("network namespace {0:?} not found")]
     UnknownNetns(String),
-    /// The local endpoint record could not be written.
-    #[error("writing {path}: {source}")]
-    Record {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// No random id could be drawn.
     #[error("drawing a random id: {0}")]
     Random(std::io::Error),
@@ -102,6 +94,16 @@ struct State {
     hosts_files: BTreeMap<PathBuf, String>,
     /// The store's session epoch when we last published.
     published_epoch: Option<u64>,
+}
+
+impl State {
+    /// The local endpoint of `container` on network `network_id`. The same container given
+    /// once by name and once by path is still one container.
+    fn local_endpoint(&self, network_id: &str, container: &Path) -> Option<&Endpoint> {
+        self.local
+            .values()
+            .find(|e| e.network == network_id && netns_path(&e.netns).is_ok_and(|p| p == container))
+    }
 }
 
 /// The agent. Shared by the reconcile loop and the admin connections.
@@ -231,6 +233,10 @@ impl Agent {
             Request::NetworkList => self.network_list().map(Reply::Networks),
             Request::NetworkInspect { name } => self.network_inspect(&name).map(Reply::Network),
             Request::NetworkRm { name } => self.network_rm(&name).map(|()| Reply::Done),
+            Request::HostList => {
+                let snapshot = Snapshot::from_listing(&self.store()?.list(cluster::HOSTS)?);
+                Ok(Reply::Hosts(snapshot.hosts.into_values().collect()))
+            }
             Request::Connect {
                 network,
                 netns,
@@ -275,10 +281,7 @@ impl Agent {
 
     fn network_inspect(&self, name: &str) -> Result<NetworkView, AgentError> {
         let snapshot = Snapshot::from_listing(&self.store()?.list("")?);
-        let network = snapshot
-            .network(name)
-            .ok_or_else(|| ClusterError::UnknownNetwork(name.to_owned()))?;
-        Ok(view(&snapshot, network))
+        Ok(view(&snapshot, snapshot.require_network(name)?))
     }
 
     fn network_rm(&self, name: &str) -> Result<(), AgentError> {
@@ -306,10 +309,7 @@ impl Agent {
         let mut state = lock(&self.state);
         let mut locked = store.lock(LOCK_TIMEOUT)?;
         let mut snapshot = Snapshot::from_listing(&locked.list("")?);
-        let network = snapshot
-            .network(network)
-            .ok_or_else(|| ClusterError::UnknownNetwork(network.to_owned()))?
-            .clone();
+        let network = snapshot.require_network(network)?.clone();
         let default_name = container
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -321,10 +321,7 @@ impl Agent {
             host: self.config.host.clone(),
             vtep: self.config.vtep,
         };
-        // The same container given once by name and once by path is still one container.
-        if let Some(e) = state.local.values().find(|e| {
-            e.network == network.id && netns_path(&e.netns).ok() == Some(container.clone())
-        }) {
+        if let Some(e) = state.local_endpoint(&network.id, &container) {
             return Err(ClusterError::AlreadyConnected {
                 netns: netns.to_owned(),
                 network: network.name.clone(),
@@ -397,18 +394,8 @@ impl Agent {
         let mut state = lock(&self.state);
         let mut locked = store.lock(LOCK_TIMEOUT)?;
         let mut snapshot = Snapshot::from_listing(&locked.list("")?);
-        let network = snapshot
-            .network(network)
-            .ok_or_else(|| ClusterError::UnknownNetwork(network.to_owned()))?
-            .clone();
-        let Some(endpoint) = state
-            .local
-            .values()
-            .find(|e| {
-                e.network == network.id && netns_path(&e.netns).ok() == Some(container.clone())
-            })
-            .cloned()
-        else {
+        let network = snapshot.require_network(network)?.clone();
+        let Some(endpoint) = state.local_endpoint(&network.id, &container).cloned() else {
             return Err(ClusterError::NotConnected {
                 netns: netns.to_owned(),
                 network: network.name.clone(),

@@ -235,7 +235,7 @@ impl Agent {
             if state.hosts_files.get(path) == Some(&content) {
                 continue;
             }
-            match hosts::write(path, &content) {
+            match plumbing::write_atomically(path, content.as_bytes()) {
                 Ok(()) => {
                     state.hosts_files.insert(path.clone(), content);
                 }
@@ -257,15 +257,11 @@ impl Agent {
     }
 
     pub(super) fn save_record(&self, state: &State) -> Result<(), AgentError> {
-        let path = record_path(&self.config.run_dir);
         let endpoints: Vec<&Endpoint> = state.local.values().collect();
-        let tmp = path.with_extension("json.tmp");
-        let record = |source| AgentError::Record {
-            path: path.clone(),
-            source,
-        };
-        std::fs::write(&tmp, to_json(&endpoints)).map_err(record)?;
-        std::fs::rename(&tmp, &path).map_err(record)
+        Ok(plumbing::write_atomically(
+            &record_path(&self.config.run_dir),
+            &to_json(&endpoints),
+        )?)
     }
 
     /// Publishes this host and every local endpoint the store does not have as we know it
