@@ -184,6 +184,10 @@ pub struct LinkStatus {
     pub mac: String,
     /// Offloads the kernel accepted for the TAP (`csum`, `tso4`, `tso6`, `tso_ecn`).
     pub offloads: Vec<String>,
+    /// How the TAP's frames are spread over the workers: `flow-hash` (vxtap's eBPF program:
+    /// every flow on one worker from its first frame), `flow-table` (the kernel's, when it
+    /// refused the program) or `one-queue`.
+    pub steering: String,
     /// Its counters.
     pub stats: LinkStats,
 }

@@ -105,7 +105,7 @@ fn link(out: &mut String, l: &LinkStatus) {
     );
     let _ = writeln!(
         out,
-        "    {}proxy {}learning ageing {} maxaddress {} admit {} offload {}",
+        "    {}proxy {}learning ageing {} maxaddress {} admit {} offload {} steering {}",
         if s.proxy { "" } else { "no" },
         if s.learning { "" } else { "no" },
         s.ageing,
@@ -115,7 +115,8 @@ fn link(out: &mut String, l: &LinkStatus) {
             "off".to_owned()
         } else {
             l.offloads.join(",")
-        }
+        },
+        l.steering
     );
     let t = &l.stats;
     let drops: u64 = t.drops.iter().map(|d| d.count).sum();

@@ -77,6 +77,7 @@ struct Link {
     ifindex: u32,
     mac: MacAddr,
     offload: u32,
+    steering: &'static str,
 }
 
 /// Offload sets to ask the kernel for, best first: older kernels refuse ECN or TSO6.
@@ -113,6 +114,22 @@ fn offload_names(flags: u32) -> Vec<String> {
     .filter(|(f, _)| flags & f != 0)
     .map(|(_, n)| (*n).to_owned())
     .collect()
+}
+
+/// Pins every flow of `tap` to one queue with vxtap's steering program; where the kernel
+/// refuses it, its flow table stays in charge (a flow's very first reply may then reach
+/// another worker than the rest of the flow). Returns what `link show` calls the outcome.
+fn steer(tap: &TapDevice) -> &'static str {
+    if tap.queues().len() < 2 {
+        return "one-queue";
+    }
+    match tap.steer_by_flow() {
+        Ok(()) => "flow-hash",
+        Err(e) => {
+            tracing::warn!(tap = tap.name(), error = %e, "queue steering stays with the kernel's flow table");
+            "flow-table"
+        }
+    }
 }
 
 /// Most bytes a TAP MTU may be: the inner frame must fit a 64 KiB UDP datagram.
@@ -257,6 +274,7 @@ impl Links {
         } else {
             0
         };
+        let steering = steer(&tap);
         let (ifindex, mac) = (tap.ifindex(), tap.mac());
         // On failure the TAP is dropped inside add_link, which removes it.
         self.runtime.add_link(
@@ -277,6 +295,7 @@ impl Links {
                 ifindex,
                 mac,
                 offload,
+                steering,
             },
         );
         Ok(())
@@ -302,6 +321,7 @@ impl Links {
                 ifindex: l.ifindex,
                 mac: l.mac.to_string(),
                 offloads: offload_names(l.offload),
+                steering: l.steering.to_owned(),
                 stats: self.link_stats(l),
             })
             .collect())

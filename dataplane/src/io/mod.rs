@@ -5,7 +5,8 @@
 //!   helper thread, so that fds opened there (a TAP, a socket) live in that namespace while
 //!   the calling thread never moves.
 //! - [`tap`]: create a non-persistent, multiqueue TAP with a 12-byte virtio-net header and
-//!   move frames through its queues, one `read` or one `writev` per frame.
+//!   move frames through its queues, one `read` or one `writev` per frame; `steering` holds
+//!   the eBPF program that pins every flow to one queue.
 //! - [`udp`]: a non-blocking IPv4 UDP socket with batched receive (`recvmmsg`, UDP GRO) and
 //!   batched send (`sendmmsg`, UDP GSO).
 //!
@@ -21,6 +22,7 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 
 pub mod netns;
+mod steering;
 pub mod tap;
 pub mod udp;
 
@@ -121,6 +123,19 @@ pub enum IoError {
         /// What the kernel said.
         source: std::io::Error,
     },
+    /// The kernel refused the TAP's queue-steering eBPF program.
+    #[error(
+        "cannot load the queue-steering eBPF program for {device}{}",
+        verifier_says(log)
+    )]
+    SteeringProgram {
+        /// The TAP's name.
+        device: String,
+        /// The last line of the verifier's report, if it gave one.
+        log: String,
+        /// What `bpf(BPF_PROG_LOAD)` said.
+        source: std::io::Error,
+    },
     /// A socket could not be created.
     #[error("cannot create {purpose} socket")]
     Socket {
@@ -147,6 +162,15 @@ pub enum IoError {
         /// What the kernel said.
         source: std::io::Error,
     },
+}
+
+/// The verifier's report for an error message: empty, or ": " and the report.
+fn verifier_says(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!(" (verifier: {log})")
+    }
 }
 
 /// Displays an optional namespace path for error messages.

@@ -1,6 +1,6 @@
 //! The only place in vxtap with `unsafe`: thin, safe wrappers over the Linux syscalls the
 //! I/O shell needs (setns, TAP and interface ioctls, read/writev, recvmmsg/sendmmsg,
-//! setsockopt).
+//! setsockopt, loading the TAP's queue-steering eBPF program).
 //!
 //! Every wrapper is safe to call with any arguments: each `unsafe` block states what the
 //! kernel reads or writes through the pointers it is given and why they are valid for the
@@ -17,7 +17,7 @@ use std::io::{self, IoSlice};
 use std::marker::PhantomData;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 
 /// Retries `f` while it fails with `EINTR`. The one place vxtap handles `EINTR`.
@@ -131,7 +131,8 @@ fn ioctl_int_in(fd: BorrowedFd<'_>, code: libc::Ioctl, value: libc::c_int) -> io
     let value: *const libc::c_int = &value;
     retry_eintr(|| {
         // SAFETY: the callers below only pass requests that read one `int` through the
-        // pointer (TUNSETVNETHDRSZ, TUNSETVNETLE); `value` lives on our stack for the call.
+        // pointer (TUNSETVNETHDRSZ, TUNSETVNETLE, TUNSETSTEERINGEBPF); `value` lives on our
+        // stack for the call.
         cvt(unsafe { libc::ioctl(fd.as_raw_fd(), code, value) })
     })?;
     Ok(())
@@ -156,6 +157,81 @@ pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, flags: libc::c_uint) -> io::Re
         cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags) })
     })?;
     Ok(())
+}
+
+/// `TUNSETSTEERINGEBPF`: the eBPF program that picks the queue of every frame the TAP
+/// transmits, in place of the kernel's flow table (`prog` -1 detaches it).
+pub(crate) fn tun_set_steering_ebpf(fd: BorrowedFd<'_>, prog: libc::c_int) -> io::Result<()> {
+    ioctl_int_in(fd, libc::TUNSETSTEERINGEBPF, prog)
+}
+
+/// `BPF_PROG_LOAD` command number of the `bpf` syscall.
+const BPF_PROG_LOAD: libc::c_long = 5;
+/// `BPF_PROG_TYPE_SOCKET_FILTER`: the program type tun runs for queue steering.
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+/// The leading fields of `union bpf_attr` that `BPF_PROG_LOAD` reads (linux/bpf.h). The
+/// kernel takes a shorter attribute and treats the fields it does not get as zero.
+#[repr(C)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+}
+
+/// Loads a socket-filter eBPF program made of `insns` (8-byte `struct bpf_insn`s). With
+/// `log`, the verifier writes its report there (NUL-terminated), which is how a refusal can
+/// be explained.
+pub(crate) fn bpf_load_socket_filter(
+    insns: &[[u8; 8]],
+    log: Option<&mut [u8]>,
+) -> io::Result<OwnedFd> {
+    const LICENSE: &[u8] = b"GPL\0";
+    let insn_cnt =
+        u32::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let (log_level, log_size, log_buf) = match log {
+        Some(buf) if !buf.is_empty() => (
+            1,
+            u32::try_from(buf.len()).unwrap_or(u32::MAX),
+            buf.as_mut_ptr() as u64,
+        ),
+        _ => (0, 0, 0),
+    };
+    let attr = BpfProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt,
+        insns: insns.as_ptr() as u64,
+        license: LICENSE.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        kern_version: 0,
+        prog_flags: 0,
+    };
+    let fd = retry_eintr(|| {
+        // SAFETY: BPF_PROG_LOAD reads `size_of::<BpfProgLoadAttr>()` bytes of `attr`, which
+        // lives on our stack for the call; through it, `insn_cnt` 8-byte instructions from
+        // `insns` (a live slice of exactly that many), the NUL-terminated `LICENSE`, and it
+        // writes at most `log_size` bytes to `log_buf`, a live exclusive slice of that length
+        // (or nothing when `log_level` is 0). The result is a new fd or -1.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const BpfProgLoadAttr,
+                mem::size_of::<BpfProgLoadAttr>(),
+            )
+        };
+        cvt(libc::c_int::try_from(ret).unwrap_or(-1))
+    })?;
+    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `SIOCGIFINDEX` on a socket: the index of `name` in the socket's namespace, `None` if
