@@ -3,7 +3,8 @@
 //! pair takes (decap + switch from the UDP side, switch + encap from the TAP side).
 //!
 //! Also the offload paths, per segment: cutting a 64 KB TSO superframe into MSS segments
-//! (headers, checksums) and recognising its segments as one run on the way back.
+//! (headers, checksums), cutting a 64 KB USO superframe into datagrams, and recognising the
+//! TSO segments as one run on the way back.
 //!
 //! Run: `cargo bench --bench dataplane`, then `python3 benches/summary.py` for the table of
 //! ns/frame and Mframes/s. Inputs are frames captured from the kernel vxlan device.
@@ -256,6 +257,31 @@ fn superframe(payload: usize, mss: u16) -> (Vec<u8>, VirtioNetRepr) {
     (frame, vnet)
 }
 
+/// A USO superframe (one `UDP_SEGMENT` send) of `payload` bytes grown from the captured
+/// datagram, its checksum pending, and the virtio-net header the TAP would hand over.
+fn udp_superframe(payload: usize, gso_size: u16) -> (Vec<u8>, VirtioNetRepr) {
+    let mut frame = payload_of_capture("udp_datagram");
+    frame.truncate(14 + 20 + 8);
+    frame.extend((0..payload).map(|i| i as u8));
+    let udp_len = (frame.len() - 34) as u16;
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
+    ip.set_total_len(20 + udp_len);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let pseudo = checksum::pseudo_header_v4(src, dst, 17, udp_len);
+    frame[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    frame[40..42].copy_from_slice(&pseudo.to_be_bytes());
+    let vnet = VirtioNetRepr {
+        needs_csum: true,
+        csum_start: 34,
+        csum_offset: 6,
+        gso_type: GsoType::UdpL4,
+        gso_size,
+        ..VirtioNetRepr::NONE
+    };
+    (frame, vnet)
+}
+
 fn payload_of_capture(name: &str) -> Vec<u8> {
     payload(name)[8..].to_vec()
 }
@@ -273,6 +299,18 @@ fn offload_benches(c: &mut Criterion) {
     g.bench_function("split_64k_superframe", |b| {
         b.iter(|| segment::split_tcp(black_box(&frame), &vnet, &vxlan, &mut out).map(|s| s.len()))
     });
+    // A 64 000-byte UDP_SEGMENT send at gso_size 1400: 46 datagrams.
+    let (uso_frame, uso_vnet) = udp_superframe(64_000, 1400);
+    let uso_count = segment::split_udp(&uso_frame, &uso_vnet, &vxlan, &mut out)
+        .unwrap()
+        .len() as u64;
+    g.throughput(Throughput::Elements(uso_count));
+    g.bench_function("split_64k_uso_superframe", |b| {
+        b.iter(|| {
+            segment::split_udp(black_box(&uso_frame), &uso_vnet, &vxlan, &mut out).map(|s| s.len())
+        })
+    });
+    g.throughput(Throughput::Elements(count));
     // The same segments, as they arrive, grouped back into one run.
     let segments: Vec<Vec<u8>> = {
         let s = segment::split_tcp(&frame, &vnet, &vxlan, &mut out).unwrap();

@@ -78,8 +78,8 @@ for i, data in enumerate([bytes(range(256)), bytes(range(255, -1, -1)), bytes([i
                           sample, bytes([0, 3, 1, 4, 0, 3, 1, 5, 2, 3] * 20)]):
     write("switch_ops", f"seed{i}", data)
 # segment: a 12-byte virtio-net header (little-endian fields), then a frame as a TAP with
-# TUNSETOFFLOAD CSUM|TSO4|TSO6 hands it over: TCP superframes whose checksum field holds the
-# pseudo-header sum, and plain frames with a checksum to finish.
+# TUNSETOFFLOAD CSUM|TSO4|TSO6|USO4|USO6 hands it over: TCP and UDP superframes whose checksum
+# field holds the pseudo-header sum, and plain frames with a checksum to finish.
 def csum(data):
     data = bytes(data) + b"\x00" * (len(data) % 2)
     s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
@@ -144,6 +144,52 @@ write("segment", "v4_gso_udp_l4", vnet(1, 5, 0, 1448, l4, 16) + frame)
 write("segment", "v4_truncated", vnet(1, 1, 0, 1448, l4, 16) + frame[:1000])
 frame, l4 = superframe(pattern[:5000])[:2]
 write("segment", "v4_too_many_segments", vnet(1, 1, 0, 1, l4, 16) + frame)
+# USO superframes (TUNSETOFFLOAD USO4|USO6, VIRTIO_NET_HDR_GSO_UDP_L4 = 5) as a UDP_SEGMENT
+# send leaves the kernel: one UDP header whose length covers the whole payload and whose
+# checksum field holds the pseudo-header sum.
+udp_datagram = (root.parent / "dataplane/testdata/kernel/udp_datagram.bin").read_bytes()[OUTER + 8:]
+
+def udp_superframe(payload, ipv6=False, vlan_tags=0, ip_options=0):
+    f = bytearray(udp_datagram[:12])
+    for tag in range(vlan_tags):
+        f += (b"\x88\xa8" if tag + 1 < vlan_tags else b"\x81\x00") + (100 + tag).to_bytes(2, "big")
+    udp_len = 8 + len(payload)
+    if ipv6:
+        f += b"\x86\xdd\x60\x00\x00\x00" + udp_len.to_bytes(2, "big") + b"\x11\x40" + SRC6 + DST6
+        pseudo = csum(SRC6 + DST6 + udp_len.to_bytes(4, "big") + b"\x00\x00\x00\x11")
+    else:
+        ip = bytearray(udp_datagram[14:34]) + b"\x01" * ip_options
+        ip[0] = 0x40 | (len(ip) // 4)
+        ip[2:4] = (len(ip) + udp_len).to_bytes(2, "big")
+        ip[10:12] = b"\x00\x00"
+        ip[10:12] = (~csum(ip) & 0xffff).to_bytes(2, "big")
+        f += b"\x08\x00" + ip
+        pseudo = csum(ip[12:20] + b"\x00\x11" + udp_len.to_bytes(2, "big"))
+    l4 = len(f)
+    f += udp_datagram[34:38] + udp_len.to_bytes(2, "big") + pseudo.to_bytes(2, "big")
+    return bytes(f + bytes(payload)), l4
+
+def uso_seed(name, payload, gso_size, gso_type=5, **shape):
+    frame, l4 = udp_superframe(payload, **shape)
+    write("segment", name, vnet(1, gso_type, l4 + 8, gso_size, l4, 6) + frame)
+    return frame, l4
+
+uso_seed("uso_v4_64000_gso1400", pattern[:64_000], 1400)
+uso_seed("uso_v4_3001_gso1000_short_last", pattern[:3001], 1000)
+uso_seed("uso_v6_5000_gso1400", pattern[:5000], 1400, ipv6=True)
+uso_seed("uso_v4_qinq_ip_options", pattern[:3000], 999, vlan_tags=2, ip_options=40)
+uso_seed("uso_v6_dot1q", pattern[:3000], 1000, ipv6=True, vlan_tags=1)
+uso_seed("uso_v4_gso1", pattern[:7], 1)
+uso_seed("uso_v4_gso7_odd_last", pattern[:100], 7)
+uso_seed("uso_v4_no_payload", b"", 1400)
+uso_seed("uso_v4_payload_below_gso", pattern[:100], 1400)
+uso_seed("uso_v4_full_64k", pattern[:65_535 - 28], 1422)
+frame, l4 = uso_seed("uso_v4_gso0", pattern[:3000], 0)
+write("segment", "uso_v4_as_tcpv4", vnet(1, 1, 0, 1000, l4, 6) + frame)
+write("segment", "uso_v4_as_ufo", vnet(1, 3, 0, 1000, l4, 6) + frame)
+write("segment", "uso_v4_truncated", vnet(1, 5, 0, 1000, l4, 6) + frame[:1000])
+frame, l4 = udp_superframe(pattern[:10_000])
+write("segment", "uso_v4_too_many_segments", vnet(1, 5, 0, 1, l4, 6) + frame)
 # Plain frames whose checksum the kernel left for us: TCP and UDP over IPv4, TCP over IPv6.
 for name, offset in (("tcp_data", 16), ("udp_datagram", 6), ("tcp_synack", 16)):
     f = bytearray((root.parent / f"dataplane/testdata/kernel/{name}.bin").read_bytes()[OUTER + 8:])

@@ -182,7 +182,8 @@ pub struct LinkStatus {
     pub ifindex: u32,
     /// The TAP's MAC.
     pub mac: String,
-    /// Offloads the kernel accepted for the TAP (`csum`, `tso4`, `tso6`, `tso_ecn`).
+    /// Offloads the kernel accepted for the TAP (`csum`, `tso4`, `tso6`, `tso_ecn`, `uso4`,
+    /// `uso6`).
     pub offloads: Vec<String>,
     /// How the TAP's frames are spread over the workers: `flow-hash` (vxtap's eBPF program:
     /// every flow on one worker from its first frame), `flow-table` (the kernel's, when it

@@ -9,8 +9,8 @@
 //! - [`counters`]: drop reasons and per-network counters.
 //! - [`coalesce`]: which TCP segments from the underlay join into one superframe for the TAP.
 //! - [`offload`]: the checksum offload state of inner frames (what a TAP must be told).
-//! - [`segment`]: TCP superframes from the TAP cut into segments for one `UDP_SEGMENT` send,
-//!   and `NEEDS_CSUM` checksums finished.
+//! - [`segment`]: TCP (TSO) and UDP (USO) superframes from the TAP cut into segments for one
+//!   `UDP_SEGMENT` send, and `NEEDS_CSUM` checksums finished.
 //!
 //! Those seven are the pure core: no I/O, no clock, no threads. Around them:
 //! - [`io`]: the I/O shell (TAP queues, batched UDP, network namespaces); the only module

@@ -293,3 +293,63 @@ fn offload_paths_do_not_allocate() {
     assert!(sink > 0 && arrived.len() > 20, "the loop really worked");
     assert_eq!(allocations, 0, "offload paths allocated");
 }
+
+/// Cutting a USO superframe (a `UDP_SEGMENT` send as the TAP hands it over), IPv4 and IPv6,
+/// must not allocate either.
+#[test]
+fn uso_split_does_not_allocate() {
+    use vxtap_dataplane::segment;
+    use vxtap_dataplane::wire::{checksum, GsoType, Ipv4Packet, VirtioNetRepr};
+
+    // The captured datagram grown to 30 000 bytes of payload, its checksum pending.
+    let capture = include_bytes!("../testdata/kernel/udp_datagram.bin");
+    let mut v4 = capture[50..50 + 14 + 20 + 8].to_vec();
+    v4.extend((0..30_000).map(|i| i as u8));
+    let udp_len = (v4.len() - 34) as u16;
+    let mut ip = Ipv4Packet::new_unchecked(&mut v4[14..]);
+    ip.set_total_len(20 + udp_len);
+    ip.fill_checksum();
+    let pseudo = checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), 17, udp_len);
+    v4[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    v4[40..42].copy_from_slice(&pseudo.to_be_bytes());
+    // The same over IPv6: fd00::1 -> fd00::2.
+    let mut v6 = v4[..12].to_vec();
+    v6.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    v6.extend_from_slice(&udp_len.to_be_bytes());
+    v6.extend_from_slice(&[17, 64]);
+    v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    v6.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    v6.extend_from_slice(&v4[34..]);
+    let vnet = VirtioNetRepr {
+        needs_csum: true,
+        csum_offset: 6,
+        gso_type: GsoType::UdpL4,
+        gso_size: 1400,
+        ..VirtioNetRepr::NONE
+    };
+    let vxlan = [8, 0, 0, 0, 0, 0, 42, 0];
+    let mut out = segment::SegmentHeaders::new();
+    for frame in [&v4, &v6] {
+        assert_eq!(
+            segment::split_udp(frame, &vnet, &vxlan, &mut out)
+                .unwrap()
+                .len(),
+            22
+        );
+    }
+    let mut sink = 0u64;
+    let allocations = allocations_during(|| {
+        for _ in 0..10 {
+            for frame in [&v4, &v6] {
+                let segments = segment::split_udp(frame, &vnet, &vxlan, &mut out).unwrap();
+                for s in segments.iter() {
+                    sink += s.header.len() as u64 + s.payload.len() as u64;
+                }
+                let superframe = segment::UdpSuperframe::parse(frame, &vnet).unwrap();
+                sink += superframe.split(&vxlan, 5, &mut out).unwrap().len() as u64;
+            }
+        }
+    });
+    assert!(sink > 0, "the loop really worked");
+    assert_eq!(allocations, 0, "the USO split allocated");
+}

@@ -9,9 +9,10 @@
 //! - [`switch_ops`]: sequences of control and data operations against a model of the static
 //!   entries: the learned cap holds, static entries never move, counters stay consistent.
 //! - [`segment`]: a virtio-net header and a frame from a TAP with offloads. Finishing a checksum
-//!   changes only its field and verifies; whatever splits gives equal-length header blocks and
-//!   segments that parse with correct IP and TCP checksums, contiguous sequence numbers and
-//!   payloads, the kernel's flags and IPv4 IDs, the same in chunks as in one go.
+//!   changes only its field and verifies; whatever splits, as TSO or as USO, gives
+//!   equal-length header blocks and segments that parse with correct IP and TCP or UDP
+//!   checksums and lengths, contiguous payloads (and TCP sequence numbers), the kernel's flags
+//!   and IPv4 IDs, the same in chunks as in one go.
 
 mod decap;
 mod segment;

@@ -1,14 +1,17 @@
-//! Fuzz property for frames read from a TAP with checksum and TCP segmentation offloads: a
-//! 12-byte virtio-net header, then the frame.
+//! Fuzz property for frames read from a TAP with checksum and TCP and UDP segmentation
+//! offloads: a 12-byte virtio-net header, then the frame. Every frame goes through both
+//! splitters (the one its GSO type does not name must refuse it, as its parser does), so TSO
+//! and USO superframes are both cut and checked.
 
 use std::cell::RefCell;
 use std::ops::Range;
 use vxtap_dataplane::segment::{
-    finish_checksum, split_tcp, SegmentError, SegmentHeaders, Segments, TcpSuperframe,
+    finish_checksum, split_tcp, split_udp, SegmentError, SegmentHeaders, Segments, TcpSuperframe,
+    UdpSuperframe,
 };
 use vxtap_dataplane::wire::checksum;
 use vxtap_dataplane::wire::{
-    EtherType, EthernetFrame, GsoType, Ipv4Packet, TcpFlags, TcpPacket, VirtioNetHeader,
+    EtherType, EthernetFrame, GsoType, Ipv4Packet, TcpFlags, TcpPacket, UdpPacket, VirtioNetHeader,
     VirtioNetRepr,
 };
 
@@ -32,27 +35,29 @@ pub fn segment(data: &[u8]) {
         usize::from(raw.csum_start()),
         usize::from(raw.csum_offset()),
     );
-    // Headers the parser refuses still reach the splitter, with a TCP GSO type, so that
-    // random bytes exercise it as often as well-formed headers do.
+    // Headers the parser refuses still reach the splitters, with a TCP or UDP GSO type, so
+    // that random bytes exercise them as often as well-formed headers do.
     let header = VirtioNetRepr::parse(&raw).unwrap_or(VirtioNetRepr {
-        gso_type: if raw.gso_type() & 1 == 0 {
-            GsoType::TcpV4
-        } else {
-            GsoType::TcpV6
+        gso_type: match raw.gso_type() % 3 {
+            0 => GsoType::TcpV4,
+            1 => GsoType::TcpV6,
+            _ => GsoType::UdpL4,
         },
         gso_size: raw.gso_size(),
         ..VirtioNetRepr::NONE
     });
     split(frame, &header);
+    split_datagrams(frame, &header);
     // A frame refused for its IP length is tried again with the length made to match the
     // frame, so that random payloads reach the segmenting itself.
-    if matches!(
-        TcpSuperframe::parse(frame, &header),
-        Err(SegmentError::Truncated | SegmentError::BadLength)
-    ) {
+    let refused_for_length = |e| matches!(e, SegmentError::Truncated | SegmentError::BadLength);
+    if TcpSuperframe::parse(frame, &header).is_err_and(refused_for_length)
+        || UdpSuperframe::parse(frame, &header).is_err_and(refused_for_length)
+    {
         let mut repaired = frame.to_vec();
         if repair_ip_length(&mut repaired) {
             split(&repaired, &header);
+            split_datagrams(&repaired, &header);
         }
     }
 }
@@ -283,4 +288,139 @@ fn shared_header(headers: &[u8], o: &Original) -> Vec<u8> {
     shared[o.l4 + 13] = 0;
     shared[o.l4 + 16..o.l4 + 18].fill(0);
     shared
+}
+
+/// The USO half of [`split`]: `split_udp` refuses exactly what `UdpSuperframe::parse` refuses,
+/// and what it cuts is checked by [`check_datagrams`], whole and in chunks.
+fn split_datagrams(frame: &[u8], header: &VirtioNetRepr) {
+    BUFFERS.with(|buffers| {
+        let (full, small) = &mut *buffers.borrow_mut();
+        let parsed = UdpSuperframe::parse(frame, header);
+        let segments = match split_udp(frame, header, &VXLAN, full) {
+            Ok(segments) => segments,
+            Err(SegmentError::TooManySegments) => {
+                let superframe = parsed.expect("split_udp refuses only what parses");
+                assert!(superframe.segment_count() > full.capacity());
+                return;
+            }
+            Err(e) => {
+                assert_eq!(
+                    parsed.err(),
+                    Some(e),
+                    "split_udp refuses what parse refuses"
+                );
+                return;
+            }
+        };
+        let superframe = parsed.expect("what splits parses");
+        check_datagrams(frame, &superframe, &segments);
+
+        // Chunks through a one-block buffer equal the whole split.
+        let mut first = 0;
+        while first < segments.len() {
+            let chunk = superframe
+                .split(&VXLAN, first, small)
+                .expect("one block of the longest headers fits");
+            assert!(!chunk.is_empty());
+            for (i, segment) in chunk.iter().enumerate() {
+                assert_eq!(Some(segment), segments.get(first + i), "chunked datagram");
+            }
+            first += chunk.len();
+        }
+    });
+}
+
+/// Every datagram is a well-formed frame with the superframe's headers but for its own IP
+/// length, IPv4 id and header checksum, UDP length and a full, non-zero UDP checksum that
+/// verifies; together they carry the superframe's payload, `gso_size` bytes each but the
+/// last, as the kernel would cut it.
+fn check_datagrams(frame: &[u8], superframe: &UdpSuperframe, segments: &Segments) {
+    let eth = EthernetFrame::new_checked(frame).expect("a split frame has Ethernet");
+    let vlan = eth.vlan().expect("a split frame has at most two tags");
+    let l3 = vlan.payload_offset;
+    let ipv6 = vlan.ethertype == EtherType::IPV6;
+    let payload = superframe.payload();
+    let l4 = payload.start - 8;
+    let ident = if ipv6 {
+        0
+    } else {
+        Ipv4Packet::new_checked(&frame[l3..])
+            .expect("a split frame has IPv4")
+            .ident()
+    };
+    let gso_size = superframe.gso_size();
+    let n = segments.len();
+    assert_eq!(n, superframe.segment_count());
+    assert_eq!(n, payload.len().div_ceil(gso_size).max(1));
+    assert_eq!(segments.header_block_len(), 8 + payload.start);
+    assert_eq!(
+        segments.gso_size(),
+        8 + payload.start + gso_size.min(payload.len())
+    );
+    let shared = |headers: &[u8]| {
+        let mut shared = headers.to_vec();
+        if ipv6 {
+            shared[l3 + 4..l3 + 6].fill(0);
+        } else {
+            shared[l3 + 2..l3 + 6].fill(0);
+            shared[l3 + 10..l3 + 12].fill(0);
+        }
+        shared[l4 + 4..l4 + 8].fill(0);
+        shared
+    };
+    let expected_shared = shared(&frame[..payload.start]);
+    let mut next = payload.start;
+    for (i, segment) in segments.iter().enumerate() {
+        let range = segment.payload.clone();
+        assert_eq!(range.start, next, "payloads are contiguous");
+        next = range.end;
+        assert!(range.len() == gso_size || (i + 1 == n && range.len() <= gso_size));
+        assert_eq!(segment.header[..8], VXLAN);
+        let mut datagram = segment.header[8..].to_vec();
+        datagram.extend_from_slice(&frame[range.clone()]);
+        assert_eq!(
+            shared(&datagram[..payload.start]),
+            expected_shared,
+            "datagram {i} copies the superframe's headers"
+        );
+        let udp_bytes = &datagram[l4..];
+        let udp = UdpPacket::new_checked(udp_bytes).expect("datagram has UDP");
+        assert_eq!(usize::from(udp.len()), udp_bytes.len());
+        assert_ne!(udp.checksum(), 0, "a UDP checksum, never 'none'");
+        let pseudo = if ipv6 {
+            let ip = &datagram[l3..l4];
+            assert_eq!(
+                usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+                udp_bytes.len()
+            );
+            let addr = |r: Range<usize>| {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&ip[r]);
+                a
+            };
+            checksum::pseudo_header_v6(
+                addr(8..24).into(),
+                addr(24..40).into(),
+                17,
+                udp_bytes.len() as u32,
+            )
+        } else {
+            let ip = Ipv4Packet::new_checked(&datagram[l3..]).expect("datagram has IPv4");
+            assert_eq!(usize::from(ip.total_len()), datagram.len() - l3);
+            assert!(ip.verify_checksum(), "IPv4 header checksum");
+            assert_eq!(ip.ident(), ident.wrapping_add(i as u16));
+            assert!(
+                udp.verify_checksum(ip.src_addr(), ip.dst_addr()),
+                "IPv4 UDP checksum"
+            );
+            checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), 17, udp_bytes.len() as u16)
+        };
+        assert_eq!(
+            checksum::combine(&[pseudo, checksum::data(udp_bytes)]),
+            0xffff,
+            "UDP checksum"
+        );
+        assert_eq!(udp.payload(), &frame[range]);
+    }
+    assert_eq!(next, payload.end, "the payloads cover the superframe's");
 }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use vxtap_dataplane::io::{
-    netns, TapConfig, TapDevice, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN,
+    netns, TapConfig, TapDevice, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4,
+    TUN_F_USO6,
 };
 use vxtap_dataplane::runtime::{LinkOptions, Runtime, RuntimeError};
 use vxtap_dataplane::switch::{Admission, EntryKind, FloodPolicy, Network, NetworkConfig};
@@ -80,8 +81,11 @@ struct Link {
     steering: &'static str,
 }
 
-/// Offload sets to ask the kernel for, best first: older kernels refuse ECN or TSO6.
-const OFFLOAD_CHOICES: [u32; 4] = [
+/// Offload sets to ask the kernel for, best first: kernels before 6.2 refuse USO (which
+/// comes only as USO4 and USO6 together), older ones ECN or TSO6. A refused set fails with
+/// `EINVAL` and the next is tried.
+const OFFLOAD_CHOICES: [u32; 5] = [
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
     TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
     TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
     TUN_F_CSUM | TUN_F_TSO4,
@@ -109,6 +113,8 @@ fn offload_names(flags: u32) -> Vec<String> {
         (TUN_F_TSO4, "tso4"),
         (TUN_F_TSO6, "tso6"),
         (TUN_F_TSO_ECN, "tso_ecn"),
+        (TUN_F_USO4, "uso4"),
+        (TUN_F_USO6, "uso6"),
     ]
     .iter()
     .filter(|(f, _)| flags & f != 0)

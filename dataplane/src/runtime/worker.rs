@@ -91,7 +91,7 @@ const MAX_RUN: usize = 64;
 struct TapBatch {
     bufs: Vec<Box<[u8]>>,
     lens: Vec<usize>,
-    /// Each frame's virtio-net header: how to segment it, if it is a TSO superframe.
+    /// Each frame's virtio-net header: how to segment it, if it is a TSO or USO superframe.
     vnet: Vec<VirtioNetRepr>,
     /// (frame index, destination) for every copy to send, floods expanded.
     plan: Vec<(usize, Vtep)>,
@@ -156,8 +156,12 @@ fn prepare(buf: &mut [u8]) -> Option<VirtioNetRepr> {
             segment::TcpSuperframe::parse(&buf[VNET_LEN..], &vnet).ok()?;
             Some(vnet)
         }
-        // UDP segmentation offloads are never enabled on the TAP.
-        GsoType::Udp | GsoType::UdpL4 => None,
+        GsoType::UdpL4 => {
+            segment::UdpSuperframe::parse(&buf[VNET_LEN..], &vnet).ok()?;
+            Some(vnet)
+        }
+        // UFO (IP fragmentation of UDP) is never enabled on the TAP.
+        GsoType::Udp => None,
     }
 }
 
@@ -681,12 +685,12 @@ impl Worker {
                 if tap.vnet[i].gso_type != GsoType::None {
                     // What was queued before this superframe leaves before it: flow order.
                     sent.flush(&mut batch, socket);
-                    match segment::split_tcp(
-                        frame,
-                        &tap.vnet[i],
-                        &tap.headers[k],
-                        &mut self.segments,
-                    ) {
+                    // `prepare` let through only superframes of a type vxtap cuts.
+                    let split = match tap.vnet[i].gso_type {
+                        GsoType::UdpL4 => segment::split_udp,
+                        _ => segment::split_tcp,
+                    };
+                    match split(frame, &tap.vnet[i], &tap.headers[k], &mut self.segments) {
                         Ok(segments) => send_superframe(
                             frame,
                             segments,
@@ -732,6 +736,62 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A virtio-net header with `gso_type` and gso_size 1000 in front of an IPv4 USO
+    /// superframe (10.0.0.1 -> 10.0.0.2) of 2500 payload bytes.
+    fn uso_frame(gso_type: GsoType) -> Vec<u8> {
+        let vnet = VirtioNetRepr {
+            needs_csum: true,
+            gso_type,
+            gso_size: 1000,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VirtioNetRepr::NONE
+        };
+        let mut buf = vnet.to_bytes().to_vec();
+        buf.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(20u16 + 8 + 2500).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let mut packet = crate::wire::Ipv4Packet::new_unchecked(&mut ip[..]);
+        packet.fill_checksum();
+        buf.extend_from_slice(&ip);
+        buf.extend_from_slice(&[0x9c, 0x40, 0x12, 0xb5]);
+        buf.extend_from_slice(&(8u16 + 2500).to_be_bytes());
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend((0..2500u32).map(|i| i as u8));
+        buf
+    }
+
+    #[test]
+    fn prepare_takes_uso_superframes_and_refuses_ufo() {
+        let mut frame = uso_frame(GsoType::UdpL4);
+        let vnet = prepare(&mut frame).expect("a USO superframe is taken");
+        assert_eq!((vnet.gso_type, vnet.gso_size), (GsoType::UdpL4, 1000));
+        assert_eq!(prepare(&mut uso_frame(GsoType::Udp)), None, "UFO");
+        // A USO header on a frame that is not a UDP superframe.
+        let mut tcp = uso_frame(GsoType::UdpL4);
+        tcp[VNET_LEN + 14 + 9] = 6;
+        assert_eq!(prepare(&mut tcp), None);
+        let mut truncated = uso_frame(GsoType::UdpL4);
+        truncated.truncate(VNET_LEN + 14 + 20 + 4);
+        assert_eq!(prepare(&mut truncated), None);
+        // The superframe cuts into three datagrams, the last 500 bytes long.
+        let mut out = SegmentHeaders::with_capacity(3);
+        let segments = segment::split_udp(
+            &frame[VNET_LEN..],
+            &vnet,
+            &[8, 0, 0, 0, 0, 0, 1, 0],
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(segments.len(), 3);
+        assert_eq!(segments.payload_range(2).map(|r| r.len()), Some(500));
+    }
 
     #[test]
     fn grouping_by_sender_is_stable_and_complete() {

@@ -1,0 +1,247 @@
+//! Frames for the segmentation tests: superframes as the kernel hands them to a TAP with
+//! TSO or USO on, built around the headers of captured kernel traffic.
+
+use crate::wire::{checksum, GsoType, Ipv4Packet, TcpFlags, TcpPacket, VirtioNetRepr};
+
+pub(super) const VXLAN: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 42, 0];
+pub(super) const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub(super) const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// The inner frame of a kernel capture (outer headers 42 bytes, VXLAN 8).
+pub(super) fn inner(name: &str) -> Vec<u8> {
+    let path = format!("{}/testdata/kernel/{name}.bin", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(path).unwrap()[50..].to_vec()
+}
+
+/// How to build a superframe around the headers of the kernel's `tcp_data` capture
+/// (10.0.0.1:48080 -> 10.0.0.2:8080, PSH|ACK, TCP timestamps).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shape {
+    pub(super) ipv6: bool,
+    pub(super) timestamps: bool,
+    pub(super) vlan_tags: usize,
+    /// Bytes of IPv4 options (NOPs), a multiple of 4.
+    pub(super) ip_options: usize,
+    pub(super) flags: TcpFlags,
+    pub(super) seq: u32,
+    pub(super) ident: u16,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            ipv6: false,
+            timestamps: true,
+            vlan_tags: 0,
+            ip_options: 0,
+            flags: TcpFlags::PSH | TcpFlags::ACK,
+            seq: 0x9247_2848,
+            ident: 0xbac5,
+        }
+    }
+}
+
+/// The Ethernet header (with `vlan_tags` tags: 802.1ad outside, 802.1Q inside) and IP
+/// header of a superframe whose upper layer (header and payload) is `l4_len` bytes long:
+/// IPv6 from [`SRC6`] to [`DST6`], or the IPv4 header of `capture` with `ip_options` bytes of
+/// NOP options, identification `ident` and a good checksum. Returns the bytes and the
+/// pseudo-header sum over the whole upper layer, as the kernel leaves it in the checksum
+/// field of a `NEEDS_CSUM` frame.
+fn link_and_ip(
+    capture: &[u8],
+    vlan_tags: usize,
+    ipv6: bool,
+    ip_options: usize,
+    ident: u16,
+    l4_len: usize,
+) -> (Vec<u8>, u16) {
+    let protocol = capture[14 + 9];
+    let mut f = capture[..12].to_vec();
+    for tag in 0..vlan_tags {
+        let tpid: u16 = if tag + 1 < vlan_tags { 0x88a8 } else { 0x8100 };
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&(100 + tag as u16).to_be_bytes());
+    }
+    let pseudo = if ipv6 {
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        f.extend_from_slice(&[protocol, 64]);
+        f.extend_from_slice(&SRC6);
+        f.extend_from_slice(&DST6);
+        checksum::pseudo_header_v6(SRC6.into(), DST6.into(), protocol, l4_len as u32)
+    } else {
+        f.extend_from_slice(&[0x08, 0x00]);
+        let l3 = f.len();
+        f.extend_from_slice(&capture[14..34]);
+        f.resize(f.len() + ip_options, 1); // NOP options
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[l3..]);
+        ip.set_header_len(20 + ip_options);
+        ip.set_total_len((20 + ip_options + l4_len) as u16);
+        ip.set_ident(ident);
+        ip.fill_checksum();
+        checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), protocol, l4_len as u16)
+    };
+    (f, pseudo)
+}
+
+/// A superframe as the kernel hands it to a TSO device: lengths covering `payload`, a
+/// good IPv4 header checksum and, in the TCP checksum field, the pseudo-header sum over
+/// the whole segment.
+pub(super) fn superframe(shape: &Shape, payload: &[u8]) -> Vec<u8> {
+    let capture = inner("tcp_data");
+    let mut tcp_header = if shape.timestamps {
+        capture[34..66].to_vec()
+    } else {
+        let mut h = capture[34..54].to_vec();
+        h[12] = 0x50;
+        h
+    };
+    tcp_header[4..8].copy_from_slice(&shape.seq.to_be_bytes());
+    TcpPacket::new_unchecked(&mut tcp_header[..]).set_flags(shape.flags);
+    let tcp_len = tcp_header.len() + payload.len();
+    let (mut f, pseudo) = link_and_ip(
+        &capture,
+        shape.vlan_tags,
+        shape.ipv6,
+        shape.ip_options,
+        shape.ident,
+        tcp_len,
+    );
+    tcp_header[16..18].copy_from_slice(&pseudo.to_be_bytes());
+    f.extend_from_slice(&tcp_header);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The virtio-net header the kernel writes in front of `frame`.
+pub(super) fn gso_header(shape: &Shape, frame: &[u8], mss: u16) -> VirtioNetRepr {
+    let l4 = frame.len() - frame_payload_len(shape, frame) - tcp_header_len(shape);
+    VirtioNetRepr {
+        needs_csum: true,
+        data_valid: false,
+        gso_type: if shape.ipv6 {
+            GsoType::TcpV6
+        } else {
+            GsoType::TcpV4
+        },
+        gso_ecn: shape.flags.contains(TcpFlags::CWR),
+        hdr_len: (l4 + tcp_header_len(shape)) as u16,
+        gso_size: mss,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+        num_buffers: 0,
+    }
+}
+
+pub(super) fn tcp_header_len(shape: &Shape) -> usize {
+    if shape.timestamps {
+        32
+    } else {
+        20
+    }
+}
+
+pub(super) fn frame_payload_len(shape: &Shape, frame: &[u8]) -> usize {
+    let l3 = 14 + 4 * shape.vlan_tags;
+    let ip_len = if shape.ipv6 {
+        40
+    } else {
+        20 + shape.ip_options
+    };
+    frame.len() - l3 - ip_len - tcp_header_len(shape)
+}
+
+/// How to build a USO superframe around the headers of the kernel's `udp_datagram` capture
+/// (10.0.0.1:40999 -> 10.0.0.2:9999, DF set).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UdpShape {
+    pub(super) ipv6: bool,
+    pub(super) vlan_tags: usize,
+    /// Bytes of IPv4 options (NOPs), a multiple of 4.
+    pub(super) ip_options: usize,
+    pub(super) ident: u16,
+}
+
+impl Default for UdpShape {
+    fn default() -> Self {
+        UdpShape {
+            ipv6: false,
+            vlan_tags: 0,
+            ip_options: 0,
+            ident: 0x1afe,
+        }
+    }
+}
+
+impl UdpShape {
+    /// Offset of the UDP header in a frame of this shape.
+    pub(super) fn l4(&self) -> usize {
+        14 + 4 * self.vlan_tags + if self.ipv6 { 40 } else { 20 + self.ip_options }
+    }
+}
+
+/// A USO superframe as `udp_send_skb` builds it for a `UDP_SEGMENT` send: one UDP header
+/// whose length covers all of `payload`, and in its checksum field the pseudo-header sum
+/// (`NEEDS_CSUM`).
+pub(super) fn udp_superframe(shape: &UdpShape, payload: &[u8]) -> Vec<u8> {
+    let capture = inner("udp_datagram");
+    let udp_len = 8 + payload.len();
+    let (mut f, pseudo) = link_and_ip(
+        &capture,
+        shape.vlan_tags,
+        shape.ipv6,
+        shape.ip_options,
+        shape.ident,
+        udp_len,
+    );
+    f.extend_from_slice(&capture[34..38]); // the ports
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&pseudo.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The virtio-net header the kernel writes in front of a USO `frame` of `shape`.
+pub(super) fn udp_gso_header(shape: &UdpShape, gso_size: u16) -> VirtioNetRepr {
+    let l4 = shape.l4() as u16;
+    VirtioNetRepr {
+        needs_csum: true,
+        data_valid: false,
+        gso_type: GsoType::UdpL4,
+        gso_ecn: false,
+        hdr_len: l4 + 8,
+        gso_size,
+        csum_start: l4,
+        csum_offset: 6,
+        num_buffers: 0,
+    }
+}
+
+/// Asserts that segment `index` (`segment`, Ethernet onwards) has the superframe's header
+/// bytes (`frame[..payload_start]`) except where segmentation owns them: the IPv4 total
+/// length, id and checksum (or the IPv6 payload length) of the IP header at `l3`, and the
+/// transport ranges in `l4_owned`.
+pub(super) fn assert_headers_kept(
+    segment: &[u8],
+    frame: &[u8],
+    payload_start: usize,
+    ipv6: bool,
+    l3: usize,
+    l4_owned: &[core::ops::Range<usize>],
+    index: usize,
+) {
+    let mut owned = vec![false; payload_start];
+    let ip_owned = if ipv6 {
+        vec![l3 + 4..l3 + 6]
+    } else {
+        vec![l3 + 2..l3 + 6, l3 + 10..l3 + 12]
+    };
+    for range in ip_owned.into_iter().chain(l4_owned.iter().cloned()) {
+        owned[range].fill(true);
+    }
+    for (at, owned) in owned.iter().enumerate() {
+        if !owned {
+            assert_eq!(segment[at], frame[at], "segment {index} byte {at}");
+        }
+    }
+}
