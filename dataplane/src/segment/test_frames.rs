@@ -231,13 +231,15 @@ pub(super) fn assert_headers_kept(
     index: usize,
 ) {
     let mut owned = vec![false; payload_start];
-    let ip_owned = if ipv6 {
-        vec![l3 + 4..l3 + 6]
+    let mut own = |range: core::ops::Range<usize>| owned[range].fill(true);
+    if ipv6 {
+        own(l3 + 4..l3 + 6);
     } else {
-        vec![l3 + 2..l3 + 6, l3 + 10..l3 + 12]
-    };
-    for range in ip_owned.into_iter().chain(l4_owned.iter().cloned()) {
-        owned[range].fill(true);
+        own(l3 + 2..l3 + 6);
+        own(l3 + 10..l3 + 12);
+    }
+    for range in l4_owned {
+        own(range.clone());
     }
     for (at, owned) in owned.iter().enumerate() {
         if !owned {

@@ -225,7 +225,15 @@ mod tests {
 
             // Only the fields segmentation owns differ from the superframe's headers: the IP
             // ones, the UDP length and the checksum.
-            assert_headers_kept(&dg, frame, payload_start, ipv6, l3, &[l4 + 4..l4 + 8], i);
+            assert_headers_kept(
+                &dg,
+                frame,
+                payload_start,
+                ipv6,
+                l3,
+                core::slice::from_ref(&(l4 + 4..l4 + 8)),
+                i,
+            );
 
             // etherparse.
             let p = SlicedPacket::from_ethernet(&dg)
