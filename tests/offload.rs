@@ -343,6 +343,51 @@ fn offload_off_still_carries_the_same_traffic() {
     topo.assert_no_kernel_vxlan();
 }
 
+/// The kernel refuses GSO: with the underlay MTU at 1400, below the 1500-byte datagram of
+/// a full segment, every `UDP_SEGMENT` send of such segments fails (EMSGSIZE on Linux 6.x,
+/// EINVAL on older kernels). vxtap counts each refusal (`udp_gso_refused`) and sends the same
+/// cut segments with plain `sendmmsg` (IP fragments them on the way), so 20 MB each way still
+/// arrive intact, no send is counted as failed, and superframes are still read and cut.
+#[test]
+fn segments_go_out_with_plain_sendmmsg_when_the_kernel_refuses_gso() {
+    require_root();
+    let topo = two_vxtap_hosts(&[]);
+    for i in 0..2 {
+        assert_offloads_on(&topo, i);
+        topo.host(i)
+            .ns
+            .ip(&["link", "set", UNDERLAY_IF, "mtu", "1400"]);
+    }
+    for (from, to) in [(0, 1), (1, 0)] {
+        let before = topo.daemon(from).stats();
+        transfer(
+            &topo,
+            from,
+            to,
+            20 * MB,
+            TRANSFER_LIMIT,
+            &TcpOptions::default(),
+        );
+        let after = topo.daemon(from).stats();
+        let what = format!("host {from} -> {to} over a 1400-byte underlay");
+        assert_eq!(delta(&before, &after, "udp_tx_errors"), 0, "{what}");
+        let (frames, sent) = (
+            delta(&before, &after, "tap_rx_frames"),
+            delta(&before, &after, "udp_tx_datagrams"),
+        );
+        assert!(
+            sent >= 3 * frames,
+            "{what}: {frames} TAP frames read, {sent} datagrams sent: no superframes were cut"
+        );
+    }
+    for i in 0..2 {
+        let refused = stats::global_counter(&topo.daemon(i).stats(), "udp_gso_refused");
+        assert!(refused > 0, "host {i}: no GSO refusal counted");
+    }
+    assert_no_csum_errors_anywhere(&topo);
+    assert_no_tap_errors(&topo);
+}
+
 /// Test 3: FIN and PSH at segment boundaries. For the route's MSS and a smaller one, each way,
 /// transfers of 1 byte and of k x MSS - 1, k x MSS and k x MSS + 1 bytes (k = 1, 10, 46, 100:
 /// one segment, a few, about one 64 KB superframe, several) are written in one write and

@@ -266,6 +266,9 @@ pub struct GlobalStats {
     pub udp_rx_oversize: u64,
     /// Receive calls that failed (other than "nothing to read").
     pub udp_rx_errors: u64,
+    /// UDP GSO sends the kernel refused (no UDP GSO, or segments over the path MTU); their
+    /// segments left with plain `sendmmsg` instead.
+    pub udp_gso_refused: u64,
     /// Drops before a link was known (truncated, I flag clear, unknown VNI).
     pub drops: Vec<DropCount>,
     /// Miss events discarded because nobody read them.

@@ -199,8 +199,8 @@ fn stats(out: &mut String, s: &LinkStats) {
 fn global(out: &mut String, g: &GlobalStats) {
     let _ = writeln!(
         out,
-        "underlay: rx {} datagrams, {} oversize, {} receive errors, {} events lost",
-        g.udp_rx_datagrams, g.udp_rx_oversize, g.udp_rx_errors, g.events_lost
+        "underlay: rx {} datagrams, {} oversize, {} receive errors, {} events lost, {} GSO sends refused",
+        g.udp_rx_datagrams, g.udp_rx_oversize, g.udp_rx_errors, g.events_lost, g.udp_gso_refused
     );
     nonzero_drops(out, &g.drops);
 }

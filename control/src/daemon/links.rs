@@ -525,6 +525,7 @@ impl Links {
                 udp_rx_datagrams: io.udp_rx_datagrams(),
                 udp_rx_oversize: io.udp_rx_oversize(),
                 udp_rx_errors: io.udp_rx_errors(),
+                udp_gso_refused: io.udp_gso_refused(),
                 drops: drop_counts(&drops),
                 events_lost,
             },

@@ -55,6 +55,7 @@ pub struct GlobalIoCounters {
     pub(crate) udp_rx_datagrams: AtomicU64,
     pub(crate) udp_rx_oversize: AtomicU64,
     pub(crate) udp_rx_errors: AtomicU64,
+    pub(crate) udp_gso_refused: AtomicU64,
 }
 
 impl GlobalIoCounters {
@@ -71,6 +72,13 @@ impl GlobalIoCounters {
     /// Receive calls that failed with something other than `WouldBlock`.
     pub fn udp_rx_errors(&self) -> u64 {
         self.udp_rx_errors.load(Relaxed)
+    }
+
+    /// `UDP_SEGMENT` sends the kernel refused, whose segments then went out with plain
+    /// `sendmmsg`: EIO/EINVAL (no UDP GSO: the worker stops trying) or EMSGSIZE (segments
+    /// over the path MTU to that VTEP).
+    pub fn udp_gso_refused(&self) -> u64 {
+        self.udp_gso_refused.load(Relaxed)
     }
 }
 

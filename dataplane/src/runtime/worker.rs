@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 const WAKER: Token = Token(0);
@@ -127,8 +128,10 @@ pub(crate) struct Worker {
     send: Option<SendBatch<'static>>,
     /// Header blocks of the segments of one superframe.
     segments: SegmentHeaders,
-    /// Whether the kernel takes UDP_SEGMENT sends; after a refusal, segments go one by one.
+    /// Whether the kernel takes UDP_SEGMENT sends; after a refusal, segments go out with
+    /// plain `sendmmsg` through `plain`.
     gso: bool,
+    plain: Option<SendBatch<'static>>,
     ready: VecDeque<Token>,
 }
 
@@ -166,49 +169,78 @@ fn prepare(buf: &mut [u8]) -> Option<VirtioNetRepr> {
 }
 
 /// Sends a superframe's segments to `vtep`: as few UDP_SEGMENT trains as the kernel's limits
-/// allow, or one datagram each once the kernel has refused GSO (EIO/EINVAL).
+/// allow or, where the kernel refuses GSO, in one plain `sendmmsg` through `plain` (which IP
+/// fragments if they exceed the path MTU). Every refused train is counted in `refused` and
+/// its segments go out plainly, so nothing is lost to a refusal. EIO or EINVAL mean the
+/// kernel cannot do UDP GSO at all and turn it off for this worker; EMSGSIZE means segments
+/// larger than the path MTU to this VTEP, which does not hold for other VTEPs, so GSO stays on.
+#[allow(clippy::too_many_arguments)]
 fn send_superframe(
     frame: &[u8],
-    mut segments: Segments<'_>,
+    segments: Segments<'_>,
     vtep: Vtep,
     local: Option<Ipv4Addr>,
     socket: &UdpSocket,
     gso: &mut bool,
+    plain: &mut Option<SendBatch<'static>>,
+    refused: &AtomicU64,
     sent: &mut SendTally,
 ) {
-    let per_send = if *gso {
-        (GSO_MAX_BYTES / segments.gso_size()).clamp(1, GSO_MAX_SEGMENTS)
-    } else {
-        1
-    };
-    let mut iov = [IoSlice::new(&[]); 2 * GSO_MAX_SEGMENTS];
-    while !segments.is_empty() {
-        let (train, rest) = segments.split_at(per_send);
-        segments = rest;
-        let mut parts = 0;
-        for segment in train.iter() {
-            iov[parts] = IoSlice::new(segment.header);
-            iov[parts + 1] = IoSlice::new(&frame[segment.payload]);
-            parts += 2;
+    let mut rest = segments;
+    if *gso {
+        let per_send = (GSO_MAX_BYTES / rest.gso_size()).clamp(1, GSO_MAX_SEGMENTS);
+        let mut iov = [IoSlice::new(&[]); 2 * GSO_MAX_SEGMENTS];
+        while !rest.is_empty() {
+            let (train, after) = rest.split_at(per_send);
+            let mut parts = 0;
+            for segment in train.iter() {
+                iov[parts] = IoSlice::new(segment.header);
+                iov[parts + 1] = IoSlice::new(&frame[segment.payload]);
+                parts += 2;
+            }
+            let gso_size =
+                (train.len() > 1).then(|| u16::try_from(train.gso_size()).unwrap_or(u16::MAX));
+            match socket.send_segments(vtep.addr(), local, &iov[..parts], gso_size) {
+                Ok(bytes) => {
+                    sent.sent += train.len() as u64;
+                    sent.bytes += bytes as u64;
+                }
+                Err(e)
+                    if gso_size.is_some()
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+                        ) =>
+                {
+                    add(refused, 1);
+                    if e.raw_os_error() != Some(libc::EMSGSIZE) {
+                        tracing::warn!(error = %e, "the kernel refused UDP GSO; this worker sends segments with plain sendmmsg from now on");
+                        *gso = false;
+                    }
+                    break;
+                }
+                Err(_) => sent.failed += train.len() as u64,
+            }
+            rest = after;
         }
-        let gso_size =
-            (train.len() > 1).then(|| u16::try_from(train.gso_size()).unwrap_or(u16::MAX));
-        match socket.send_segments(vtep.addr(), local, &iov[..parts], gso_size) {
-            Ok(bytes) => {
-                sent.sent += train.len() as u64;
-                sent.bytes += bytes as u64;
-            }
-            Err(e)
-                if gso_size.is_some()
-                    && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) =>
-            {
-                tracing::warn!(error = %e, "the kernel refused UDP GSO; sending segments one by one");
-                *gso = false;
-                send_superframe(frame, train, vtep, local, socket, gso, sent);
-            }
-            Err(_) => sent.failed += train.len() as u64,
+        if rest.is_empty() {
+            return;
         }
     }
+    let mut batch = plain
+        .take()
+        .unwrap_or_else(|| SendBatch::new(GSO_MAX_SEGMENTS))
+        .recycle();
+    for segment in rest.iter() {
+        let parts = [segment.header, &frame[segment.payload]];
+        if !push(&mut batch, local, vtep, &parts) {
+            sent.flush(&mut batch, socket);
+            // An empty batch always has room.
+            let _ = push(&mut batch, local, vtep, &parts);
+        }
+    }
+    sent.flush(&mut batch, socket);
+    *plain = Some(batch.recycle());
 }
 
 /// Fills `order` and `group_start` so that the planned copies of each source socket are
@@ -334,6 +366,7 @@ impl Worker {
             send: Some(SendBatch::new(batch * 4)),
             segments: SegmentHeaders::new(),
             gso: true,
+            plain: Some(SendBatch::new(GSO_MAX_SEGMENTS)),
             ready: VecDeque::new(),
         })
     }
@@ -698,6 +731,8 @@ impl Worker {
                             link.local,
                             socket,
                             &mut self.gso,
+                            &mut self.plain,
+                            &self.shared.global.udp_gso_refused,
                             &mut sent,
                         ),
                         Err(e) => {
