@@ -399,35 +399,30 @@ mod tests {
         }
     }
 
+    /// A fresh namespace holding a TAP of `queues` queues with the steering program attached,
+    /// up as 192.0.2.1/24, with 192.0.2.2 a permanent neighbour behind it.
+    fn steered_tap(prefix: &str, queues: usize) -> (TestNetns, TapDevice) {
+        let ns = TestNetns::new();
+        let name = format!("{prefix}{}", std::process::id());
+        let config = TapConfig {
+            queues,
+            mtu: 1400,
+            ..TapConfig::new(&name)
+        };
+        let tap = TapDevice::create(&config, Some(ns.path())).unwrap();
+        tap.steer_by_flow().unwrap();
+        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", &name]);
+        ns.ip(&["link", "set", &name, "up"]);
+        let peer = ["neigh", "add", "192.0.2.2", "lladdr", "02:00:00:00:00:02"];
+        ns.ip(&[&peer[..], &["dev", &name, "nud", "permanent"]].concat());
+        (ns, tap)
+    }
+
     /// Flows sent through a 4-queue TAP with the program attached come out exactly where the
     /// reference says, fragments included: the kernel runs the program we think it runs.
     #[test]
     fn the_kernel_steers_every_frame_where_the_reference_says() {
-        let ns = TestNetns::new();
-        let name = format!("vs{}", std::process::id());
-        let tap = TapDevice::create(
-            &TapConfig {
-                queues: 4,
-                mtu: 1400,
-                ..TapConfig::new(&name)
-            },
-            Some(ns.path()),
-        )
-        .unwrap();
-        tap.steer_by_flow().unwrap();
-        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", &name]);
-        ns.ip(&["link", "set", &name, "up"]);
-        ns.ip(&[
-            "neigh",
-            "add",
-            "192.0.2.2",
-            "lladdr",
-            "02:00:00:00:00:02",
-            "dev",
-            &name,
-            "nud",
-            "permanent",
-        ]);
+        let (ns, tap) = steered_tap("vs", 4);
         let peer = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 2), 5201));
         let sockets: Vec<UdpSocket> = netns::run_in(ns.path(), || {
             (0..64)
@@ -505,31 +500,7 @@ mod tests {
     /// it from the underlay would; the ACK and the data must still leave by the SYN's queue.
     #[test]
     fn a_flow_stays_on_its_queue_through_the_handshake() {
-        let ns = TestNetns::new();
-        let name = format!("vh{}", std::process::id());
-        let tap = TapDevice::create(
-            &TapConfig {
-                queues: 2,
-                mtu: 1400,
-                ..TapConfig::new(&name)
-            },
-            Some(ns.path()),
-        )
-        .unwrap();
-        tap.steer_by_flow().unwrap();
-        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", &name]);
-        ns.ip(&["link", "set", &name, "up"]);
-        ns.ip(&[
-            "neigh",
-            "add",
-            "192.0.2.2",
-            "lladdr",
-            "02:00:00:00:00:02",
-            "dev",
-            &name,
-            "nud",
-            "permanent",
-        ]);
+        let (ns, tap) = steered_tap("vh", 2);
         let (local, peer) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
         let client = netns::run_in(ns.path(), || {
             let socket =
