@@ -21,7 +21,10 @@
 //! Pure: no I/O, no allocation.
 
 use crate::wire::checksum;
-use crate::wire::{EtherType, EthernetFrame, GsoType, IpProtocol, Ipv4Packet, VirtioNetRepr};
+use crate::wire::ipv6;
+use crate::wire::{
+    EtherType, EthernetFrame, GsoType, IpProtocol, Ipv4Packet, Ipv6Packet, VirtioNetRepr,
+};
 
 /// Where a segment's unfinished checksum starts and lies, as virtio-net names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +54,6 @@ pub struct TcpShape {
 
 const TCP_CHECKSUM_AT: usize = 16;
 const UDP_CHECKSUM_AT: usize = 6;
-const IPV6_HEADER_LEN: usize = 40;
 
 /// The pending checksum of a TCP or UDP segment over IPv4 or IPv6 (no extension headers,
 /// not a fragment) whose checksum field holds just its pseudo-header sum; `None` for every
@@ -80,19 +82,14 @@ pub fn pending_checksum(frame: &[u8]) -> Option<PendingChecksum> {
             )
         }
         EtherType::IPV6 => {
-            let header = l3.get(..IPV6_HEADER_LEN)?;
-            let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
-            let l4 = l3.get(IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len)?;
-            let protocol = IpProtocol(header[6]);
-            // RFC 8200 section 8.1: addresses, upper-layer length (32 bits), next header.
-            let mut sum_input = [0u8; 40];
-            sum_input[..32].copy_from_slice(&header[8..40]);
-            sum_input[32..36].copy_from_slice(&(payload_len as u32).to_be_bytes());
-            sum_input[39] = protocol.0;
+            let ip = Ipv6Packet::new_checked(l3).ok()?;
+            // Borrow the segment from the frame itself, not from the wrapper.
+            let l4 = l3.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len())?;
+            let protocol = ip.next_header();
             (
-                vlan.payload_offset + IPV6_HEADER_LEN,
+                vlan.payload_offset + ipv6::HEADER_LEN,
                 protocol,
-                checksum::data(&sum_input),
+                ip.pseudo_header(protocol, l4.len() as u32),
                 l4,
                 true,
             )

@@ -19,17 +19,14 @@
 //! Pure: no I/O, no allocation.
 
 use crate::offload::pending_checksum;
+use crate::wire::ipv6;
 use crate::wire::{
-    checksum, EtherType, EthernetFrame, GsoType, IpProtocol, Ipv4Packet, TcpFlags, TcpPacket,
-    VirtioNetRepr,
+    checksum, EtherType, EthernetFrame, GsoType, IpProtocol, Ipv4Packet, Ipv6Packet, TcpFlags,
+    TcpPacket, VirtioNetRepr,
 };
-use core::net::Ipv6Addr;
 
 /// Longest IPv4 packet a superframe may become.
 const MAX_IP_LEN: usize = u16::MAX as usize;
-
-/// Length of the IPv6 header (extension headers are not coalesced).
-const IPV6_HEADER_LEN: usize = 40;
 
 /// What coalescing needs to know of one TCP segment over IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,19 +87,20 @@ pub fn inspect(frame: &[u8]) -> Option<Segment> {
                 })
             }
             EtherType::IPV6 => {
-                let header = l3.get(..IPV6_HEADER_LEN)?;
-                if header[0] >> 4 != 6 || header[6] != IpProtocol::TCP.0 {
+                let ip = Ipv6Packet::new_checked(l3).ok()?;
+                if ip.next_header() != IpProtocol::TCP {
                     return None;
                 }
-                let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
-                let src = Ipv6Addr::from(<[u8; 16]>::try_from(&header[8..24]).ok()?);
-                let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&header[24..40]).ok()?);
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
                 let sum = move |len: usize| {
                     checksum::pseudo_header_v6(src, dst, IpProtocol::TCP.0, len as u32)
                 };
-                (true, IPV6_HEADER_LEN, IPV6_HEADER_LEN + payload_len, &{
-                    sum
-                })
+                (
+                    true,
+                    ipv6::HEADER_LEN,
+                    ipv6::HEADER_LEN + ip.payload_len(),
+                    &{ sum },
+                )
             }
             _ => return None,
         };
@@ -206,19 +204,9 @@ pub fn finish(
     let ip_len = first.ip_header_len + tcp_len;
     assert!(ip_len <= MAX_IP_LEN, "runs stay within an IP packet");
     let pseudo = if first.ipv6 {
-        let header = &mut first_frame[ip_start..ip_start + IPV6_HEADER_LEN];
-        header[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-        let address = |bytes: &[u8]| {
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(bytes);
-            Ipv6Addr::from(octets)
-        };
-        checksum::pseudo_header_v6(
-            address(&header[8..24]),
-            address(&header[24..40]),
-            IpProtocol::TCP.0,
-            tcp_len as u32,
-        )
+        let mut ip = Ipv6Packet::new_unchecked(&mut first_frame[ip_start..]);
+        ip.set_payload_len(tcp_len as u16);
+        ip.pseudo_header(IpProtocol::TCP, tcp_len as u32)
     } else {
         let mut ip = Ipv4Packet::new_unchecked(&mut first_frame[ip_start..]);
         ip.set_total_len(ip_len as u16);

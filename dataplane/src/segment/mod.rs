@@ -41,9 +41,8 @@
 
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EtherType, EthernetFrame};
-use crate::wire::{ipv4, vxlan, Field};
-use crate::wire::{IpProtocol, Ipv4Packet};
-use core::net::Ipv6Addr;
+use crate::wire::{self, ipv4, ipv6, vxlan};
+use crate::wire::{IpProtocol, Ipv4Packet, Ipv6Packet};
 use core::ops::Range;
 
 mod tcp;
@@ -54,19 +53,6 @@ pub use udp::{split_udp, UdpSuperframe};
 
 #[cfg(test)]
 mod test_frames;
-
-/// The IPv6 fixed header, RFC 8200 section 3 (`wire` has no IPv6 module yet).
-mod ipv6_field {
-    use super::Field;
-    pub const VERSION: usize = 0;
-    pub const PAYLOAD_LEN: Field = 4..6;
-    pub const NEXT_HEADER: usize = 6;
-    pub const SRC_ADDR: Field = 8..24;
-    pub const DST_ADDR: Field = 24..40;
-}
-
-/// Length of the IPv6 fixed header.
-const IPV6_HEADER_LEN: usize = ipv6_field::DST_ADDR.end;
 
 /// The longest inner header block: Ethernet with two VLAN tags, IPv4 with 40 bytes of options
 /// (longer than IPv6's 40-byte header) and TCP with 40 bytes of options (longer than UDP's
@@ -296,13 +282,11 @@ fn ipv6_packet(
     not_protocol: SegmentError,
 ) -> Result<(usize, usize), SegmentError> {
     let bytes = frame.get(l3..).ok_or(SegmentError::Truncated)?;
-    let header = bytes
-        .get(..IPV6_HEADER_LEN)
-        .ok_or(SegmentError::Truncated)?;
-    if header[ipv6_field::VERSION] >> 4 != 6 {
-        return Err(SegmentError::WrongIpVersion);
-    }
-    match header[ipv6_field::NEXT_HEADER] {
+    let ip = Ipv6Packet::new_checked(bytes).map_err(|e| match e {
+        wire::Error::Malformed => SegmentError::WrongIpVersion,
+        _ => SegmentError::Truncated,
+    })?;
+    match ip.next_header().0 {
         next if next == protocol.0 => {}
         // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6
         // and the experimental values (IANA "IPv6 Extension Header Types").
@@ -311,18 +295,8 @@ fn ipv6_packet(
         }
         _ => return Err(not_protocol),
     }
-    let b = &header[ipv6_field::PAYLOAD_LEN];
-    let payload_len = usize::from(u16::from_be_bytes([b[0], b[1]]));
-    if IPV6_HEADER_LEN + payload_len > bytes.len() {
-        return Err(SegmentError::Truncated);
-    }
-    Ok((l3 + IPV6_HEADER_LEN, l3 + IPV6_HEADER_LEN + payload_len))
-}
-
-fn addr16(bytes: &[u8]) -> [u8; 16] {
-    let mut addr = [0u8; 16];
-    addr.copy_from_slice(bytes);
-    addr
+    let start = l3 + ipv6::HEADER_LEN;
+    Ok((start, start + ip.payload_len()))
 }
 
 /// What the IP header of every segment shares, summed once per superframe, and the fields
@@ -343,13 +317,11 @@ impl IpTemplate {
     /// upper layer of `protocol`.
     fn new(ip: &[u8], ipv6: bool, protocol: IpProtocol) -> IpTemplate {
         if ipv6 {
-            let src = Ipv6Addr::from(addr16(&ip[ipv6_field::SRC_ADDR]));
-            let dst = Ipv6Addr::from(addr16(&ip[ipv6_field::DST_ADDR]));
             return IpTemplate {
                 ipv6,
                 header: 0,
                 ident: 0,
-                pseudo: checksum::pseudo_header_v6(src, dst, protocol.0, 0),
+                pseudo: Ipv6Packet::new_unchecked(ip).pseudo_header(protocol, 0),
             };
         }
         // The header with the fields that change per segment zeroed.
@@ -378,7 +350,7 @@ impl IpTemplate {
     #[inline]
     fn write(&self, ip: &mut [u8], index: usize, l4_len: u16) {
         if self.ipv6 {
-            ip[ipv6_field::PAYLOAD_LEN].copy_from_slice(&l4_len.to_be_bytes());
+            Ipv6Packet::new_unchecked(ip).set_payload_len(l4_len);
             return;
         }
         // No overflow: the segment is part of an IPv4 packet whose total length was a u16.
