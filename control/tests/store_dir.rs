@@ -69,18 +69,29 @@ fn opening_a_regular_file_fails_clearly() {
     assert!(DirStore::open(&file.join("sub")).is_err());
 }
 
+/// Root can write anywhere, so as root the store is opened from a thread that has given up
+/// root for `nobody` (thread credentials, so the rest of the test process keeps root).
 #[test]
 fn opening_an_unwritable_directory_fails_clearly() {
-    if rustix::process::geteuid().is_root() {
-        eprintln!("skipped: root can write anywhere");
-        return;
-    }
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.path().join("ro");
     std::fs::create_dir(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o555)).unwrap();
-    let message = DirStore::open(&path).expect_err("opened").to_string();
+    let message = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if rustix::process::geteuid().is_root() {
+                    let nobody = rustix::process::Uid::from_raw(65534);
+                    rustix::thread::set_thread_uid(nobody).expect("drop root in this thread");
+                    assert!(!rustix::process::geteuid().is_root());
+                }
+                DirStore::open(&path).expect_err("opened").to_string()
+            })
+            .join()
+            .unwrap()
+    });
     assert!(message.contains("write access"), "{message}");
 }
 

@@ -78,21 +78,22 @@ impl ClusterHost {
     }
 
     /// MACs in this host's fdb (`vxtap fdb show -j`), with their VTEPs.
+    ///
+    /// # Panics
+    ///
+    /// If the output is not a list of rows with a `mac` and a `dst`: a changed format must
+    /// fail the tests that wait for an entry to leave, not let them pass.
     pub fn fdb_entries(&self) -> Vec<(String, String)> {
-        self.daemon()
-            .fdb()
+        let fdb = self.daemon().fdb();
+        let rows = fdb
             .as_array()
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| {
-                        (
-                            r["mac"].as_str().unwrap_or_default().to_owned(),
-                            r["dst"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect()
+            .unwrap_or_else(|| panic!("fdb show -j is not a list: {fdb:#}"));
+        rows.iter()
+            .map(|r| match (r["mac"].as_str(), r["dst"].as_str()) {
+                (Some(mac), Some(dst)) => (mac.to_owned(), dst.to_owned()),
+                _ => panic!("fdb show -j row without mac or dst: {r:#}"),
             })
-            .unwrap_or_default()
+            .collect()
     }
 }
 
