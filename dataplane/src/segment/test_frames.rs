@@ -1,7 +1,9 @@
 //! Frames for the segmentation tests: superframes as the kernel hands them to a TAP with
 //! TSO or USO on, built around the headers of captured kernel traffic.
 
-use crate::wire::{checksum, GsoType, Ipv4Packet, TcpFlags, TcpPacket, VirtioNetRepr};
+use super::{SegmentError, SegmentHeaders, Segments};
+use crate::wire::{checksum, EtherType, EthernetFrame, GsoType, Ipv4Packet, TcpFlags, TcpPacket};
+use crate::wire::{ipv4, ipv6, udp, VirtioNetRepr};
 
 pub(super) const VXLAN: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 42, 0];
 pub(super) const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -246,4 +248,77 @@ pub(super) fn assert_headers_kept(
             assert_eq!(segment[at], frame[at], "segment {index} byte {at}");
         }
     }
+}
+
+/// Makes the lengths of a corrupted `frame` say that the packet ends with the frame, so that
+/// the garbage tests' frames still parse: the IPv4 total length (then the header checksum,
+/// over whatever header length the frame now claims) or the IPv6 payload length, and with
+/// `with_udp` the UDP length. Leaves alone what it cannot read: a frame that is not IPv4 or
+/// IPv6, is too short for its headers or is longer than a length field holds.
+pub(super) fn repair_lengths(frame: &mut [u8], with_udp: bool) {
+    let Ok(vlan) = EthernetFrame::new_checked(&*frame).and_then(|eth| eth.vlan()) else {
+        return;
+    };
+    let l3 = vlan.payload_offset;
+    let frame_len = frame.len();
+    let len_from = |start: usize, min: usize| {
+        frame_len
+            .checked_sub(start)
+            .filter(|&len| len >= min)
+            .and_then(|len| u16::try_from(len).ok())
+    };
+    let l4 = match vlan.ethertype {
+        EtherType::IPV4 => {
+            let Some(total_len) = len_from(l3, ipv4::HEADER_LEN) else {
+                return;
+            };
+            let mut ip = Ipv4Packet::new_unchecked(&mut frame[l3..]);
+            ip.set_total_len(total_len);
+            let header_len = ip.header_len();
+            if header_len < ipv4::HEADER_LEN || header_len > usize::from(total_len) {
+                return;
+            }
+            ip.fill_checksum();
+            l3 + header_len
+        }
+        EtherType::IPV6 => {
+            let Some(payload_len) = len_from(l3 + ipv6::HEADER_LEN, 0) else {
+                return;
+            };
+            frame[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+            l3 + ipv6::HEADER_LEN
+        }
+        _ => return,
+    };
+    if let Some(udp_len) = len_from(l4, udp::HEADER_LEN).filter(|_| with_udp) {
+        frame[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+    }
+}
+
+/// Splits a superframe again in chunks through `small`, `split(first, small)` writing the
+/// segments from `first` on as the superframe's `split` does, and asserts that every chunk
+/// holds `per_chunk` segments (fewer only at the end) equal to those of the whole split
+/// `full`, that no segments come from `full.len()` on and that a buffer without room for one
+/// block is refused. `what` names a segment in the messages.
+pub(super) fn assert_chunks_match(
+    full: &Segments,
+    small: &mut SegmentHeaders,
+    per_chunk: usize,
+    what: &str,
+    split: impl for<'o> Fn(usize, &'o mut SegmentHeaders) -> Result<Segments<'o>, SegmentError>,
+) {
+    let n = full.len();
+    let mut first = 0;
+    while first < n {
+        let chunk = split(first, small).unwrap();
+        assert_eq!(chunk.len(), per_chunk.min(n - first));
+        for (i, seg) in chunk.iter().enumerate() {
+            assert_eq!(Some(seg), full.get(first + i), "{what} {}", first + i);
+        }
+        first += chunk.len();
+    }
+    assert!(split(n, small).unwrap().is_empty());
+    assert!(split(usize::MAX, small).unwrap().is_empty());
+    let mut none = SegmentHeaders::with_capacity(0);
+    assert_eq!(split(0, &mut none), Err(SegmentError::TooManySegments));
 }
