@@ -181,30 +181,141 @@ fn vxtap_interoperates_with_the_kernel_vxlan_device() {
     topo.assert_no_kernel_vxlan();
 }
 
+/// The inner flow a VXLAN datagram carries, as `tunnel::flow_hash` sees it: both MACs and
+/// the EtherType, plus for IPv4 both addresses and the protocol, plus the TCP/UDP ports of
+/// an unfragmented packet.
+type InnerFlow = (
+    [u8; 12],
+    u16,
+    Option<(Ipv4Addr, Ipv4Addr, u8, Option<[u8; 4]>)>,
+);
+
+/// The [`InnerFlow`] of `inner`; `None` when it has no whole Ethernet (or IPv4) header.
+fn inner_flow(inner: &[u8]) -> Option<InnerFlow> {
+    let eth = vxtap_dataplane::wire::EthernetFrame::new_checked(inner).ok()?;
+    let macs: [u8; 12] = inner[..12].try_into().expect("a whole Ethernet header");
+    let ethertype = eth.ethertype();
+    if ethertype != EtherType::IPV4 {
+        return Some((macs, ethertype.0, None));
+    }
+    let ip = vxtap_dataplane::wire::Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let protocol = ip.protocol();
+    let fragmented = ip.more_frags() || ip.frag_offset() != 0;
+    let ports = if !fragmented
+        && (protocol == vxtap_dataplane::wire::IpProtocol::TCP
+            || protocol == vxtap_dataplane::wire::IpProtocol::UDP)
+    {
+        Some(ip.payload().get(..4)?.try_into().expect("four bytes"))
+    } else {
+        None
+    };
+    Some((
+        macs,
+        ethertype.0,
+        Some((ip.src_addr(), ip.dst_addr(), protocol.0, ports)),
+    ))
+}
+
 /// README ("Tunnel") and RFC 7348 section 5: the outer UDP source port comes from a hash of
 /// the inner flow, in 49152-65535, so underlay ECMP and the receiver's RSS spread flows.
-/// Checked on the wire with two flows (ICMP and TCP) between two vxtap hosts.
-///
-/// KNOWN VXTAP BUG (reported): the worker keeps only `tunnel::encap(..).header` and sends
-/// from the socket bound to port 4789, so every datagram leaves with source port 4789 and
-/// this test fails until the runtime sends from the flow-hashed port.
+/// vxtap sends from a pool of sockets bound across that range, each datagram through the
+/// socket its flow's hash picks (`senders.index_for(encap.src_port)` in the worker). Checked
+/// on the wire between two vxtap hosts, with a ping and 16 short TCP connections from A to B
+/// captured on A's underlay (both directions):
+/// - every outer source port is in 49152-65535;
+/// - every inner flow (inner 5-tuple and MACs) left each host from exactly one source port,
+///   so a flow's datagrams stay on one path and in order;
+/// - each host's datagrams left from at least two distinct source ports: a worker that sent
+///   everything through one socket of its pool would fail here, while a working one fails
+///   only if all 17 TCP flows of a direction hash to the same one of its 16 sockets (odds of
+///   16^-16).
 #[test]
 fn outer_source_port_is_flow_hashed() {
     require_root();
     let topo = Topology::recipe(&[VXTAP, VXTAP]);
     topo.program_static_peers(0);
     let (a, b) = (topo.container(0, 0), topo.container(1, 0));
-    let mut underlay = Capture::start(&topo.host(0).ns, UNDERLAY_IF);
-    traffic::assert_ping(&a.ns, b.ip, 2, None);
-    traffic::assert_tcp_transfer(&a.ns, &b.ns, b.ip, 64 * 1024, TRANSFER_LIMIT);
-    let datagrams = capture::vxlan_datagrams(underlay.settle(), VXLAN_PORT);
+    let underlay = Capture::start(&topo.host(0).ns, UNDERLAY_IF);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    const CONNECTIONS: usize = 16;
+    let frames = std::thread::scope(|scope| {
+        // Read while the traffic flows, so the capture's socket buffer never overflows.
+        let reader = scope.spawn(|| {
+            let mut underlay = underlay;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                underlay.poll(Duration::from_millis(20), Duration::from_millis(100));
+            }
+            underlay.settle().to_vec()
+        });
+        let traffic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            traffic::assert_ping(&a.ns, b.ip, 2, None);
+            traffic::assert_tcp_transfer(&a.ns, &b.ns, b.ip, 64 * 1024, TRANSFER_LIMIT);
+            for _ in 0..CONNECTIONS {
+                traffic::assert_tcp_transfer(&a.ns, &b.ns, b.ip, 8 * 1024, TRANSFER_LIMIT);
+            }
+        }));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let frames = reader.join().expect("underlay capture");
+        if let Err(panic) = traffic {
+            std::panic::resume_unwind(panic);
+        }
+        frames
+    });
+    let datagrams = capture::vxlan_datagrams(&frames, VXLAN_PORT);
     assert!(!datagrams.is_empty());
     let ports: std::collections::BTreeSet<u16> = datagrams.iter().map(|d| d.src.port()).collect();
     assert!(
         ports.iter().all(|&p| p >= 49152),
-        "outer source ports {ports:?} are not flow-hashed into 49152-65535 (vxtap bug: the \
-         worker discards tunnel::encap's src_port and sends from its :4789 socket)"
+        "outer source ports {ports:?} are not all in the flow-hash range 49152-65535"
     );
+
+    // Per sending host: the source ports each inner flow used.
+    let mut flows: std::collections::BTreeMap<
+        (Ipv4Addr, InnerFlow),
+        std::collections::BTreeSet<u16>,
+    > = std::collections::BTreeMap::new();
+    for d in &datagrams {
+        let flow = inner_flow(&d.inner)
+            .unwrap_or_else(|| panic!("inner frame without an Ethernet header: {d:?}"));
+        flows
+            .entry((*d.src.ip(), flow))
+            .or_default()
+            .insert(d.src.port());
+    }
+    for ((host, flow), used) in &flows {
+        assert_eq!(
+            used.len(),
+            1,
+            "inner flow {flow:?} from {host} left from several outer source ports {used:?}: \
+             one flow must keep one port (and one socket, so its order holds)"
+        );
+    }
+    for host in [topo.host(0).underlay_ip, topo.host(1).underlay_ip] {
+        let tcp_flows = flows
+            .keys()
+            .filter(|(h, (_, _, l3))| {
+                *h == host
+                    && l3.is_some_and(|(_, _, proto, ports)| {
+                        proto == vxtap_dataplane::wire::IpProtocol::TCP.0 && ports.is_some()
+                    })
+            })
+            .count();
+        assert!(
+            tcp_flows > CONNECTIONS,
+            "host {host}: only {tcp_flows} inner TCP flows captured, expected at least {}",
+            CONNECTIONS + 1
+        );
+        let used: std::collections::BTreeSet<u16> = datagrams
+            .iter()
+            .filter(|d| *d.src.ip() == host)
+            .map(|d| d.src.port())
+            .collect();
+        assert!(
+            used.len() >= 2,
+            "host {host} sent {tcp_flows} inner TCP flows, all from outer source ports \
+             {used:?}: the worker does not spread flows over its pool of source sockets"
+        );
+    }
     topo.assert_no_kernel_vxlan();
 }
 
@@ -963,6 +1074,32 @@ fn kernel_peer_over_a_bare_veth_underlay() {
             "TCP to {ip} across vxtap and the kernel peer: {result:?}\ncontainer A: {errors}"
         );
     }
+    // Not one segment was dropped for a bad checksum on the way (a retransmission could
+    // otherwise hide a few), in either container.
+    for c in [&a, &b] {
+        assert_eq!(
+            tcp_csum_errors(&c.ns),
+            0,
+            "TCP checksum errors in container {}",
+            c.ip
+        );
+    }
+    // The kernel peer's own vxlan device is the only one, and vxtap's link is a TAP.
+    topo.assert_no_kernel_vxlan();
+}
+
+/// `TcpInCsumErrors` of the stack in `ns`, absolute (`nstat -asz`: the history file nstat
+/// shares across namespaces is neither read nor written; a fresh container counts only the
+/// test's own traffic).
+fn tcp_csum_errors(ns: &Netns) -> u64 {
+    let out = ns.exec(&["nstat", "-asz", "TcpInCsumErrors"]);
+    out.lines()
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "TcpInCsumErrors").then_some(())?;
+            words.next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("nstat in {} lists no TcpInCsumErrors:\n{out}", ns.name()))
 }
 
 /// A daemon whose admin socket was deleted under it (a run directory cleaned by hand) still

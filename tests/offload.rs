@@ -66,6 +66,15 @@ fn two_vxtap_hosts(link_args: &[&str]) -> Topology {
     two_vxtap_hosts_on(link_args, true)
 }
 
+/// [`two_vxtap_hosts`] with `link_args`, after checking that both links really run with
+/// checksum offload and TSO and steer by flow hash ([`assert_offloads_on`]).
+fn offloaded_pair(link_args: &[&str]) -> Topology {
+    let topo = two_vxtap_hosts(link_args);
+    assert_offloads_on(&topo, 0);
+    assert_offloads_on(&topo, 1);
+    topo
+}
+
 /// [`two_vxtap_hosts`] over a wire-like underlay or (`wire_checksums` false) a bare veth.
 fn two_vxtap_hosts_on(link_args: &[&str], wire_checksums: bool) -> Topology {
     let mut topo = Topology::with_underlay(&[VXTAP, VXTAP], wire_checksums);
@@ -226,9 +235,7 @@ fn transfer(
 #[test]
 fn two_hundred_megabytes_each_way_through_cut_superframes() {
     require_root();
-    let topo = two_vxtap_hosts(&[]);
-    assert_offloads_on(&topo, 0);
-    assert_offloads_on(&topo, 1);
+    let topo = offloaded_pair(&[]);
     for (from, to) in [(0, 1), (1, 0)] {
         let before = topo.daemon(from).stats();
         transfer(
@@ -278,9 +285,7 @@ const MSS_VALUES: [(Option<u32>, u64); 5] = [
 #[test]
 fn several_mss_values_arrive_intact() {
     require_root();
-    let topo = two_vxtap_hosts(&[]);
-    assert_offloads_on(&topo, 0);
-    assert_offloads_on(&topo, 1);
+    let topo = offloaded_pair(&[]);
     for (mss, len) in MSS_VALUES {
         for (from, to) in [(0, 1), (1, 0)] {
             let options = TcpOptions {
@@ -351,9 +356,8 @@ fn offload_off_still_carries_the_same_traffic() {
 #[test]
 fn segments_go_out_with_plain_sendmmsg_when_the_kernel_refuses_gso() {
     require_root();
-    let topo = two_vxtap_hosts(&[]);
+    let topo = offloaded_pair(&[]);
     for i in 0..2 {
-        assert_offloads_on(&topo, i);
         topo.host(i)
             .ns
             .ip(&["link", "set", UNDERLAY_IF, "mtu", "1400"]);
@@ -386,6 +390,7 @@ fn segments_go_out_with_plain_sendmmsg_when_the_kernel_refuses_gso() {
     }
     assert_no_csum_errors_anywhere(&topo);
     assert_no_tap_errors(&topo);
+    topo.assert_no_kernel_vxlan();
 }
 
 /// Test 3: FIN and PSH at segment boundaries. For the route's MSS and a smaller one, each way,
@@ -397,9 +402,7 @@ fn segments_go_out_with_plain_sendmmsg_when_the_kernel_refuses_gso() {
 #[test]
 fn fin_and_psh_at_segment_boundaries() {
     require_root();
-    let topo = two_vxtap_hosts(&[]);
-    assert_offloads_on(&topo, 0);
-    assert_offloads_on(&topo, 1);
+    let topo = offloaded_pair(&[]);
     for mss in [None, Some(1000)] {
         for (from, to) in [(0, 1), (1, 0)] {
             let probe = transfer(
@@ -567,8 +570,11 @@ fn captured_transfer(
 }
 
 /// The checks of [`segments_on_the_wire_are_what_the_superframe_asked_for`] for one
-/// connection that carried `len` bytes.
-fn assert_cut_like_linux(read: &[Segment], sent: &[Segment], len: u64, what: &str) {
+/// connection that carried `len` bytes at sender MSS `mss` (`TCP_MAXSEG` read back on the
+/// connected socket: the gso size of its superframes), known independently of vxtap's
+/// output: no segment carries more than `mss` payload bytes, and every segment of a cut
+/// superframe but the last carries exactly `mss`.
+fn assert_cut_like_linux(read: &[Segment], sent: &[Segment], len: u64, mss: usize, what: &str) {
     let summary = |segments: &[Segment]| {
         segments
             .iter()
@@ -640,6 +646,13 @@ fn assert_cut_like_linux(read: &[Segment], sent: &[Segment], len: u64, what: &st
         } else {
             frame.payload.len().max(1)
         };
+        assert!(
+            step == mss || frame.payload.len() <= mss,
+            "TAP frame {} of {} payload bytes cut into segments of {step}, not of the \
+             sender's MSS {mss}\n{context}",
+            frame.brief(),
+            frame.payload.len()
+        );
         let count = frame.payload.len().div_ceil(step).max(1);
         for i in 0..count {
             let s = sent.get(next + i).unwrap_or_else(|| {
@@ -648,6 +661,13 @@ fn assert_cut_like_linux(read: &[Segment], sent: &[Segment], len: u64, what: &st
                     frame.brief()
                 )
             });
+            assert!(
+                s.payload.len() <= mss && (i + 1 == count || s.payload.len() == mss),
+                "segment {i} of {count} of TAP frame {}: {} payload bytes, the sender's MSS \
+                 is {mss} (every segment but the last must be full)\n{context}",
+                frame.brief(),
+                s.payload.len()
+            );
             let start = i * step;
             let stop = (start + step).min(frame.payload.len());
             let mut flags = frame.flags;
@@ -761,7 +781,8 @@ fn segments_on_the_wire_are_what_the_superframe_asked_for() {
             "{len} bytes at MSS {} ({mss:?}), ECN {ecn}",
             session.sender_mss
         );
-        assert_cut_like_linux(&read, &sent, len, &what);
+        let mss = usize::try_from(session.sender_mss).expect("an MSS fits usize");
+        assert_cut_like_linux(&read, &sent, len, mss, &what);
         let ect = read
             .iter()
             .any(|r| !r.payload.is_empty() && r.copied.1 & 0b11 != 0);
@@ -779,9 +800,7 @@ fn segments_on_the_wire_are_what_the_superframe_asked_for() {
 #[test]
 fn receiving_containers_count_no_checksum_errors() {
     require_root();
-    let topo = two_vxtap_hosts(&[]);
-    assert_offloads_on(&topo, 0);
-    assert_offloads_on(&topo, 1);
+    let topo = offloaded_pair(&[]);
     let (a, b) = (topo.container(0, 0), topo.container(1, 0));
     let before = [
         nstat(&a.ns, &["UdpInDatagrams", "TcpInSegs"]),
@@ -835,9 +854,7 @@ fn receiving_containers_count_no_checksum_errors() {
 #[test]
 fn mixed_udp_and_tcp_at_once() {
     require_root();
-    let topo = two_vxtap_hosts(&[]);
-    assert_offloads_on(&topo, 0);
-    assert_offloads_on(&topo, 1);
+    let topo = offloaded_pair(&[]);
     let (a, b) = (topo.container(0, 0), topo.container(1, 0));
     let flow = UdpFlow {
         count: 20_000,
