@@ -110,12 +110,9 @@ pub fn unmount_overlays(run_dir: &Path) {
         return;
     };
     for entry in dir.flatten() {
-        let path = entry.path();
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&path)
-            .output();
-        let _ = std::fs::remove_file(&path);
+        if let Err(e) = vxtap::plumbing::netns::remove(&entry.path()) {
+            eprintln!("cleanup: {e}");
+        }
     }
 }
 

@@ -166,8 +166,8 @@ fn show_args(w: &mut Words<'_>) -> Result<(Option<String>, bool), ArgError> {
 pub const DEFAULT_AGEING: u64 = 300;
 /// Default cap on learned entries per link.
 pub const DEFAULT_MAXADDRESS: usize = 4096;
-/// Default TAP MTU: 1500 minus the 50 bytes of VXLAN over IPv4.
-pub const DEFAULT_MTU: u32 = 1450;
+/// Default TAP MTU: 1500 minus the 50 bytes of VXLAN over IPv4 (the overlay networks' too).
+pub use crate::cluster::DEFAULT_MTU;
 
 /// `vxtap link add|del|show ...`
 pub fn link(args: &[String]) -> Result<Command, ArgError> {

@@ -176,7 +176,7 @@ pub fn next_address(subnet: &Subnet, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
 /// the low range for hand-made networks).
 pub const FIRST_AUTO_VNI: u32 = 4096;
 /// Largest VNI (24 bits).
-pub const MAX_VNI: u32 = (1 << 24) - 1;
+pub const MAX_VNI: u32 = vxtap_dataplane::wire::Vni::MAX.get();
 
 /// The lowest VNI from [`FIRST_AUTO_VNI`] up that is not in `taken`.
 pub fn next_vni(taken: &[u32]) -> Option<u32> {

@@ -161,8 +161,8 @@ impl Snapshot {
                 _ => false,
             }
         } else {
-            // The lock key and other backend bookkeeping are not part of the model.
-            key == "lock"
+            // Backends keep their bookkeeping (locks, counters) out of listings.
+            false
         }
     }
 

@@ -235,10 +235,6 @@ fn undecodable_records_are_set_aside() {
                 key: "endpoints/x/y".into(),
                 value: b"{not json".to_vec(),
             },
-            Entry {
-                key: "lock".into(),
-                value: b"held".to_vec(),
-            },
             // A record filed under the wrong key is not trusted.
             Entry {
                 key: "networks/other".into(),

@@ -5,6 +5,7 @@ use crate::api::{
     DropCount, FdbMode, FdbRow, FdbSpec, GlobalStats, LinkSpec, LinkStats, LinkStatus, NeighRow,
     Reply, Request,
 };
+use crate::cluster::{MAX_MTU, MIN_MTU};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -138,9 +139,6 @@ fn steer(tap: &TapDevice) -> &'static str {
     }
 }
 
-/// Most bytes a TAP MTU may be: the inner frame must fit a 64 KiB UDP datagram.
-const MAX_MTU: u32 = 65_535 - 8 - 20 - 8 - 14;
-
 /// The daemon's state: the runtime and the links it carries.
 pub struct Links {
     runtime: Runtime,
@@ -161,6 +159,11 @@ impl Links {
     /// The underlay UDP port every link uses.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether a link named `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.links.contains_key(name)
     }
 
     /// Names of every link (for shutdown logging).
@@ -258,8 +261,12 @@ impl Links {
                 ),
             ));
         }
-        if !(68..=MAX_MTU).contains(&spec.mtu) {
-            return Err(invalid("mtu", spec.mtu, format!("expected 68-{MAX_MTU}")));
+        if !(MIN_MTU..=MAX_MTU).contains(&spec.mtu) {
+            return Err(invalid(
+                "mtu",
+                spec.mtu,
+                format!("expected {MIN_MTU}-{MAX_MTU}"),
+            ));
         }
         if let Some(local) = spec.local {
             check_local(local)?;

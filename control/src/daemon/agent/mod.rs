@@ -148,12 +148,8 @@ impl Agent {
     ///
     /// An invalid store URL or unusable store directory, or an unreadable endpoint record.
     pub fn start(config: AgentConfig, links: Arc<Mutex<Links>>) -> anyhow::Result<Arc<Agent>> {
-        crate::store::check_key(&config.host).map_err(|_| {
-            anyhow::anyhow!(
-                "invalid --host {:?}: use letters, digits, '.', '_' or '-'",
-                config.host
-            )
-        })?;
+        crate::cluster::check_name("host", &config.host)
+            .map_err(|e| anyhow::anyhow!("invalid --host: {e}"))?;
         let store = match crate::store::open(&config.store_url) {
             Ok(store) => Some(Arc::from(store)),
             Err(e @ StoreError::Unreachable { .. }) => {
@@ -478,8 +474,7 @@ impl Agent {
         while !stop.load(Ordering::SeqCst) {
             match watch.next(Duration::from_millis(250)) {
                 Ok(Some(_)) => {
-                    // Let a burst of changes settle into one re-list.
-                    while let Ok(Some(_)) = watch.next(Duration::from_millis(10)) {}
+                    settle(watch);
                     return;
                 }
                 Ok(None) => {
@@ -530,4 +525,64 @@ fn read_record(path: &Path) -> anyhow::Result<BTreeMap<String, Endpoint>> {
     let endpoints: Vec<Endpoint> = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not an endpoint record: {e}", path.display()))?;
     Ok(endpoints.into_iter().map(|e| (e.key(), e)).collect())
+}
+
+/// Lets a burst of changes settle into one re-list: consumes changes until the watch is
+/// quiet for 10 ms. Stops at a `Resync` or an error, which a finished watch repeats at once
+/// for ever (draining those would spin).
+fn settle(watch: &mut dyn Watch) {
+    while let Ok(Some(crate::store::WatchEvent::Changed { .. })) =
+        watch.next(Duration::from_millis(10))
+    {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::WatchEvent;
+
+    /// A watch that hands out `changes` changes, then repeats `then` without waiting, as a
+    /// finished etcd watch does.
+    struct Scripted {
+        changes: usize,
+        then: fn() -> Result<Option<WatchEvent>, StoreError>,
+        calls: usize,
+    }
+
+    impl Watch for Scripted {
+        fn next(&mut self, _: Duration) -> Result<Option<WatchEvent>, StoreError> {
+            self.calls += 1;
+            assert!(self.calls < 1000, "settle keeps draining a finished watch");
+            if self.changes > 0 {
+                self.changes -= 1;
+                return Ok(Some(WatchEvent::Changed {
+                    key: "networks/x".into(),
+                    value: None,
+                    revision: 1,
+                }));
+            }
+            (self.then)()
+        }
+    }
+
+    #[test]
+    fn settling_stops_at_quiet_resync_or_error() {
+        let quiet: fn() -> _ = || Ok(None);
+        let resync: fn() -> _ = || Ok(Some(WatchEvent::Resync));
+        let broken: fn() -> _ = || {
+            Err(StoreError::Unreachable {
+                url: "etcd://x".into(),
+                reason: "gone".into(),
+            })
+        };
+        for then in [quiet, resync, broken] {
+            let mut watch = Scripted {
+                changes: 3,
+                then,
+                calls: 0,
+            };
+            settle(&mut watch);
+            assert_eq!(watch.calls, 4, "three changes, then one more call");
+        }
+    }
 }

@@ -24,11 +24,7 @@ impl Agent {
         let path = self.overlay_dir().join(overlay_name(&network.id));
         let link = link_name(network.vni);
         let present = state.overlays.contains_key(&network.id);
-        let link_alive = lock(&self.links)
-            .handle(Request::LinkShow {
-                name: Some(link.clone()),
-            })
-            .is_ok();
+        let link_alive = lock(&self.links).contains(&link);
         if present && link_alive && plumbing::netns::is_bound(&path) {
             return Ok(());
         }
@@ -265,7 +261,9 @@ impl Agent {
     }
 
     /// Publishes this host and every local endpoint the store does not have as we know it
-    /// (after a restart, or after the session expired). Returns whether it wrote anything.
+    /// (after a restart, or after the session expired). Returns whether it wrote anything:
+    /// an endpoint it cannot publish (its network is gone, its name or IP taken) is skipped
+    /// and writes nothing, so the caller does not list and publish again for ever.
     pub(super) fn publish(
         &self,
         store: &dyn Store,
@@ -294,7 +292,11 @@ impl Agent {
         }
         let mut locked = store.lock(LOCK_TIMEOUT)?;
         let current = Snapshot::from_listing(&locked.list("")?);
-        locked.put(&host.key(), &to_json(&host), Lifetime::Session)?;
+        let mut wrote = false;
+        if !host_ok {
+            locked.put(&host.key(), &to_json(&host), Lifetime::Session)?;
+            wrote = true;
+        }
         for e in missing {
             if !current.networks.contains_key(&e.network) {
                 tracing::warn!(endpoint = %e.name, network = %e.network, "not republishing: the network is gone from the store");
@@ -308,9 +310,10 @@ impl Agent {
                 continue;
             }
             locked.put(&e.key(), &to_json(e), Lifetime::Session)?;
+            wrote = true;
             tracing::info!(endpoint = %e.name, ip = %e.ip, "endpoint published");
         }
         state.published_epoch = Some(epoch);
-        Ok(true)
+        Ok(wrote)
     }
 }
