@@ -275,6 +275,29 @@ pub struct GlobalStats {
     pub events_lost: u64,
 }
 
+/// What the control plane refused to program from the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordStats {
+    /// Distinct malformed records refused since the daemon started, every reason listed.
+    pub refused: Vec<DropCount>,
+    /// Distinct records refused because an older record holds what they claim (first claim
+    /// wins), every reason listed.
+    pub conflicts: Vec<DropCount>,
+    /// The records refused in the latest listing of the store.
+    pub current: Vec<RefusedRecord>,
+}
+
+/// A store record that is not programmed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedRecord {
+    /// Its key (escaped).
+    pub key: String,
+    /// The reason's name.
+    pub reason: String,
+    /// What exactly (escaped).
+    pub detail: String,
+}
+
 /// One row of `fdb show`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdbRow {
@@ -331,6 +354,9 @@ pub enum Reply {
         links: Vec<LinkStats>,
         /// Not attributable to a link.
         global: GlobalStats,
+        /// Store records refused by the control plane (absent without `--local-ip`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        records: Option<RecordStats>,
     },
 }
 

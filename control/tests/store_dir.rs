@@ -239,3 +239,72 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Anyone who can write a record can steer traffic: the store is its owner's alone.
+#[test]
+fn the_store_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("a").join("store");
+    // Whatever the umask: set it wide for this process while opening.
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
+    let store = DirStore::open(&fresh);
+    rustix::process::umask(old);
+    let store = store.expect("open");
+    assert_eq!(mode(&fresh), 0o700);
+    {
+        let mut locked = store.lock(Duration::from_secs(5)).unwrap();
+        locked
+            .put("endpoints/n/e", b"v", Lifetime::Permanent)
+            .unwrap();
+    }
+    assert_eq!(mode(&fresh.join("endpoints")), 0o700);
+    assert_eq!(mode(&fresh.join("endpoints/n")), 0o700);
+    assert_eq!(mode(&fresh.join("endpoints/n/e")), 0o600);
+    for name in ["~lock", "~rev"] {
+        assert_eq!(mode(&fresh.join(name)), 0o600, "{name}");
+    }
+    // An existing store left open to others is restricted when opened.
+    let wide = dir.path().join("wide");
+    std::fs::create_dir(&wide).unwrap();
+    std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o777)).unwrap();
+    DirStore::open(&wide).expect("open");
+    assert_eq!(mode(&wide), 0o700);
+}
+
+/// Keys carry their creation order, and an overwrite keeps it: the first claim on an
+/// address is decided by it.
+#[test]
+fn keys_keep_their_creation_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let created = |key: &str| {
+        let listing = store.list("").unwrap();
+        listing
+            .entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.created)
+            .expect("key listed")
+    };
+    let put = |key: &str, value: &[u8]| {
+        let mut locked = store.lock(Duration::from_secs(5)).unwrap();
+        locked.put(key, value, Lifetime::Permanent).unwrap();
+    };
+    put("k/old", b"1");
+    // File times tick at the kernel's coarse clock: make sure the next key is later.
+    std::thread::sleep(Duration::from_millis(20));
+    put("k/new", b"1");
+    let (old, new) = (created("k/old"), created("k/new"));
+    assert!(old > 0 && old < new, "old {old}, new {new}");
+    std::thread::sleep(Duration::from_millis(20));
+    put("k/old", b"2");
+    assert_eq!(created("k/old"), old, "an overwrite keeps the creation stamp");
+    let mut locked = store.lock(Duration::from_secs(5)).unwrap();
+    locked.delete("k/old").unwrap();
+    drop(locked);
+    std::thread::sleep(Duration::from_millis(20));
+    put("k/old", b"3");
+    assert!(created("k/old") > new, "a key created anew is newer");
+}

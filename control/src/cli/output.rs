@@ -1,7 +1,8 @@
 //! Prints replies the way iproute2 prints its objects, or as JSON with `-j`.
 
 use crate::api::{
-    DropCount, FdbRow, GlobalStats, LinkStats, LinkStatus, NeighRow, NetworkView, Reply,
+    DropCount, FdbRow, GlobalStats, LinkStats, LinkStatus, NeighRow, NetworkView, RecordStats,
+    Reply,
 };
 use crate::cluster::{Endpoint, Host};
 use std::fmt::Write;
@@ -14,9 +15,16 @@ pub fn render(reply: &Reply, json: bool) -> String {
             Reply::Links(links) => serde_json::json!(links),
             Reply::Fdb(rows) => serde_json::json!(rows),
             Reply::Neigh(rows) => serde_json::json!(rows),
-            Reply::Stats { links, global } => {
-                serde_json::json!({ "links": links, "global": global })
-            }
+            Reply::Stats {
+                links,
+                global,
+                records,
+            } => match records {
+                Some(records) => {
+                    serde_json::json!({ "links": links, "global": global, "store_records": records })
+                }
+                None => serde_json::json!({ "links": links, "global": global }),
+            },
             Reply::Network(view) => serde_json::json!(view),
             Reply::Networks(views) => serde_json::json!(views),
             Reply::Endpoint(endpoint) => serde_json::json!(endpoint),
@@ -30,9 +38,16 @@ pub fn render(reply: &Reply, json: bool) -> String {
         Reply::Links(links) => links.iter().for_each(|l| link(&mut out, l)),
         Reply::Fdb(rows) => rows.iter().for_each(|r| fdb(&mut out, r)),
         Reply::Neigh(rows) => rows.iter().for_each(|r| neigh(&mut out, r)),
-        Reply::Stats { links, global: g } => {
+        Reply::Stats {
+            links,
+            global: g,
+            records,
+        } => {
             links.iter().for_each(|s| stats(&mut out, s));
             global(&mut out, g);
+            if let Some(r) = records {
+                store_records(&mut out, r);
+            }
         }
         // `network create` prints the new id, as `docker network create` does.
         Reply::Network(view) => {
@@ -194,6 +209,34 @@ fn stats(out: &mut String, s: &LinkStats) {
         s.learned_entries, s.learned, s.moves, s.learn_refused, s.aged_out
     );
     nonzero_drops(out, &s.drops);
+}
+
+fn store_records(out: &mut String, r: &RecordStats) {
+    let sum = |counts: &[DropCount]| counts.iter().map(|d| d.count).sum::<u64>();
+    let _ = writeln!(
+        out,
+        "store records: {} refused, {} conflicts (first claim wins), {} not programmed now",
+        sum(&r.refused),
+        sum(&r.conflicts),
+        r.current.len()
+    );
+    let listed = |counts: &[DropCount]| -> String {
+        let listed: Vec<String> = counts
+            .iter()
+            .filter(|d| d.count > 0)
+            .map(|d| format!("{} {}", d.reason, d.count))
+            .collect();
+        if listed.is_empty() {
+            "none".to_owned()
+        } else {
+            listed.join(", ")
+        }
+    };
+    let _ = writeln!(out, "    refused: {}", listed(&r.refused));
+    let _ = writeln!(out, "    conflicts: {}", listed(&r.conflicts));
+    for c in &r.current {
+        let _ = writeln!(out, "    {} {}: {}", c.key, c.reason, c.detail);
+    }
 }
 
 fn global(out: &mut String, g: &GlobalStats) {

@@ -2,12 +2,14 @@
 //! the checks that keep them consistent (no overlapping subnets, unique VNIs, names and IPs).
 //!
 //! Everything here is pure: it reads a [`Snapshot`] and returns a new record or a
-//! [`ClusterError`]. The daemon takes the store's cluster lock, lists, plans with these
+//! [`ClusterError`]. A snapshot holds only records that passed [`validate`]: the store is
+//! untrusted input. The daemon takes the store's cluster lock, lists, plans with these
 //! functions and writes the result, so two hosts can never hand out the same IP or VNI.
 
 pub mod ipam;
+pub mod validate;
 
-use crate::store::{Entry, Listing};
+use crate::store::Listing;
 use ipam::Subnet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -108,7 +110,7 @@ impl Host {
     }
 }
 
-/// Everything the store holds, decoded.
+/// Everything the store holds that passed [`validate`], decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Networks by id.
@@ -117,53 +119,13 @@ pub struct Snapshot {
     pub endpoints: BTreeMap<(String, String), Endpoint>,
     /// Hosts by name.
     pub hosts: BTreeMap<String, Host>,
-    /// Keys whose values could not be decoded (or sit under an unknown prefix); they are
-    /// ignored, and the daemon logs them.
-    pub unreadable: Vec<String>,
 }
 
 impl Snapshot {
-    /// Decodes a listing of the whole store. Records that do not decode, or whose key does
-    /// not match their content, are listed in `unreadable` and otherwise ignored.
+    /// The records of `listing` that pass [`validate::check`] with no pins; the refused ones
+    /// are dropped. The agent, which logs and counts refusals, calls `validate::check`.
     pub fn from_listing(listing: &Listing) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        for Entry { key, value } in &listing.entries {
-            if !snapshot.insert(key, value) {
-                snapshot.unreadable.push(key.clone());
-            }
-        }
-        snapshot
-    }
-
-    fn insert(&mut self, key: &str, value: &[u8]) -> bool {
-        if key.starts_with(NETWORKS) {
-            match serde_json::from_slice::<Network>(value) {
-                Ok(n) if n.key() == key => {
-                    self.networks.insert(n.id.clone(), n);
-                    true
-                }
-                _ => false,
-            }
-        } else if key.starts_with(ENDPOINTS) {
-            match serde_json::from_slice::<Endpoint>(value) {
-                Ok(e) if e.key() == key => {
-                    self.endpoints.insert((e.network.clone(), e.id.clone()), e);
-                    true
-                }
-                _ => false,
-            }
-        } else if key.starts_with(HOSTS) {
-            match serde_json::from_slice::<Host>(value) {
-                Ok(h) if h.key() == key => {
-                    self.hosts.insert(h.name.clone(), h);
-                    true
-                }
-                _ => false,
-            }
-        } else {
-            // Backends keep their bookkeeping (locks, counters) out of listings.
-            false
-        }
+        validate::check(listing, &validate::Pins::default()).snapshot
     }
 
     /// The network called `name`, or whose full id or unique id prefix (at least 12 digits)

@@ -375,6 +375,14 @@ impl Links {
         self.runtime.with_switch(|s| {
             let net = s.network_mut(vni).map_err(RuntimeError::from)?;
             match (mac.is_zero(), mode) {
+                // `replace` names one entry; the flood list holds many, so it is not one.
+                (true, FdbMode::Replace) => {
+                    return Err(invalid(
+                        "MAC",
+                        mac,
+                        "replace cannot take 00:00:00:00:00:00; `append` adds a VTEP to the flood list and `del ... dst IP` removes one",
+                    ))
+                }
                 (true, _) => net.flood_add(vtep),
                 (false, FdbMode::Add) => net.fdb_add(mac, vtep, now),
                 (false, FdbMode::Replace) => net.fdb_replace(mac, vtep, now),
@@ -402,9 +410,17 @@ impl Links {
         self.runtime.with_switch(|s| {
             let net = s.network_mut(vni).map_err(RuntimeError::from)?;
             let found = if mac.is_zero() {
-                let vtep =
-                    vtep.ok_or_else(|| invalid("dst", "", "say which flood-list entry (dst IP)"))?;
-                net.flood_del(&vtep)
+                match vtep {
+                    Some(vtep) => net.flood_del(&vtep),
+                    // Like the kernel's all-zeros entry: without dst, the whole flood list.
+                    None => {
+                        let all: Vec<_> = net.flood_list().to_vec();
+                        for v in &all {
+                            net.flood_del(v);
+                        }
+                        !all.is_empty()
+                    }
+                }
             } else {
                 match (net.fdb().get(&mac), vtep) {
                     (Some(e), Some(v)) if e.vtep.ip != v.ip => false,
@@ -536,6 +552,8 @@ impl Links {
                 drops: drop_counts(&drops),
                 events_lost,
             },
+            // The daemon adds the control plane's when it runs one.
+            records: None,
         }
     }
 }

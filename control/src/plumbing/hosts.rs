@@ -20,10 +20,17 @@ pub fn path_for(netns: &str) -> Option<PathBuf> {
 }
 
 /// The file's content for namespace `netns` and its peers (IP, name), sorted and deduplicated.
+/// A name that breaks the naming rules (a newline, a space, a `#`) is left out, so nothing can
+/// add a line of its own, whatever reached this far.
 pub fn render(netns: &str, peers: &[(Ipv4Addr, String)]) -> String {
-    let mut peers = peers.to_vec();
+    let mut peers: Vec<(Ipv4Addr, String)> = peers
+        .iter()
+        .filter(|(_, name)| crate::cluster::check_name("endpoint", name).is_ok())
+        .cloned()
+        .collect();
     peers.sort();
     peers.dedup();
+    let netns = crate::cluster::validate::escape(netns);
     let mut out = format!(
         "# Written by vxtap for network namespace {netns}: the endpoints of its overlay networks.\n\
          127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -80,6 +87,24 @@ mod tests {
         let lines: Vec<&str> = text.lines().skip(3).collect();
         assert_eq!(lines, ["10.0.0.2\ta", "10.0.0.3\tb"]);
         assert!(text.contains("127.0.0.1\tlocalhost"));
+    }
+
+    #[test]
+    fn names_cannot_add_lines() {
+        let peers = vec![
+            (Ipv4Addr::new(10, 0, 0, 2), "a".to_owned()),
+            (
+                Ipv4Addr::new(10, 0, 0, 3),
+                "x\n10.79.0.66\tbank.example".to_owned(),
+            ),
+            (Ipv4Addr::new(10, 0, 0, 4), "y bank.example".to_owned()),
+            (Ipv4Addr::new(10, 0, 0, 5), "#z".to_owned()),
+        ];
+        let text = render("c1\n10.0.0.9 evil", &peers);
+        assert!(!text.contains("bank.example"), "{text}");
+        assert!(!text.contains("\n10.0.0.9"), "{text}");
+        let lines: Vec<&str> = text.lines().skip(3).collect();
+        assert_eq!(lines, ["10.0.0.2\ta"]);
     }
 
     #[test]

@@ -968,7 +968,7 @@ fn assert_entries(listing: &Listing, expected: &[(&str, &[u8])], context: &str) 
     let got: Vec<(&str, &[u8])> = listing
         .entries
         .iter()
-        .map(|Entry { key, value }| (key.as_str(), value.as_slice()))
+        .map(|Entry { key, value, .. }| (key.as_str(), value.as_slice()))
         .collect();
     if got != expected {
         let show_all = |entries: &[(&str, &[u8])]| -> Vec<String> {

@@ -32,9 +32,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
@@ -55,6 +56,12 @@ const REVISION_TEMP: &str = "~rev.tmp";
 /// Where a value is written before it is renamed over its key, in the key's directory. One
 /// name is enough: only the lock holder writes, and a file left by a crash is overwritten.
 const VALUE_TEMP: &str = "~tmp";
+
+/// The store directory and the directories below it: the owner's alone (root's, for a
+/// daemon), since anyone who can write a record can steer traffic.
+const DIR_MODE: u32 = 0o700;
+/// Every file of the store.
+const FILE_MODE: u32 = 0o600;
 
 /// How often an unlocked listing retries when a mutation ran while it read.
 const LIST_ATTEMPTS: u32 = 20;
@@ -96,13 +103,18 @@ impl DirStore {
                 return Err(fail("opening the store directory", source));
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                fs::create_dir_all(path).map_err(|e| fail("creating the store directory", e))?;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(DIR_MODE)
+                    .create(path)
+                    .map_err(|e| fail("creating the store directory", e))?;
             }
             Err(e) => return Err(fail("opening the store directory", e)),
         }
         let root = fs::canonicalize(path).map_err(|e| fail("resolving the store directory", e))?;
         rustix::fs::access(&root, Access::WRITE_OK | Access::EXEC_OK)
             .map_err(|e| fail("checking write access to the store directory", e.into()))?;
+        restrict(&root).map_err(|e| fail("restricting the store directory to its owner", e))?;
         let store = DirStore { root, url };
         // Created once here, never removed: a lock file that is replaced splits the lock.
         store.open_lock_file()?;
@@ -121,6 +133,7 @@ impl DirStore {
             Err(e) if e.kind() == ErrorKind::NotFound => OpenOptions::new()
                 .append(true)
                 .create(true)
+                .mode(FILE_MODE)
                 .open(&path)
                 .map_err(|e| self.fail("creating the lock file", &path, e)),
             Err(e) => Err(self.fail("opening the lock file", &path, e)),
@@ -152,7 +165,7 @@ impl DirStore {
         let temp = self.root.join(REVISION_TEMP);
         // Synced so that a crash cannot leave an empty counter; the rename is not, because a
         // counter that goes back in a crash matters to nobody: every watcher died with it.
-        write_synced(&temp, revision.to_string().as_bytes())
+        write_synced(&temp, revision.to_string().as_bytes(), None)
             .map_err(|e| self.fail("writing the revision counter", &temp, e))?;
         let path = self.root.join(REVISION_FILE);
         fs::rename(&temp, &path).map_err(|e| self.fail("replacing the revision counter", &path, e))
@@ -195,8 +208,12 @@ impl DirStore {
             if file_type.is_dir() {
                 self.walk_dir(&path, &format!("{key}/"), out)?;
             } else if file_type.is_file() {
-                match fs::read(&path) {
-                    Ok(value) => out.push(Entry { key, value }),
+                match read_entry(&path) {
+                    Ok((value, created)) => out.push(Entry {
+                        key,
+                        value,
+                        created,
+                    }),
                     // Deleted since readdir: the counter tells the caller to list again.
                     Err(e) if is_missing(&e) => {}
                     Err(e) => return Err(self.fail("reading", &path, e)),
@@ -215,7 +232,7 @@ impl DirStore {
         for segment in parents.split('/') {
             let parent = dir.clone();
             dir.push(segment);
-            match fs::create_dir(&dir) {
+            match fs::DirBuilder::new().mode(DIR_MODE).create(&dir) {
                 Ok(()) => sync_dir(&parent).map_err(|e| self.fail("syncing", &parent, e))?,
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -239,7 +256,16 @@ impl DirStore {
         let path = self.root.join(key);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let temp = dir.join(VALUE_TEMP);
-        write_synced(&temp, value).map_err(|e| self.fail("writing", &temp, e))?;
+        // An overwrite keeps the key's creation stamp (its first write's mtime).
+        let created = match fs::symlink_metadata(&path) {
+            Ok(meta) => Some(
+                meta.modified()
+                    .map_err(|e| self.fail("reading", &path, e))?,
+            ),
+            Err(e) if is_missing(&e) => None,
+            Err(e) => return Err(self.fail("reading", &path, e)),
+        };
+        write_synced(&temp, value, created).map_err(|e| self.fail("writing", &temp, e))?;
         if let Err(e) = fs::rename(&temp, &path) {
             // The rename's error is the one to report; a temporary file left behind is
             // ignored by readers and overwritten by the next write.
@@ -691,14 +717,44 @@ fn is_missing(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path` (mode 0600), with `modified` as its mtime if given, and syncs it.
+fn write_synced(path: &Path, bytes: &[u8], modified: Option<SystemTime>) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(FILE_MODE)
         .open(path)?;
+    // A file left by a crash keeps its old mode: make sure.
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
     file.write_all(bytes)?;
+    if let Some(modified) = modified {
+        file.set_modified(modified)?;
+    }
     file.sync_data()
+}
+
+/// A key's value and its creation stamp: the mtime in nanoseconds since the epoch, which
+/// [`DirStore::replace`] carries over when it overwrites the key.
+fn read_entry(path: &Path) -> io::Result<(Vec<u8>, Revision)> {
+    let mut file = File::open(path)?;
+    let modified = file.metadata()?.modified()?;
+    let mut value = Vec::new();
+    io::Read::read_to_end(&mut file, &mut value)?;
+    let created = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    Ok((value, created))
+}
+
+/// Makes the store directory its owner's alone (0700), saying so if it was wider.
+fn restrict(root: &Path) -> io::Result<()> {
+    let mode = fs::metadata(root)?.permissions().mode() & 0o7777;
+    if mode != DIR_MODE {
+        tracing::warn!(path = %root.display(), mode = format!("{mode:o}"), "the store directory was open to others; restricting it to 0700");
+        fs::set_permissions(root, fs::Permissions::from_mode(DIR_MODE))?;
+    }
+    Ok(())
 }
 
 /// Makes a rename or unlink in `dir` durable.

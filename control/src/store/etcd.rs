@@ -357,6 +357,7 @@ impl Shared {
                 entries.push(Entry {
                     key,
                     value: kv.value,
+                    created: kv.create_revision,
                 });
             }
         }

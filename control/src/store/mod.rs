@@ -33,6 +33,10 @@ pub struct Entry {
     pub key: String,
     /// The value as written.
     pub value: Vec<u8>,
+    /// When the key was created, in the store's own order (etcd: its `create_revision`; dir:
+    /// the nanosecond timestamp of its first write, kept when it is overwritten). A writer
+    /// cannot choose it on etcd; an overwrite keeps it. Older keys compare lower.
+    pub created: Revision,
 }
 
 /// Every entry under a prefix, as of one revision.

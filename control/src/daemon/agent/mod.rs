@@ -13,7 +13,8 @@
 mod reconcile;
 
 use super::links::Links;
-use crate::api::{NetworkView, Reply, Request};
+use crate::api::{DropCount, NetworkView, RecordStats, RefusedRecord, Reply, Request};
+use crate::cluster::validate::{self, Reason, Rejection};
 use crate::cluster::{
     self, ClusterError, Endpoint, EndpointRequest, Network, NetworkRequest, Snapshot,
 };
@@ -94,6 +95,70 @@ struct State {
     hosts_files: BTreeMap<PathBuf, String>,
     /// The store's session epoch when we last published.
     published_epoch: Option<u64>,
+    /// What the checks of store records remember between listings.
+    records: RecordChecks,
+}
+
+/// Store records refused by [`cluster::validate`]: each refused value is logged and counted
+/// once, however often the store is listed.
+#[derive(Debug, Default)]
+struct RecordChecks {
+    /// Endpoints accepted so far, to refuse overwrites in place.
+    pins: validate::Pins,
+    /// The refusals of the last listing, by (key, reason, value fingerprint).
+    current: BTreeMap<(String, Reason, u64), Rejection>,
+    /// Distinct refused records since the daemon started, by reason.
+    counts: BTreeMap<Reason, u64>,
+}
+
+impl RecordChecks {
+    /// Checks `listing`, logs and counts what is newly refused, and returns the accepted
+    /// records.
+    fn check(&mut self, listing: &crate::store::Listing) -> Snapshot {
+        let checked = validate::check(listing, &self.pins);
+        let mut current = BTreeMap::new();
+        for r in checked.rejected {
+            let id = (r.key.clone(), r.reason, r.fingerprint);
+            if !self.current.contains_key(&id) {
+                *self.counts.entry(r.reason).or_default() += 1;
+                if r.reason.is_conflict() {
+                    tracing::warn!(key = %validate::escape(&r.key), reason = %r.reason, detail = %r.detail, "store record conflicts with an older one; the first claim wins, this one is not programmed");
+                } else {
+                    tracing::warn!(key = %validate::escape(&r.key), reason = %r.reason, detail = %r.detail, "store record refused; it is not programmed");
+                }
+            }
+            current.insert(id, r);
+        }
+        self.current = current;
+        self.pins = checked.pins;
+        checked.snapshot
+    }
+
+    fn stats(&self) -> RecordStats {
+        let count = |conflicts: bool| {
+            Reason::ALL
+                .iter()
+                .filter(|r| r.is_conflict() == conflicts)
+                .map(|r| DropCount {
+                    reason: r.name().to_owned(),
+                    count: self.counts.get(r).copied().unwrap_or(0),
+                })
+                .collect()
+        };
+        RecordStats {
+            refused: count(false),
+            conflicts: count(true),
+            current: self
+                .current
+                .values()
+                .map(|r| RefusedRecord {
+                    key: validate::escape(&r.key),
+                    reason: r.reason.name().to_owned(),
+                    detail: r.detail.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl State {
@@ -216,6 +281,11 @@ impl Agent {
         *self.store.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&store));
         tracing::info!(store = %self.config.store_url, "store reached");
         Ok(store)
+    }
+
+    /// Counters of the store records this host refused, and the ones refused now.
+    pub fn record_stats(&self) -> RecordStats {
+        lock(&self.state).records.stats()
     }
 
     /// Serves one overlay request.
@@ -422,11 +492,8 @@ impl Agent {
     /// Lists, publishes what is missing, and reconciles once.
     fn sync_once(&self, store: &dyn Store) -> Result<crate::store::Revision, StoreError> {
         let listing = store.list("")?;
-        let snapshot = Snapshot::from_listing(&listing);
-        if !snapshot.unreadable.is_empty() {
-            tracing::warn!(keys = ?snapshot.unreadable, "ignoring store records that do not decode");
-        }
         let mut state = lock(&self.state);
+        let snapshot = state.records.check(&listing);
         if self.publish(store, &mut state, &snapshot)? {
             // Reconcile against what we just wrote.
             drop(state);
