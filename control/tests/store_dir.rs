@@ -300,7 +300,11 @@ fn keys_keep_their_creation_stamp() {
     assert!(old > 0 && old < new, "old {old}, new {new}");
     std::thread::sleep(Duration::from_millis(20));
     put("k/old", b"2");
-    assert_eq!(created("k/old"), old, "an overwrite keeps the creation stamp");
+    assert_eq!(
+        created("k/old"),
+        old,
+        "an overwrite keeps the creation stamp"
+    );
     let mut locked = store.lock(Duration::from_secs(5)).unwrap();
     locked.delete("k/old").unwrap();
     drop(locked);

@@ -530,10 +530,18 @@ fn network_conflict(snapshot: &Snapshot, n: &Network) -> Option<Refusal> {
     })
 }
 
-/// `s` with control characters and non-ASCII escaped, at most 100 characters: safe to log.
+/// The most characters of a store value [`escape`] keeps: a whole key (an endpoint key is 139).
+const MAX_ESCAPED: usize = 160;
+
+/// `s` with control characters and non-ASCII escaped, at most [`MAX_ESCAPED`] characters:
+/// safe to log.
 pub fn escape(s: &str) -> String {
-    let mut out: String = s.chars().take(100).flat_map(char::escape_default).collect();
-    if s.chars().count() > 100 {
+    let mut out: String = s
+        .chars()
+        .take(MAX_ESCAPED)
+        .flat_map(char::escape_default)
+        .collect();
+    if s.chars().count() > MAX_ESCAPED {
         out.push_str("...");
     }
     out
@@ -1034,6 +1042,6 @@ mod tests {
             Reason::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(names.len(), Reason::ALL.len());
         assert_eq!(escape("a\nb\u{1b}"), "a\\nb\\u{1b}");
-        assert_eq!(escape(&"x".repeat(150)).len(), 103);
+        assert_eq!(escape(&"x".repeat(200)).len(), MAX_ESCAPED + 3);
     }
 }

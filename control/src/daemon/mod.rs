@@ -11,7 +11,7 @@ mod links;
 pub use agent::{Agent, AgentConfig};
 pub use links::Links;
 
-use crate::api::{Request, Response};
+use crate::api::{Reply, Request, Response};
 use crate::client::socket_path;
 use anyhow::Context;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -244,6 +244,7 @@ fn serve(stream: UnixStream, links: &Mutex<Links>, agent: Option<&Agent>) {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .handle(request)
+                        .map(|reply| with_record_stats(reply, agent))
                         .map_err(|e| e.to_string()),
                 };
                 match result {
@@ -263,5 +264,24 @@ fn serve(stream: UnixStream, links: &Mutex<Links>, agent: Option<&Agent>) {
         if (&stream).write_all(answer.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// `stats` of a daemon running the control plane also counts the store records it refused.
+fn with_record_stats(reply: Reply, agent: Option<&Agent>) -> Reply {
+    match (reply, agent) {
+        (
+            Reply::Stats {
+                links,
+                global,
+                records: None,
+            },
+            Some(agent),
+        ) => Reply::Stats {
+            links,
+            global,
+            records: Some(agent.record_stats()),
+        },
+        (reply, _) => reply,
     }
 }

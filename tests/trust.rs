@@ -1,0 +1,256 @@
+//! Issue 10, items 1 and 2: records in the store are untrusted. Two hosts with control-plane
+//! daemons on a real store (a directory, and etcd on the underlay); the test writes hostile
+//! records straight into the store, as anyone who reaches an etcd without auth can, and checks
+//! what every host programs.
+//!
+//! Needs root, `/dev/net/tun`, iproute2 and (for the etcd case) Debian's `etcd`.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use vxtap::cluster::{Endpoint, Host};
+use vxtap::store::{self, Lifetime};
+use vxtap_suite::harness::cluster::{Cluster, StoreKind};
+use vxtap_suite::harness::{self, cmd};
+
+/// How long a change may take to reach every host.
+const PROPAGATION: Duration = Duration::from_secs(15);
+/// The intruder's VTEP: an address no host has.
+const EVIL_VTEP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+
+/// Writes `records` into the cluster's store under its lock, from the first host's
+/// namespace (where etcd is reachable), as a writer without credentials would.
+fn write_records(cluster: &Cluster, records: &[(String, Vec<u8>)]) {
+    let url = cluster.store_url().to_owned();
+    cluster.topology.hosts[0].ns.run_in(|| {
+        let store = store::open(&url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        let mut locked = store.lock(Duration::from_secs(10)).expect("store lock");
+        for (key, value) in records {
+            locked
+                .put(key, value, Lifetime::Permanent)
+                .unwrap_or_else(|e| panic!("writing {key}: {e}"));
+        }
+    });
+}
+
+fn json(value: &impl Serializable) -> Vec<u8> {
+    value.to_json()
+}
+
+/// The two record types this test writes (the root package does not depend on serde).
+trait Serializable {
+    fn to_json(&self) -> Vec<u8>;
+}
+
+impl Serializable for Endpoint {
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serialisable")
+    }
+}
+
+impl Serializable for Host {
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serialisable")
+    }
+}
+
+fn mac_for(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// An endpoint of the intruder host `evil` on `network`.
+fn intruder(network: &str, id: char, name: &str, ip: Ipv4Addr, mac: &str) -> Endpoint {
+    Endpoint {
+        id: id.to_string().repeat(64),
+        network: network.to_owned(),
+        name: name.to_owned(),
+        ip,
+        mac: mac.to_owned(),
+        host: "evil".to_owned(),
+        vtep: EVIL_VTEP,
+        netns: "x".to_owned(),
+        ifname: "eth0".to_owned(),
+    }
+}
+
+/// The VTEP host `h`'s fdb sends `mac` to, if any.
+fn fdb_dst(cluster: &Cluster, h: usize, mac: &str) -> Option<String> {
+    cluster.hosts[h]
+        .fdb_entries()
+        .into_iter()
+        .find(|(m, _)| m == mac)
+        .map(|(_, dst)| dst)
+}
+
+/// A per-reason counter of `stats -j`'s store records: `section` is `refused` or `conflicts`.
+fn record_count(cluster: &Cluster, h: usize, section: &str, reason: &str) -> u64 {
+    let stats = cluster.hosts[h].daemon().stats();
+    let rows = stats["store_records"][section]
+        .as_array()
+        .unwrap_or_else(|| panic!("stats -j has no store_records.{section}: {stats:#}"));
+    rows.iter()
+        .find(|r| r["reason"] == reason)
+        .and_then(|r| r["count"].as_u64())
+        .unwrap_or_else(|| panic!("no counter {section}.{reason}: {stats:#}"))
+}
+
+fn ping_ok(cluster: &Cluster, from: usize, target: &str) -> bool {
+    let ns = cluster.containers[from].name().to_owned();
+    harness::wait_until(PROPAGATION, || {
+        cmd::try_run(
+            "ip",
+            &["netns", "exec", &ns, "ping", "-c", "1", "-W", "1", target],
+        )
+        .status
+        .success()
+    })
+}
+
+fn hostile_records(kind: StoreKind) {
+    let mut cluster = Cluster::new(2, kind);
+    let id = cluster.hosts[0].cli_ok(&["network", "create", "--subnet", "10.61.0.0/24", "tn"]);
+    let network = id.trim().to_owned();
+    let c_victim = cluster.container("victim");
+    let c_peer = cluster.container("peer");
+    cluster.connect(0, "tn", c_victim, "victim");
+    cluster.connect(1, "tn", c_peer, "peer");
+    assert!(
+        ping_ok(&cluster, c_peer, "victim"),
+        "peer cannot reach victim"
+    );
+    let view = cluster.hosts[0].inspect("tn");
+    let victim: Endpoint = view["endpoints"]
+        .as_array()
+        .and_then(|eps| eps.iter().find(|e| e["name"] == "victim"))
+        .map(|e| serde_json::from_value(e.clone()).expect("an endpoint"))
+        .unwrap_or_else(|| panic!("no victim in {view:#}"));
+    let h1_vtep = cluster.hosts[0].ip.to_string();
+    assert_eq!(fdb_dst(&cluster, 1, &victim.mac), Some(h1_vtep.clone()));
+
+    // An intruder joins as host `evil` and writes, all at once: a name that injects a hosts
+    // line, an all-zeros MAC (which once became a flood-list entry), the victim's IP and MAC
+    // with its own VTEP, and one well-formed endpoint of its own.
+    let evil = Host {
+        name: "evil".into(),
+        vtep: EVIL_VTEP,
+        pid: 1,
+        started: 1,
+    };
+    let ip = |last| Ipv4Addr::new(10, 61, 0, last);
+    let injection = intruder(
+        &network,
+        'a',
+        "x\n10.79.0.66\tbank.example",
+        ip(50),
+        &mac_for(ip(50)),
+    );
+    let zero_mac = intruder(&network, 'b', "zeromac", ip(51), "00:00:00:00:00:00");
+    let thief = intruder(&network, 'c', "thief", victim.ip, &victim.mac);
+    let ghost = intruder(&network, 'd', "ghost", ip(52), &mac_for(ip(52)));
+    write_records(
+        &cluster,
+        &[
+            (evil.key(), json(&evil)),
+            (injection.key(), json(&injection)),
+            (zero_mac.key(), json(&zero_mac)),
+            (thief.key(), json(&thief)),
+            (ghost.key(), json(&ghost)),
+        ],
+    );
+    // The well-formed record is programmed everywhere: the bad ones block nothing.
+    for h in 0..2 {
+        assert!(
+            harness::wait_until(PROPAGATION, || fdb_dst(&cluster, h, &ghost.mac)
+                == Some(EVIL_VTEP.to_string())),
+            "host {h} never programmed the well-formed record:\n{}",
+            cluster.hosts[h].daemon().log()
+        );
+    }
+    for h in 0..2 {
+        let fdb = cluster.hosts[h].fdb_entries();
+        assert!(
+            fdb.iter().all(|(mac, _)| mac != "00:00:00:00:00:00"),
+            "host {h} has a flood-list entry: {fdb:?}"
+        );
+        assert!(
+            fdb.iter()
+                .all(|(mac, _)| *mac != mac_for(ip(50)) && *mac != mac_for(ip(51))),
+            "host {h} programmed a refused record: {fdb:?}"
+        );
+        assert_eq!(
+            fdb_dst(&cluster, h, &victim.mac),
+            (h == 1).then(|| h1_vtep.clone()),
+            "host {h}: the victim's MAC was taken over"
+        );
+        let neigh = cluster.hosts[h].daemon().neigh();
+        let victim_ip = victim.ip.to_string();
+        for row in neigh.as_array().expect("neigh show -j is a list") {
+            if row["ip"] == victim_ip.as_str() {
+                assert_eq!(row["lladdr"], victim.mac.as_str(), "host {h}: {neigh:#}");
+            }
+        }
+        assert!(record_count(&cluster, h, "refused", "invalid_name") >= 1);
+        assert!(record_count(&cluster, h, "refused", "invalid_mac") >= 1);
+        assert!(record_count(&cluster, h, "conflicts", "ip_conflict") >= 1);
+    }
+    let hosts_file = format!("/etc/netns/{}/hosts", cluster.containers[c_peer].name());
+    let content = std::fs::read_to_string(&hosts_file).expect("the peer's hosts file");
+    assert!(!content.contains("bank.example"), "{content}");
+    assert!(content.contains("\tghost\n"), "{content}");
+    assert!(
+        ping_ok(&cluster, c_peer, "victim"),
+        "the victim is unreachable"
+    );
+
+    // Overwriting the victim's own record in place keeps its key's creation revision; the
+    // hosts that accepted it keep it.
+    let rebound = Endpoint {
+        host: "evil".into(),
+        vtep: EVIL_VTEP,
+        ..victim.clone()
+    };
+    let marker = intruder(&network, 'e', "marker", ip(53), &mac_for(ip(53)));
+    write_records(
+        &cluster,
+        &[
+            (rebound.key(), json(&rebound)),
+            (marker.key(), json(&marker)),
+        ],
+    );
+    assert!(
+        harness::wait_until(PROPAGATION, || fdb_dst(&cluster, 1, &marker.mac).is_some()),
+        "the marker never arrived"
+    );
+    assert_eq!(fdb_dst(&cluster, 1, &victim.mac), Some(h1_vtep.clone()));
+    assert!(record_count(&cluster, 1, "conflicts", "rebound") >= 1);
+    assert!(
+        ping_ok(&cluster, c_peer, "victim"),
+        "the victim is unreachable"
+    );
+
+    // Each refused value is counted once, however often the store is listed since.
+    let before = record_count(&cluster, 1, "refused", "invalid_name");
+    let marker2 = intruder(&network, 'f', "marker2", ip(54), &mac_for(ip(54)));
+    write_records(&cluster, &[(marker2.key(), json(&marker2))]);
+    assert!(harness::wait_until(PROPAGATION, || fdb_dst(
+        &cluster,
+        1,
+        &marker2.mac
+    )
+    .is_some()));
+    assert_eq!(before, 1);
+    assert_eq!(record_count(&cluster, 1, "refused", "invalid_name"), 1);
+    let text = cluster.hosts[1].cli_ok(&["stats"]);
+    assert!(text.contains("store records:"), "{text}");
+    assert!(text.contains("ip_conflict 1"), "{text}");
+}
+
+#[test]
+fn dir_store_hostile_records_are_not_programmed() {
+    hostile_records(StoreKind::Dir);
+}
+
+#[test]
+fn etcd_hostile_records_are_not_programmed() {
+    hostile_records(StoreKind::Etcd);
+}
