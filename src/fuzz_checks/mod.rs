@@ -13,14 +13,19 @@
 //!   equal-length header blocks and segments that parse with correct IP and TCP or UDP
 //!   checksums and lengths, contiguous payloads (and TCP sequence numbers), the kernel's flags
 //!   and IPv4 IDs, the same in chunks as in one go.
+//! - [`store_records`]: keys and values in the cluster store. Every record is accepted or
+//!   refused once; every accepted one passes an independent re-check of the rules; checking
+//!   is deterministic and stable against its own pins; names never add hosts-file lines.
 
 mod decap;
 mod segment;
+mod store_records;
 mod switch_ops;
 mod tap_frame;
 
 pub use decap::decap;
 pub use segment::segment;
+pub use store_records::store_records;
 pub use switch_ops::switch_ops;
 pub use tap_frame::tap_frame;
 
@@ -33,4 +38,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("tap_frame", tap_frame),
     ("switch_ops", switch_ops),
     ("segment", segment),
+    ("store_records", store_records),
 ];
