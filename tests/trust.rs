@@ -254,3 +254,102 @@ fn dir_store_hostile_records_are_not_programmed() {
 fn etcd_hostile_records_are_not_programmed() {
     hostile_records(StoreKind::Etcd);
 }
+
+/// Runs `vxtap ARGS...` against host `h` as a child, killed if it has not finished within
+/// `limit`; returns (finished in time, success, stderr).
+fn cli_within(cluster: &Cluster, h: usize, args: &[&str], limit: Duration) -> (bool, bool, String) {
+    let mut child = cluster.hosts[h]
+        .daemon()
+        .command()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vxtap runs");
+    let mut status = None;
+    harness::wait_until(limit, || {
+        status = child.try_wait().expect("waiting for vxtap");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (
+        status.is_some(),
+        status.is_some_and(|s| s.success()),
+        stderr.trim().to_owned(),
+    )
+}
+
+/// Issue 10, items 3 and 5: `connect` to a path that is not a namespace is refused at once
+/// (a FIFO once blocked it while it held the cluster lock, so every host's changes failed),
+/// and one namespace named by two paths joins a network once.
+#[test]
+fn connect_checks_the_namespace_before_it_locks() {
+    let mut cluster = Cluster::new(1, StoreKind::Dir);
+    cluster.hosts[0].cli_ok(&["network", "create", "--subnet", "10.62.0.0/24", "tn"]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let fifo = dir.path().join("fifo");
+    cmd::run("mkfifo", &[fifo.to_str().expect("utf-8 path")]);
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a namespace").expect("a regular file");
+    for (i, path) in [&fifo, &file].into_iter().enumerate() {
+        let path = path.to_str().expect("utf-8 path");
+        let (finished, ok, stderr) = cli_within(
+            &cluster,
+            0,
+            &["connect", "tn", path],
+            Duration::from_secs(20),
+        );
+        assert!(finished, "connect {path} hangs");
+        assert!(!ok, "connect {path} succeeded");
+        assert!(stderr.contains("not found"), "{path}: {stderr}");
+        // The cluster lock is free: changes go through.
+        let (finished, ok, stderr) = cli_within(
+            &cluster,
+            0,
+            &["network", "create", &format!("after{i}")],
+            Duration::from_secs(20),
+        );
+        assert!(
+            finished && ok,
+            "network create after connect {path}: {stderr}"
+        );
+    }
+
+    // One namespace, three names: the bind mount, the same through /run (where /var/run
+    // points), and a symlink.
+    let c = cluster.container("twice");
+    let name = cluster.containers[c].name().to_owned();
+    let symlink = dir.path().join("link");
+    std::os::unix::fs::symlink(format!("/var/run/netns/{name}"), &symlink).expect("a symlink");
+    cluster.hosts[0].cli_ok(&["connect", "tn", &name, "--name", "first"]);
+    let run_path = format!("/run/netns/{name}");
+    for other in [run_path.as_str(), symlink.to_str().expect("utf-8 path")] {
+        let out = cluster.hosts[0].cli(&["connect", "tn", other, "--name", "second"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{other} joined a second time");
+        assert!(stderr.contains("already connected"), "{other}: {stderr}");
+    }
+    assert_eq!(
+        cluster.containers[c]
+            .interfaces()
+            .iter()
+            .filter(|i| i.starts_with("eth"))
+            .count(),
+        1
+    );
+    // And it leaves by any of its names.
+    cluster.hosts[0].cli_ok(&["disconnect", "tn", &run_path]);
+    let view = cluster.hosts[0].inspect("tn");
+    assert_eq!(
+        view["endpoints"].as_array().map(Vec::len),
+        Some(0),
+        "{view:#}"
+    );
+}

@@ -6,7 +6,7 @@ use super::PlumbingError;
 use std::path::Path;
 
 /// `statfs` magic of nsfs, the filesystem namespace files live on.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
+pub const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// Whether `path` is a bound namespace (a mount of nsfs), not just a file.
 pub fn is_bound(path: &Path) -> bool {

@@ -162,13 +162,52 @@ impl RecordChecks {
 }
 
 impl State {
-    /// The local endpoint of `container` on network `network_id`. The same container given
-    /// once by name and once by path is still one container.
-    fn local_endpoint(&self, network_id: &str, container: &Path) -> Option<&Endpoint> {
-        self.local
-            .values()
-            .find(|e| e.network == network_id && netns_path(&e.netns).is_ok_and(|p| p == container))
+    /// The local endpoint of `container` on network `network_id`. The same namespace named
+    /// twice (`/var/run/netns/x`, `/run/netns/x`, a symlink, `/proc/PID/ns/net`) is one
+    /// container: namespaces are compared by identity, and by path only when one is gone.
+    fn local_endpoint(&self, network_id: &str, container: &Container) -> Option<&Endpoint> {
+        self.local.values().find(|e| {
+            e.network == network_id
+                && netns_path(&e.netns).is_ok_and(|path| container.is(&Container::lookup(path)))
+        })
     }
+}
+
+/// A container namespace as a request names it: its path, and its identity when it exists.
+#[derive(Debug)]
+struct Container {
+    path: PathBuf,
+    id: Option<NetnsId>,
+}
+
+impl Container {
+    /// `path` and the identity of the namespace there, if it is one. Never opens the file, so
+    /// a FIFO or a device cannot block it.
+    fn lookup(path: PathBuf) -> Container {
+        let id = netns_id_at(&path);
+        Container { path, id }
+    }
+
+    fn is(&self, other: &Container) -> bool {
+        match (self.id, other.id) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.path == other.path,
+        }
+    }
+}
+
+/// A namespace's identity: the device and inode of its nsfs file.
+type NetnsId = (u64, u64);
+
+/// The identity of the network namespace at `path`, or `None` if there is none there. `stat`
+/// follows symlinks and bind mounts to the namespace itself without opening anything.
+fn netns_id_at(path: &Path) -> Option<NetnsId> {
+    let fs = rustix::fs::statfs(path).ok()?;
+    if fs.f_type != plumbing::netns::NSFS_MAGIC {
+        return None;
+    }
+    let st = rustix::fs::stat(path).ok()?;
+    Some((st.st_dev, st.st_ino))
 }
 
 /// The agent. Shared by the reconcile loop and the admin connections.
@@ -367,8 +406,10 @@ impl Agent {
         ip: Option<Ipv4Addr>,
         name: Option<&str>,
     ) -> Result<Endpoint, AgentError> {
-        let container = netns_path(netns)?;
-        if !container.exists() {
+        // Checked before any lock is taken: a path that is not a namespace (a FIFO, a device)
+        // is refused here, never opened while the store or the state is locked.
+        let container = Container::lookup(netns_path(netns)?);
+        if container.id.is_none() {
             return Err(AgentError::UnknownNetns(netns.to_owned()));
         }
         let store = self.store()?;
@@ -377,6 +418,7 @@ impl Agent {
         let mut snapshot = Snapshot::from_listing(&locked.list("")?);
         let network = snapshot.require_network(network)?.clone();
         let default_name = container
+            .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -415,7 +457,7 @@ impl Agent {
         let tag = endpoint.id.get(..8).unwrap_or(&endpoint.id).to_owned();
         let link = overlay::ContainerLink {
             tag: &tag,
-            container: &container,
+            container: &container.path,
             mac: &endpoint.mac,
             ip: endpoint.ip,
             prefix: network.subnet.prefix_len(),
@@ -438,7 +480,7 @@ impl Agent {
             if let Err(e) = self.save_record(&state) {
                 tracing::error!(error = %e, "rolling back the endpoint record");
             }
-            if let Err(e) = overlay::disconnect_container(&container, &endpoint.ifname) {
+            if let Err(e) = overlay::disconnect_container(&container.path, &endpoint.ifname) {
                 tracing::error!(error = %e, "rolling back the container interface");
             }
             undo_overlay(self, &mut state);
@@ -455,7 +497,7 @@ impl Agent {
     }
 
     fn disconnect(&self, network: &str, netns: &str) -> Result<(), AgentError> {
-        let container = netns_path(netns)?;
+        let container = Container::lookup(netns_path(netns)?);
         let store = self.store()?;
         let mut state = lock(&self.state);
         let mut locked = store.lock(LOCK_TIMEOUT)?;
@@ -475,7 +517,7 @@ impl Agent {
         if let Err(e) = self.save_record(&state) {
             tracing::error!(error = %e, "updating the endpoint record after disconnect");
         }
-        if let Err(e) = overlay::disconnect_container(&container, &endpoint.ifname) {
+        if let Err(e) = overlay::disconnect_container(&container.path, &endpoint.ifname) {
             tracing::warn!(error = %e, "removing the container interface");
         }
         if !state.local.values().any(|e| e.network == network.id) {
