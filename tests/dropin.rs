@@ -957,6 +957,12 @@ fn cli_errors_are_one_line_and_change_nothing() {
             "192.0.2.1",
         ),
         ("link add vx3 id 42 netns OVERLAY", "already used"),
+        // `replace` names one entry; the all-zeros MAC is the flood list (a store record with
+        // that MAC once turned into a flood-list entry this way)
+        (
+            "fdb replace 00:00:00:00:00:00 dev vxlan1 dst 198.18.0.9",
+            "replace cannot take 00:00:00:00:00:00",
+        ),
     ];
     let before = snapshot(&topo);
     for (command, expected) in cases {
@@ -982,6 +988,14 @@ fn cli_errors_are_one_line_and_change_nothing() {
         assert_one_line_error(&out, command, "not running");
     }
     assert_eq!(snapshot(&topo), before);
+
+    // Without dst, `fdb del` of the all-zeros MAC empties the flood list, as the kernel's does.
+    daemon.cli_ok_line("fdb append 00:00:00:00:00:00 dev vxlan1 dst 198.18.0.8");
+    assert_eq!(fdb_rows(daemon, MacAddr::ZERO).len(), 2);
+    daemon.cli_ok_line("fdb del 00:00:00:00:00:00 dev vxlan1");
+    assert_eq!(fdb_rows(daemon, MacAddr::ZERO), Vec::<Value>::new());
+    let out = daemon.cli_line("fdb del 00:00:00:00:00:00 dev vxlan1");
+    assert_one_line_error(&out, "fdb del (empty flood list)", "not found");
     topo.assert_no_kernel_vxlan();
 }
 

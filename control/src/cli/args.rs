@@ -337,14 +337,8 @@ pub fn fdb(args: &[String]) -> Result<Command, ArgError> {
             }
             Request::FdbAdd { entry, mode }
         }
-        None => {
-            if flood && entry.dst.is_none() {
-                return Err(ArgError::Missing(
-                    "dst IP (which flood-list entry to delete)",
-                ));
-            }
-            Request::FdbDel { entry }
-        }
+        // Without dst, the all-zeros MAC deletes the whole flood list, as the kernel's does.
+        None => Request::FdbDel { entry },
     };
     Ok(Command { request, json })
 }
@@ -553,12 +547,20 @@ mod tests {
                 "append 02:42:0a:00:00:03 dev vxlan1 dst 198.18.0.2",
                 "append builds the flood list",
             ),
-            ("del 00:00:00:00:00:00 dev vxlan1", "which flood-list entry"),
         ];
         for (args, expected) in cases {
             let err = fdb(&words(args)).unwrap_err().to_string();
             assert!(err.contains(expected), "{args}: {err}");
         }
+        // Without dst, the whole flood list.
+        assert!(matches!(
+            fdb(&words("del 00:00:00:00:00:00 dev vxlan1"))
+                .unwrap()
+                .request,
+            Request::FdbDel {
+                entry: FdbSpec { dst: None, .. }
+            }
+        ));
     }
 
     #[test]
