@@ -388,6 +388,21 @@ impl Keyed for Host {
     }
 }
 
+/// The checks of one endpoint on its own (everything but its network, host and claims), for
+/// endpoints that come from elsewhere than a listing, such as the daemon's local record.
+///
+/// # Errors
+///
+/// The refusal, with an empty key.
+pub fn check_endpoint(e: &Endpoint) -> Result<(), Rejection> {
+    check_endpoint_fields(e).map_err(|(reason, detail)| Rejection {
+        key: String::new(),
+        reason,
+        detail,
+        fingerprint: 0,
+    })
+}
+
 /// Whether `id` is what [`super::new_id`] makes: 64 lowercase hex digits.
 pub fn is_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

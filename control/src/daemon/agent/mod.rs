@@ -633,7 +633,19 @@ fn read_record(path: &Path) -> anyhow::Result<BTreeMap<String, Endpoint>> {
     };
     let endpoints: Vec<Endpoint> = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not an endpoint record: {e}", path.display()))?;
-    Ok(endpoints.into_iter().map(|e| (e.key(), e)).collect())
+    let mut local = BTreeMap::new();
+    for e in endpoints {
+        // Held to the store's rules too: what is published from here must pass them.
+        match validate::check_endpoint(&e) {
+            Ok(()) => {
+                local.insert(e.key(), e);
+            }
+            Err(rejection) => {
+                tracing::warn!(record = %path.display(), endpoint = %validate::escape(&e.name), reason = %rejection.reason, detail = %rejection.detail, "ignoring a local endpoint that breaks the rules")
+            }
+        }
+    }
+    Ok(local)
 }
 
 /// Lets a burst of changes settle into one re-list: consumes changes until the watch is
