@@ -573,3 +573,38 @@ fn the_socket_is_for_root_and_its_group_and_others_may_only_read() {
         daemon.cli_ok(&["link", "del", "vxn3"]);
     }
 }
+
+#[test]
+fn an_over_long_request_gets_an_answer_and_the_daemon_serves_on() {
+    let host = Netns::unique("h");
+    let daemon = Daemon::start(&host);
+    let client = UnixStream::connect(daemon.socket()).expect("connecting");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // 70 KiB without a newline, written from another thread: the daemon may stop reading.
+    let writer = {
+        let client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = (&client).write_all(&vec![b' '; 70 * 1024]);
+        })
+    };
+    let mut answer = String::new();
+    let mut buf = [0u8; 1024];
+    while !answer.contains('\n') {
+        match (&client).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => panic!("no answer to an over-long request: {e}\n{}", daemon.log()),
+        }
+    }
+    writer.join().unwrap();
+    let answer: serde_json::Value = serde_json::from_str(answer.trim())
+        .unwrap_or_else(|e| panic!("not one JSON line ({e}): {answer:?}"));
+    let message = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("request longer than 65536 bytes"),
+        "answer: {answer}"
+    );
+    daemon.cli_ok(&["link", "show"]);
+}
