@@ -49,6 +49,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_POLL: Duration = Duration::from_millis(250);
 /// How long the accept loop rests after an `accept` failure it cannot answer.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// How long `accept` must not have run out of fds before the condition counts as over.
+const FD_RECOVERY: Duration = Duration::from_secs(1);
 /// Connections waiting in the kernel for `accept`.
 const BACKLOG: i32 = 128;
 
@@ -325,8 +327,9 @@ pub struct AdminServer {
 /// when it clears.
 #[derive(Default)]
 struct Refusals {
-    /// Connections refused (or left waiting) since the process ran out of fds, while it is.
-    out_of_fds: Option<u64>,
+    /// Connections refused (or left waiting) since the process ran out of fds, and when it
+    /// last did, while it is.
+    out_of_fds: Option<(u64, Instant)>,
     /// Connections refused since the client cap was reached, while it is.
     at_capacity: Option<u64>,
 }
@@ -363,8 +366,16 @@ impl AdminServer {
             }
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if let Some(refused) = refusals.out_of_fds.take() {
-                        tracing::info!(refused, "admin socket: file descriptors available again");
+                    // Cleared only once it has stayed away a while: at the limit, each
+                    // client that leaves frees one fd for one accept, which is no recovery.
+                    if let Some((refused, last)) = refusals.out_of_fds {
+                        if last.elapsed() >= FD_RECOVERY {
+                            tracing::info!(
+                                refused,
+                                "admin socket: file descriptors available again"
+                            );
+                            refusals.out_of_fds = None;
+                        }
                     }
                     if spare.is_none() {
                         spare = spare_fd().ok();
@@ -372,15 +383,16 @@ impl AdminServer {
                     self.admit(stream, &mut refusals);
                 }
                 Err(e) if out_of_fds(&e) => {
-                    let refused = refusals.out_of_fds.get_or_insert_with(|| {
+                    let (refused, last) = refusals.out_of_fds.get_or_insert_with(|| {
                         tracing::warn!(
                             error = %e,
                             "admin socket: out of file descriptors; answering new connections \
                              with an error until some close"
                         );
-                        0
+                        (0, Instant::now())
                     });
                     *refused += 1;
+                    *last = Instant::now();
                     // Give the spare up for one accept, answer, close, take it back.
                     if spare.take().is_some() {
                         if let Ok((stream, _)) = self.listener.accept() {
