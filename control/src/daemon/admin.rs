@@ -395,11 +395,15 @@ impl AdminServer {
                     *last = Instant::now();
                     // Give the spare up for one accept, answer, close, take it back.
                     if spare.take().is_some() {
-                        if let Ok((stream, _)) = self.listener.accept() {
-                            refuse(
+                        match self.listener.accept() {
+                            Ok((stream, _)) => refuse(
                                 &stream,
                                 "the vxtap daemon is out of file descriptors; try again later",
-                            );
+                            ),
+                            // Another thread took the freed fd first: counted above, and
+                            // the backoff below waits; trace only, or the log would repeat
+                            // the condition that was logged once.
+                            Err(e) => tracing::trace!(error = %e, "accepting with the spare fd"),
                         }
                         spare = spare_fd().ok();
                     }
