@@ -138,6 +138,31 @@ impl Request {
         )
     }
 
+    /// Whether it changes anything (links, tables, networks, endpoints). A client that is
+    /// neither root nor in the admin socket's group may only send requests that do not.
+    /// Every request is classified here by name, so a new one must be too.
+    pub fn is_mutation(&self) -> bool {
+        match self {
+            Request::LinkAdd { .. }
+            | Request::LinkDel { .. }
+            | Request::FdbAdd { .. }
+            | Request::FdbDel { .. }
+            | Request::NeighAdd { .. }
+            | Request::NeighDel { .. }
+            | Request::NetworkCreate { .. }
+            | Request::NetworkRm { .. }
+            | Request::Connect { .. }
+            | Request::Disconnect { .. } => true,
+            Request::LinkShow { .. }
+            | Request::FdbShow { .. }
+            | Request::NeighShow { .. }
+            | Request::Stats
+            | Request::NetworkList
+            | Request::NetworkInspect { .. }
+            | Request::HostList => false,
+        }
+    }
+
     /// The command's name, for messages.
     pub fn name(&self) -> &'static str {
         match self {
@@ -368,4 +393,88 @@ pub enum Response {
     Ok(Reply),
     /// It did not, and nothing changed.
     Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listing_requests_are_reads() {
+        let spec = LinkSpec {
+            name: "vx".into(),
+            vni: 42,
+            local: None,
+            dstport: 4789,
+            netns: None,
+            proxy: false,
+            learning: true,
+            ageing: 300,
+            maxaddress: 0,
+            mtu: 1450,
+            admit_any: false,
+            offload: true,
+        };
+        let entry = FdbSpec {
+            mac: "00:00:00:00:00:00".into(),
+            dev: "vx".into(),
+            dst: None,
+            vni: None,
+            port: None,
+        };
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        let all = [
+            Request::LinkAdd { spec },
+            Request::LinkDel { name: "vx".into() },
+            Request::LinkShow { name: None },
+            Request::FdbAdd {
+                entry: entry.clone(),
+                mode: FdbMode::Add,
+            },
+            Request::FdbDel { entry },
+            Request::FdbShow { dev: None },
+            Request::NeighAdd {
+                ip,
+                mac: "02:42:0a:00:00:02".into(),
+                dev: "vx".into(),
+            },
+            Request::NeighDel {
+                ip,
+                dev: "vx".into(),
+            },
+            Request::NeighShow { dev: None },
+            Request::Stats,
+            Request::NetworkCreate {
+                request: NetworkRequest {
+                    name: "n".into(),
+                    subnet: None,
+                    gateway: None,
+                    vni: None,
+                    mtu: None,
+                },
+            },
+            Request::NetworkList,
+            Request::NetworkInspect { name: "n".into() },
+            Request::NetworkRm { name: "n".into() },
+            Request::HostList,
+            Request::Connect {
+                network: "n".into(),
+                netns: "c".into(),
+                ip: None,
+                name: None,
+            },
+            Request::Disconnect {
+                network: "n".into(),
+                netns: "c".into(),
+            },
+        ];
+        for request in &all {
+            let name = request.name();
+            let reads = name.ends_with(" show")
+                || name.ends_with(" ls")
+                || name.ends_with(" inspect")
+                || name == "stats";
+            assert_eq!(request.is_mutation(), !reads, "{name}");
+        }
+    }
 }

@@ -15,6 +15,12 @@ pub enum ClientError {
         /// The socket path tried.
         path: PathBuf,
     },
+    /// The socket is there but this user may not connect to it.
+    #[error("permission denied connecting to {path}: the admin socket is for root (and the group given to `vxtap daemon --socket-group`, if any)")]
+    PermissionDenied {
+        /// The socket path tried.
+        path: PathBuf,
+    },
     /// Talking to the daemon failed midway.
     #[error("talking to the daemon at {path}: {source}")]
     Io {
@@ -51,6 +57,9 @@ pub fn call(run_dir: &Path, request: &Request) -> Result<Reply, ClientError> {
     let stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             ClientError::NotRunning { path: path.clone() }
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            ClientError::PermissionDenied { path: path.clone() }
         }
         _ => io(e),
     })?;

@@ -51,6 +51,10 @@ enum Command {
             default_value = "dir:/var/lib/vxtap/store"
         )]
         store: String,
+        /// Let members of this group (a name or a gid) use the admin socket like root: the
+        /// socket is then mode 0660 with this group instead of 0600 (root only).
+        #[arg(long, value_name = "GROUP")]
+        socket_group: Option<String>,
     },
     /// Overlay networks, shared by every host on the store: create, ls, inspect, rm.
     Network {
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
             local_ip,
             host,
             store,
+            socket_group,
         } => {
             init_logging();
             let threads = threads
@@ -230,6 +235,7 @@ fn main() -> ExitCode {
                 port,
                 threads,
                 agent,
+                socket_group,
             };
             return match daemon::run(&options) {
                 Ok(()) => ExitCode::SUCCESS,

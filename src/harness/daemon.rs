@@ -91,6 +91,24 @@ impl Daemon {
         Daemon::launch(command, host, path, Some(run_dir), extra)
     }
 
+    /// [`start_with`](Self::start_with), with the binary started through `wrapper` inside
+    /// `host`: `wrapper` is a program and its arguments that end by running the command
+    /// appended to them, and must exec it so the child's pid stays the daemon's (e.g.
+    /// `["prlimit", "--nofile=64:64", "--"]`, or `["sh", "-c", "umask 000; exec \"$@\"",
+    /// "sh"]`).
+    pub fn start_via(host: &Netns, wrapper: &[&str], extra: &[&str]) -> Daemon {
+        super::require_root();
+        let (program, args) = wrapper.split_first().expect("a wrapper program");
+        let run_dir = tempfile::Builder::new()
+            .prefix("vxtap-test-")
+            .tempdir_in("/tmp")
+            .expect("a run directory under /tmp");
+        let mut command = host.command(program);
+        command.args(args).arg(binary());
+        let path = run_dir.path().to_owned();
+        Daemon::launch(command, host, path, Some(run_dir), extra)
+    }
+
     /// A control-plane daemon (`extra` holds `--host`, `--local-ip`, `--store`) in `host`,
     /// with the run directory `run_dir` that the caller owns, so a restarted daemon finds
     /// what the last one left there. It is started with `nsenter --net`, not `ip netns

@@ -9,6 +9,7 @@ use crate::cluster::{MAX_MTU, MIN_MTU};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use vxtap_dataplane::io::{
     netns, TapConfig, TapDevice, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4,
     TUN_F_USO6,
@@ -63,6 +64,93 @@ pub enum RequestError {
     /// The switch refused a table change.
     #[error("{0}")]
     Network(#[from] vxtap_dataplane::switch::NetworkError),
+    /// The daemon is shutting down: its links are gone or going.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// Applies one admin request, holding the links lock only while tables change: for `link
+/// add`, the namespace is opened and checked before the lock is taken and the TAP is made
+/// with the lock released, so a namespace path that misbehaves cannot stall `stats`, other
+/// clients or the ageing ticker.
+///
+/// # Errors
+///
+/// As for [`Links::handle`].
+pub fn apply(links: &Mutex<Links>, request: Request) -> Result<Reply, RequestError> {
+    let Request::LinkAdd { spec } = request else {
+        return lock(links).handle(request);
+    };
+    let netns_path = check_link_spec(&spec)?;
+    let threads = lock(links).reserve(&spec)?;
+    let made = make_tap(&spec, netns_path.as_deref(), threads);
+    lock(links).finish_add(spec, made).map(|()| Reply::Done)
+}
+
+fn lock(links: &Mutex<Links>) -> std::sync::MutexGuard<'_, Links> {
+    links.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Checks what a link spec says on its own (no table needed), including that its namespace
+/// exists and is a network namespace; returns the namespace's path.
+fn check_link_spec(spec: &LinkSpec) -> Result<Option<PathBuf>, RequestError> {
+    Vni::new(spec.vni).map_err(|e| invalid("VNI", spec.vni, e))?;
+    if !(MIN_MTU..=MAX_MTU).contains(&spec.mtu) {
+        return Err(invalid(
+            "mtu",
+            spec.mtu,
+            format!("expected {MIN_MTU}-{MAX_MTU}"),
+        ));
+    }
+    if let Some(local) = spec.local {
+        check_local(local)?;
+    }
+    // Validate the switch settings before creating anything.
+    Links::network_config(spec, MacAddr([2, 0, 0, 0, 0, 1])).validate()?;
+    let netns_path: Option<PathBuf> = spec.netns.as_deref().map(netns::resolve).transpose()?;
+    if let Some(path) = &netns_path {
+        // Never blocks, whatever the path is; refuses what is not a network namespace.
+        netns::open(path)?;
+    }
+    Ok(netns_path)
+}
+
+/// A TAP made for a link, with what the kernel agreed to.
+struct MadeTap {
+    tap: TapDevice,
+    ifindex: u32,
+    mac: MacAddr,
+    offload: u32,
+    steering: &'static str,
+}
+
+/// Makes the TAP of a reserved link in its namespace (no lock needed: it touches no table).
+fn make_tap(
+    spec: &LinkSpec,
+    netns_path: Option<&std::path::Path>,
+    queues: usize,
+) -> Result<MadeTap, RequestError> {
+    let config = TapConfig {
+        name: spec.name.clone(),
+        queues,
+        mtu: spec.mtu,
+        offload: 0,
+        txqueuelen: Some(1000),
+    };
+    let tap = TapDevice::create(&config, netns_path)?;
+    let offload = if spec.offload {
+        negotiate_offload(&tap)
+    } else {
+        0
+    };
+    let steering = steer(&tap);
+    Ok(MadeTap {
+        ifindex: tap.ifindex(),
+        mac: tap.mac(),
+        tap,
+        offload,
+        steering,
+    })
 }
 
 fn invalid(what: &'static str, value: impl ToString, why: impl ToString) -> RequestError {
@@ -144,6 +232,10 @@ pub struct Links {
     runtime: Runtime,
     port: u16,
     links: BTreeMap<String, Link>,
+    /// Links whose TAP is being made with the lock released: name and VNI are taken.
+    pending: BTreeMap<String, Vni>,
+    /// Set at shutdown: every link is gone and no new one may come.
+    closed: bool,
 }
 
 impl Links {
@@ -153,6 +245,8 @@ impl Links {
             runtime,
             port,
             links: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            closed: false,
         }
     }
 
@@ -173,13 +267,21 @@ impl Links {
 
     /// Removes every link (their TAPs disappear) and stops the runtime.
     pub fn shutdown(mut self) {
+        self.close();
+        self.runtime.shutdown();
+    }
+
+    /// Removes every link (their TAPs disappear) and refuses every request from now on; the
+    /// runtime keeps running until [`shutdown`](Self::shutdown) or the process ends. For a
+    /// shutdown that cannot wait for every holder of the lock to let go.
+    pub fn close(&mut self) {
+        self.closed = true;
         let names: Vec<String> = self.links.keys().cloned().collect();
         for name in names {
             if let Err(e) = self.link_del(&name) {
                 tracing::warn!(link = %name, error = %e, "removing link at shutdown");
             }
         }
-        self.runtime.shutdown();
     }
 
     /// Ages learned entries out and logs miss events; run about once a second.
@@ -198,6 +300,9 @@ impl Links {
 
     /// Applies one request.
     pub fn handle(&mut self, request: Request) -> Result<Reply, RequestError> {
+        if self.closed {
+            return Err(RequestError::ShuttingDown);
+        }
         match request {
             Request::LinkAdd { spec } => self.link_add(spec).map(|()| Reply::Done),
             Request::LinkDel { name } => self.link_del(&name).map(|()| Reply::Done),
@@ -240,12 +345,34 @@ impl Links {
         }
     }
 
+    /// `link add` with the lock held throughout (the agent's path; its namespaces are the
+    /// daemon's own). Admin requests go through [`apply`], which releases the lock while the
+    /// namespace is opened and the TAP made.
     fn link_add(&mut self, spec: LinkSpec) -> Result<(), RequestError> {
-        if self.links.contains_key(&spec.name) {
-            return Err(RequestError::NameTaken(spec.name));
+        let netns_path = check_link_spec(&spec)?;
+        let threads = self.reserve(&spec)?;
+        let made = make_tap(&spec, netns_path.as_deref(), threads);
+        self.finish_add(spec, made)
+    }
+
+    /// Checks a new link against the table and the daemon, then reserves its name and VNI
+    /// (so a concurrent `link add` cannot take them while its TAP is being made). Returns
+    /// how many queues its TAP needs.
+    fn reserve(&mut self, spec: &LinkSpec) -> Result<usize, RequestError> {
+        if self.closed {
+            return Err(RequestError::ShuttingDown);
+        }
+        if self.links.contains_key(&spec.name) || self.pending.contains_key(&spec.name) {
+            return Err(RequestError::NameTaken(spec.name.clone()));
         }
         let vni = Vni::new(spec.vni).map_err(|e| invalid("VNI", spec.vni, e))?;
-        if let Some((name, _)) = self.links.iter().find(|(_, l)| l.vni == vni) {
+        let taken = self
+            .links
+            .iter()
+            .map(|(name, l)| (name, l.vni))
+            .chain(self.pending.iter().map(|(name, v)| (name, *v)))
+            .find(|(_, v)| *v == vni);
+        if let Some((name, _)) = taken {
             return Err(RequestError::VniTaken {
                 vni: spec.vni,
                 name: name.clone(),
@@ -261,54 +388,45 @@ impl Links {
                 ),
             ));
         }
-        if !(MIN_MTU..=MAX_MTU).contains(&spec.mtu) {
-            return Err(invalid(
-                "mtu",
-                spec.mtu,
-                format!("expected {MIN_MTU}-{MAX_MTU}"),
-            ));
-        }
-        if let Some(local) = spec.local {
-            check_local(local)?;
-        }
-        // Validate the switch settings before creating anything.
-        Self::network_config(&spec, MacAddr([2, 0, 0, 0, 0, 1])).validate()?;
-        let netns_path: Option<PathBuf> = spec.netns.as_deref().map(netns::resolve).transpose()?;
-        let config = TapConfig {
-            name: spec.name.clone(),
-            queues: self.runtime.threads(),
-            mtu: spec.mtu,
-            offload: 0,
-            txqueuelen: Some(1000),
+        self.pending.insert(spec.name.clone(), vni);
+        Ok(self.runtime.threads())
+    }
+
+    /// Hands a TAP made for a reserved link to the runtime and records the link; on any
+    /// failure (including `made`'s) the reservation is released and the TAP removed.
+    fn finish_add(
+        &mut self,
+        spec: LinkSpec,
+        made: Result<MadeTap, RequestError>,
+    ) -> Result<(), RequestError> {
+        let Some(vni) = self.pending.remove(&spec.name) else {
+            // Only `reserve` inserts, and only the caller that reserved removes.
+            return Err(RequestError::NameTaken(spec.name));
         };
-        let tap = TapDevice::create(&config, netns_path.as_deref())?;
-        let offload = if spec.offload {
-            negotiate_offload(&tap)
-        } else {
-            0
-        };
-        let steering = steer(&tap);
-        let (ifindex, mac) = (tap.ifindex(), tap.mac());
+        let made = made?;
+        if self.closed {
+            return Err(RequestError::ShuttingDown);
+        }
         // On failure the TAP is dropped inside add_link, which removes it.
         self.runtime.add_link(
             vni,
-            Self::network_config(&spec, mac),
-            tap,
+            Self::network_config(&spec, made.mac),
+            made.tap,
             LinkOptions {
                 local: spec.local,
                 mtu: spec.mtu,
             },
         )?;
-        tracing::info!(link = %spec.name, %vni, netns = ?spec.netns, %mac, "link added");
+        tracing::info!(link = %spec.name, %vni, netns = ?spec.netns, mac = %made.mac, "link added");
         self.links.insert(
             spec.name.clone(),
             Link {
                 spec,
                 vni,
-                ifindex,
-                mac,
-                offload,
-                steering,
+                ifindex: made.ifindex,
+                mac: made.mac,
+                offload: made.offload,
+                steering: made.steering,
             },
         );
         Ok(())

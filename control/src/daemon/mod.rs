@@ -1,21 +1,28 @@
 //! `vxtap daemon`: owns the underlay sockets of the namespace it runs in, the TAPs it creates
 //! in other namespaces, and the admin socket `RUN_DIR/vxtap.sock`.
 //!
-//! Requests are served one at a time from the admin socket; the data plane runs on its own
-//! worker threads throughout. SIGTERM or SIGINT shuts down cleanly: every TAP is removed and
-//! the socket file deleted.
+//! The admin socket (see `admin`: who may connect, how many clients, how long each may take)
+//! serves each client on a thread of its own; requests change links one at a time under the
+//! links lock, which is never held while waiting on a namespace or a client. The data plane
+//! runs on its own worker threads throughout. SIGTERM or SIGINT shuts down cleanly and
+//! promptly: client connections are shut down, every TAP is removed and the socket file
+//! deleted.
 
+mod admin;
 pub mod agent;
 mod links;
 
+pub use admin::{
+    AdminError, SocketGroup, IDLE_TIMEOUT, MAX_CLIENTS, MAX_REQUEST, REQUEST_DEADLINE,
+    WRITE_TIMEOUT,
+};
 pub use agent::{Agent, AgentConfig};
 pub use links::Links;
 
-use crate::api::{Reply, Request, Response};
 use crate::client::socket_path;
+use admin::AdminServer;
 use anyhow::Context;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,15 +40,24 @@ pub struct Options {
     pub threads: usize,
     /// The control plane, when the daemon takes part in overlays (`--local-ip`).
     pub agent: Option<AgentConfig>,
+    /// A group (name or gid) whose members may use the admin socket like root
+    /// (`--socket-group`): the socket is then 0660 with that group instead of 0600.
+    pub socket_group: Option<String>,
 }
 
-/// Longest request line accepted on the admin socket.
-const MAX_REQUEST: u64 = 64 * 1024;
-/// How long an admin connection may stay silent before the daemon closes it.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for client threads busy inside a request, after their
+/// connections were shut down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(options: &Options) -> anyhow::Result<()> {
+    // Before anything opens a file: the soft limit may be far below what the hard one allows.
+    admin::raise_fd_limit();
+    let group = options
+        .socket_group
+        .as_deref()
+        .map(SocketGroup::resolve)
+        .transpose()?;
     std::fs::create_dir_all(&options.run_dir)
         .with_context(|| format!("creating run directory {}", options.run_dir.display()))?;
     let path = socket_path(&options.run_dir);
@@ -63,9 +79,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     };
     let runtime = Runtime::start(&config)
         .with_context(|| format!("starting the data plane on UDP port {}", options.port))?;
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
-    tracing::info!(socket = %path.display(), port = options.port, threads = options.threads, "vxtap daemon running");
+    let listener = admin::bind(&path, group.as_ref())?;
+    tracing::info!(
+        socket = %path.display(),
+        mode = if group.is_some() { "0660" } else { "0600" },
+        group = group.as_ref().map(|g| g.name.as_str()),
+        port = options.port,
+        threads = options.threads,
+        "vxtap daemon running"
+    );
 
     let links = Arc::new(Mutex::new(Links::new(runtime, options.port)));
     let stop = Arc::new(AtomicBool::new(false));
@@ -86,88 +108,55 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let shared_agent = agent.as_ref().map(|(a, _)| Arc::clone(a));
-
-    while !stop.load(Ordering::SeqCst) {
-        // Wait with a timeout rather than block in accept: the signal thread's wake-up
-        // connection cannot arrive if the socket file was removed under us.
-        if !readable(&listener, ACCEPT_POLL) {
-            continue;
-        }
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match listener.accept().map(|(stream, _)| stream) {
-            // A connection of its own per client, so a stalled client cannot hold up others;
-            // requests still apply one at a time under the links lock.
-            Ok(stream) => {
-                let links = Arc::clone(&links);
-                let agent = shared_agent.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("vxtap-admin".into())
-                    .spawn(move || serve(stream, &links, agent.as_deref()));
-                if let Err(e) = spawned {
-                    tracing::warn!(error = %e, "cannot start a thread for an admin connection");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "accepting an admin connection"),
-        }
-    }
+    let server = AdminServer::new(
+        listener,
+        group,
+        Arc::clone(&links),
+        agent.as_ref().map(|(a, _)| Arc::clone(a)),
+    );
+    let served = server.run(&stop);
+    // Whatever ended the loop, clean up: no client may hold the shutdown.
+    stop.store(true, Ordering::SeqCst);
 
     tracing::info!("shutting down");
+    let busy = server.disconnect_all(SHUTDOWN_GRACE);
+    if busy > 0 {
+        tracing::warn!(
+            busy,
+            "admin connections still inside a request at shutdown; not waiting for them"
+        );
+    }
+    drop(server);
     let _ = ticker.join();
-    drop(shared_agent);
     if let Some((agent, thread)) = agent {
         let _ = thread.join();
         drop(agent);
     }
-    // Admin connections still open hold a reference; give them their read timeout to end.
-    let links = wait_unshared(links)?;
-    let names: Vec<String> = links.names().map(str::to_owned).collect();
-    links.shutdown();
+    // Remove the links under the lock, whoever still holds a reference to it.
+    let names: Vec<String> = {
+        let mut links = links.lock().unwrap_or_else(PoisonError::into_inner);
+        let names = links.names().map(str::to_owned).collect();
+        links.close();
+        names
+    };
     tracing::info!(removed = ?names, "links removed");
-    match std::fs::remove_file(&path) {
+    match Arc::try_unwrap(links) {
+        Ok(links) => links
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shutdown(),
+        // A client thread still busy holds it: its workers end with the process.
+        Err(_) => tracing::warn!("data plane left to stop with the process"),
+    }
+    let removed = match std::fs::remove_file(&path) {
         // Someone removed it (or the whole run directory) already: nothing left to do.
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("removing {}", path.display()))
         }
         _ => Ok(()),
-    }
-}
-
-/// How often the accept loop looks at the stop flag when no connection arrives.
-const ACCEPT_POLL: Duration = Duration::from_millis(250);
-
-/// Whether `listener` has a connection waiting, after at most `timeout`.
-fn readable(listener: &UnixListener, timeout: Duration) -> bool {
-    let mut fds = [rustix::event::PollFd::new(
-        listener,
-        rustix::event::PollFlags::IN,
-    )];
-    let timeout = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: i64::from(timeout.subsec_nanos()),
     };
-    match rustix::event::poll(&mut fds, Some(&timeout)) {
-        Ok(n) => n > 0,
-        // EINTR (a signal) and the like: look at the stop flag, then wait again.
-        Err(_) => false,
-    }
-}
-
-/// Takes the link state back once no admin connection holds it (bounded wait).
-fn wait_unshared(mut links: Arc<Mutex<Links>>) -> anyhow::Result<Links> {
-    let deadline = std::time::Instant::now() + ADMIN_TIMEOUT + Duration::from_secs(1);
-    loop {
-        match Arc::try_unwrap(links) {
-            Ok(links) => return Ok(links.into_inner().unwrap_or_else(PoisonError::into_inner)),
-            Err(shared) if std::time::Instant::now() < deadline => {
-                links = shared;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(_) => anyhow::bail!("admin connections still open at shutdown"),
-        }
-    }
+    served?;
+    removed
 }
 
 /// SIGTERM/SIGINT set `stop` and wake the accept loop with a connection of our own.
@@ -220,68 +209,5 @@ fn warn_if_private_mounts() {
         if ours != init {
             tracing::warn!("the daemon runs in a mount namespace of its own (ip netns exec?): overlay namespaces will not outlive it; start it with `nsenter --net=...` instead");
         }
-    }
-}
-
-/// Answers every request line on one connection.
-fn serve(stream: UnixStream, links: &Mutex<Links>, agent: Option<&Agent>) {
-    let _ = stream.set_read_timeout(Some(ADMIN_TIMEOUT));
-    let mut reader = BufReader::new(&stream);
-    loop {
-        let mut line = String::new();
-        match (&mut reader).take(MAX_REQUEST).read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => {
-                tracing::debug!(?request, "admin request");
-                let result = match agent {
-                    Some(agent) if request.is_overlay() => {
-                        agent.handle(request).map_err(|e| e.to_string())
-                    }
-                    _ => links
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .handle(request)
-                        .map(|reply| with_record_stats(reply, agent))
-                        .map_err(|e| e.to_string()),
-                };
-                match result {
-                    Ok(reply) => Response::Ok(reply),
-                    Err(e) => {
-                        tracing::info!(error = %e, "request refused");
-                        Response::Error(e)
-                    }
-                }
-            }
-            Err(e) => Response::Error(format!("malformed request: {e}")),
-        };
-        let Ok(mut answer) = serde_json::to_string(&response) else {
-            return;
-        };
-        answer.push('\n');
-        if (&stream).write_all(answer.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-/// `stats` of a daemon running the control plane also counts the store records it refused.
-fn with_record_stats(reply: Reply, agent: Option<&Agent>) -> Reply {
-    match (reply, agent) {
-        (
-            Reply::Stats {
-                links,
-                global,
-                records: None,
-            },
-            Some(agent),
-        ) => Reply::Stats {
-            links,
-            global,
-            records: Some(agent.record_stats()),
-        },
-        (reply, _) => reply,
     }
 }

@@ -7,13 +7,23 @@
 //! the daemon's own threads never change namespace; namespaces are made and bound with
 //! util-linux `unshare --net=FILE`. Every failure says
 //! which command, in which namespace, and what the kernel answered.
+//!
+//! Nothing here waits on the outside world without a bound: a namespace path is opened and
+//! checked (it must be a network namespace; a FIFO there cannot block) before any command
+//! runs in it, and every command is killed after [`COMMAND_TIMEOUT`].
 
 pub mod hosts;
 pub mod netns;
 pub mod overlay;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use vxtap_dataplane::io::IoError;
+
+/// Longest an external command (`ip`, `unshare`) may run before it is killed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a plumbing step failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +36,25 @@ pub enum PlumbingError {
         /// Why.
         source: std::io::Error,
     },
+    /// A command did not finish in time and was killed.
+    #[error("`{command}` did not finish within {} s and was killed", after.as_secs())]
+    TimedOut {
+        /// The command line.
+        command: String,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// A command's exit could not be waited for.
+    #[error("waiting for `{command}`: {source}")]
+    Wait {
+        /// The command line.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The path is not a network namespace (or cannot be checked); nothing was run.
+    #[error("{0}")]
+    BadNetns(IoError),
     /// A command failed.
     #[error("`{command}` failed: {stderr}")]
     Command {
@@ -93,22 +122,35 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), PlumbingError
     std::fs::rename(&tmp, path).map_err(io("renaming into", path))
 }
 
+/// Checks that `path` is a network namespace, without blocking whatever it is.
+///
+/// # Errors
+///
+/// `NoNetns` if there is nothing there, `BadNetns` if it is something else or cannot be
+/// checked.
+pub fn check_netns(path: &Path) -> Result<(), PlumbingError> {
+    match vxtap_dataplane::io::netns::open(path) {
+        Ok(_) => Ok(()),
+        Err(IoError::NetnsNotFound { path }) => Err(PlumbingError::NoNetns(path)),
+        Err(e) => Err(PlumbingError::BadNetns(e)),
+    }
+}
+
 /// Runs `ip ARGS` inside the network namespace at `netns` and returns its stdout.
 ///
 /// # Errors
 ///
-/// `Spawn` or `Command` (with ip's stderr).
+/// `NoNetns` or `BadNetns` before anything runs, then `Spawn`, `TimedOut`, `Wait` or
+/// `Command` (with ip's stderr).
 pub fn ip(netns: &Path, args: &[&str]) -> Result<String, PlumbingError> {
+    check_netns(netns)?;
     let mut command = Command::new("nsenter");
     command
         .arg(format!("--net={}", netns.display()))
         .arg("ip")
         .args(args);
     let line = format!("ip {} (in {})", args.join(" "), netns.display());
-    let output = command.output().map_err(|source| PlumbingError::Spawn {
-        command: line.clone(),
-        source,
-    })?;
+    let output = run(&mut command, &line, COMMAND_TIMEOUT)?;
     if !output.status.success() {
         return Err(PlumbingError::Command {
             command: line,
@@ -116,6 +158,104 @@ pub fn ip(netns: &Path, args: &[&str]) -> Result<String, PlumbingError> {
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `command` (described as `line` in errors) with stdin closed and its output
+/// collected; kills it if it has not finished within `limit`.
+///
+/// # Errors
+///
+/// `Spawn`, `TimedOut` (the child was killed and reaped), or `Wait`.
+pub fn run(command: &mut Command, line: &str, limit: Duration) -> Result<Output, PlumbingError> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| PlumbingError::Spawn {
+            command: line.to_owned(),
+            source,
+        })?;
+    // Drain both pipes while waiting, so a chatty child cannot block on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::Builder::new()
+            .name("vxtap-command".into())
+            .spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    pipe.read_to_end(&mut bytes)?;
+                }
+                Ok::<_, std::io::Error>(bytes)
+            })
+    };
+    let spawn_error = |source| PlumbingError::Spawn {
+        command: line.to_owned(),
+        source,
+    };
+    let wait_error = |source| PlumbingError::Wait {
+        command: line.to_owned(),
+        source,
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .map(|p| Box::new(p) as Box<dyn Read + Send>);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|p| Box::new(p) as Box<dyn Read + Send>);
+    let (stdout, stderr) = match (drain(stdout), drain(stderr)) {
+        (Ok(out), Ok(err)) => (out, err),
+        (Err(e), _) | (_, Err(e)) => {
+            kill(&mut child, line);
+            return Err(spawn_error(e));
+        }
+    };
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                kill(&mut child, line);
+                return Err(wait_error(e));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            kill(&mut child, line);
+            // The readers end when the pipes close; a grandchild holding them would keep
+            // them open, so they are left to finish on their own.
+            return Err(PlumbingError::TimedOut {
+                command: line.to_owned(),
+                after: limit,
+            });
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    let collect = |reader: std::thread::JoinHandle<std::io::Result<Vec<u8>>>| {
+        reader
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the reader thread panicked")))
+            .map_err(wait_error)
+    };
+    Ok(Output {
+        status,
+        stdout: collect(stdout)?,
+        stderr: collect(stderr)?,
+    })
+}
+
+/// Kills and reaps a child that is given up on; failures are logged (it may have exited).
+fn kill(child: &mut std::process::Child, line: &str) {
+    if let Err(e) = child.kill() {
+        tracing::warn!(command = line, error = %e, "killing a command");
+    }
+    if let Err(e) = child.wait() {
+        tracing::warn!(command = line, error = %e, "reaping a killed command");
+    }
 }
 
 /// Interface names in the namespace at `netns`.
@@ -148,6 +288,54 @@ fn parse_link_names(json: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_that_hangs_is_killed() {
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("30");
+        let err = run(&mut sleeper, "sleep 30", Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, PlumbingError::TimedOut { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "`sleep 30` did not finish within 0 s and was killed"
+        );
+        // Output and status of a command that finishes come back whole.
+        let mut echo = Command::new("sh");
+        echo.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let output = run(&mut echo, "sh", COMMAND_TIMEOUT).unwrap();
+        assert_eq!(output.stdout, b"out\n");
+        assert_eq!(output.stderr, b"err\n");
+        assert_eq!(output.status.code(), Some(3));
+    }
+
+    #[test]
+    fn nothing_runs_in_a_path_that_is_not_a_netns() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // nsenter would wait forever for a writer to open the FIFO.
+        let err = ip(&fifo, &["link", "show"]).unwrap_err();
+        assert!(matches!(err, PlumbingError::BadNetns(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("is not a network namespace"),
+            "{err}"
+        );
+        let err = ip(Path::new("/proc/self/ns/mnt"), &["link", "show"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("is not a network namespace (a mount namespace)"),
+            "{err}"
+        );
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            ip(&missing, &["link", "show"]),
+            Err(PlumbingError::NoNetns(p)) if p == missing
+        ));
+    }
 
     #[test]
     fn link_names_come_from_ip_json() {

@@ -6,7 +6,7 @@ use super::PlumbingError;
 use std::path::Path;
 
 /// `statfs` magic of nsfs, the filesystem namespace files live on.
-pub const NSFS_MAGIC: i64 = 0x6e73_6673;
+const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// Whether `path` is a bound namespace (a mount of nsfs), not just a file.
 pub fn is_bound(path: &Path) -> bool {
@@ -43,14 +43,13 @@ pub fn create(path: &Path) -> Result<(), PlumbingError> {
         })?;
     // util-linux's `unshare --net=FILE` makes the namespace and binds it to FILE; the bind
     // mount keeps it alive after that process exits. The daemon's own threads never move.
-    let output = std::process::Command::new("unshare")
-        .arg(format!("--net={}", path.display()))
-        .arg("true")
-        .output();
-    let failure = match output {
+    let mut unshare = std::process::Command::new("unshare");
+    unshare.arg(format!("--net={}", path.display())).arg("true");
+    let line = format!("unshare --net={} true", path.display());
+    let failure = match super::run(&mut unshare, &line, super::COMMAND_TIMEOUT) {
         Ok(out) if out.status.success() && is_bound(path) => None,
         Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
-        Err(e) => Some(format!("cannot run unshare: {e}")),
+        Err(e) => Some(e.to_string()),
     };
     if let Some(reason) = failure {
         let _ = std::fs::remove_file(path);

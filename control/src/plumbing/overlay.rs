@@ -87,9 +87,8 @@ pub fn connect_container(
     overlay: &Path,
     link: &ContainerLink<'_>,
 ) -> Result<String, PlumbingError> {
-    if !link.container.exists() {
-        return Err(PlumbingError::NoNetns(link.container.to_owned()));
-    }
+    // Before anything is created: nothing there, or not a network namespace.
+    super::check_netns(link.container)?;
     let ifname = free_ifname(&interfaces(link.container)?)
         .ok_or_else(|| PlumbingError::NoIfname(link.container.to_owned()))?;
     let outer = format!("ve{}", link.tag);

@@ -1,9 +1,12 @@
 //! The I/O shell: the TAP device on the overlay side, the UDP socket on the underlay side, and
 //! network namespaces to put each where it belongs.
 //!
-//! - [`netns`]: resolve a namespace argument like iproute2 and run a closure inside it on a
-//!   helper thread, so that fds opened there (a TAP, a socket) live in that namespace while
-//!   the calling thread never moves.
+//! - [`netns`]: resolve a namespace argument like iproute2, open and check a namespace file
+//!   without blocking (and learn its identity), and run a closure inside it on a helper
+//!   thread, so that fds opened there (a TAP, a socket) live in that namespace while the
+//!   calling thread never moves.
+//! - [`socket_peer_groups`]: who is on the other end of a Unix socket, for the daemon's
+//!   admin socket.
 //! - [`tap`]: create a non-persistent, multiqueue TAP with a 12-byte virtio-net header and
 //!   move frames through its queues, one `read` or one `writev` per frame; `steering` holds
 //!   the eBPF program that pins every flow to one queue.
@@ -65,6 +68,22 @@ pub enum IoError {
         /// What `open` said.
         source: std::io::Error,
     },
+    /// The file exists but is not a network namespace.
+    #[error("{} is not a network namespace ({what})", path.display())]
+    NotNetns {
+        /// The resolved path.
+        path: PathBuf,
+        /// What it is instead, e.g. `"a mount namespace"`.
+        what: &'static str,
+    },
+    /// The kernel could not say what kind of namespace the file is.
+    #[error("cannot check that {} is a network namespace", path.display())]
+    NetnsCheck {
+        /// The resolved path.
+        path: PathBuf,
+        /// What `fstatfs`, `fstat` or `NS_GET_NSTYPE` said.
+        source: std::io::Error,
+    },
     /// The helper thread that enters a namespace could not be started.
     #[error("cannot start a thread to enter network namespace {}", path.display())]
     NetnsThread {
@@ -73,7 +92,7 @@ pub enum IoError {
         /// What `clone` said.
         source: std::io::Error,
     },
-    /// `setns` refused the file (EINVAL: not a network namespace; EPERM: no CAP_SYS_ADMIN).
+    /// `setns` refused the namespace (EPERM: no CAP_SYS_ADMIN).
     #[error("cannot enter network namespace {}", path.display())]
     Setns {
         /// The resolved path.
@@ -164,6 +183,18 @@ pub enum IoError {
     },
 }
 
+/// The supplementary groups the peer of the connected Unix socket `socket` had when it
+/// connected (`SO_PEERGROUPS`, Linux 4.13+), for access checks on an admin socket. Unlike
+/// groups read from `/proc/PID/status`, they cannot belong to another process that reused
+/// the peer's pid. The peer's uid, gid and pid come from `SO_PEERCRED`.
+///
+/// # Errors
+///
+/// What `getsockopt` said (`ENOPROTOOPT` for a socket that is not a connected Unix socket).
+pub fn socket_peer_groups(socket: impl std::os::fd::AsFd) -> std::io::Result<Vec<u32>> {
+    sys::peer_groups(socket.as_fd())
+}
+
 /// The verifier's report for an error message: empty, or ": " and the report.
 fn verifier_says(log: &str) -> String {
     if log.is_empty() {
@@ -182,5 +213,30 @@ impl std::fmt::Display for NetnsName<'_> {
             Some(path) => write!(f, "network namespace {}", path.display()),
             None => f.write_str("the current network namespace"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_groups_are_the_connecting_process_groups() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut got = socket_peer_groups(&a).unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let mut want: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .unwrap()
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+        // Not a connected Unix socket: an error, not an empty list.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(socket_peer_groups(&udp).is_err());
     }
 }

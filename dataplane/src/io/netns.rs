@@ -8,12 +8,18 @@
 //! what the closure opened. The calling thread's namespace never changes, so a daemon's
 //! underlay sockets stay in the host namespace while its TAP lives in a container's.
 //!
+//! Every namespace path is opened through [`open`], which never blocks (a FIFO in place of a
+//! namespace opens at once) and refuses anything that is not a network namespace; the
+//! [`NetnsFile`] it returns knows the namespace's identity ([`NetnsId`]), so callers can
+//! tell that two paths name the same namespace.
+//!
 //! This module never creates or deletes namespaces and never changes anything inside one.
 
 use super::{sys, IoError};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where `ip netns add NAME` puts its bind mounts (iproute2's `NETNS_RUN_DIR`).
@@ -36,8 +42,135 @@ pub fn resolve(arg: &str) -> Result<PathBuf, IoError> {
     Ok(Path::new(NETNS_RUN_DIR).join(arg))
 }
 
+/// The identity of a network namespace: device and inode of its nsfs file, what the kernel
+/// prints as `net:[INODE]` for `readlink /proc/PID/ns/net`.
+///
+/// Two paths name the same namespace exactly when the identities of the files they open are
+/// equal: `/var/run/netns/x`, `/run/netns/x`, a symlink to either and `/proc/PID/ns/net` of a
+/// process inside it all give one `NetnsId`. An identity is only meaningful while something
+/// keeps the namespace alive (a bind mount, a process, an open [`NetnsFile`]): the kernel
+/// may reuse the inode number of a namespace that is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetnsId {
+    dev: u64,
+    ino: u64,
+}
+
+impl NetnsId {
+    /// The device number of nsfs (`st_dev`).
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    /// The namespace's inode number (`st_ino`), the number in `net:[...]`.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+}
+
+impl std::fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "net:[{}]", self.ino)
+    }
+}
+
+/// An open file that is known to be a network namespace (see [`open`]). Holding it keeps
+/// the namespace alive; [`run_in_file`] enters it without looking the path up again.
+#[derive(Debug)]
+pub struct NetnsFile {
+    file: File,
+    path: PathBuf,
+    id: NetnsId,
+}
+
+impl NetnsFile {
+    /// The path it was opened from (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Which namespace it is.
+    pub fn id(&self) -> NetnsId {
+        self.id
+    }
+}
+
+impl AsFd for NetnsFile {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+/// Opens the network namespace file at `path` and checks that it is one, without ever
+/// blocking on what the path turns out to be.
+///
+/// The path must lie on nsfs before anything opens it (so a device file is never opened);
+/// it is then opened with `O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC` (a FIFO swapped in
+/// meanwhile opens at once instead of waiting for a writer), and the open file itself must
+/// be on nsfs and answer `NS_GET_NSTYPE` with `CLONE_NEWNET`. Every path that names a
+/// namespace goes through here: [`run_in`], and so TAP creation in a namespace.
+///
+/// # Errors
+///
+/// `NetnsNotFound` if there is no such file, `NotNetns` if it is something else (a regular
+/// file, a FIFO, a directory, another kind of namespace such as `/proc/self/ns/mnt`),
+/// `NetnsOpen` if it cannot be looked at or opened, `NetnsCheck` if the kernel cannot say
+/// what kind of namespace it is.
+pub fn open(path: &Path) -> Result<NetnsFile, IoError> {
+    let open_error = |source: io::Error| {
+        if source.kind() == io::ErrorKind::NotFound {
+            IoError::NetnsNotFound {
+                path: path.to_owned(),
+            }
+        } else {
+            IoError::NetnsOpen {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    };
+    let not_netns = |what: &'static str| IoError::NotNetns {
+        path: path.to_owned(),
+        what,
+    };
+    if !sys::path_is_nsfs(path).map_err(open_error)? {
+        return Err(not_netns("not a namespace file"));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(open_error)?;
+    let check = |source| IoError::NetnsCheck {
+        path: path.to_owned(),
+        source,
+    };
+    if !sys::fd_is_nsfs(file.as_fd()).map_err(check)? {
+        return Err(not_netns("not a namespace file"));
+    }
+    match sys::namespace_type(file.as_fd()).map_err(check)? {
+        libc::CLONE_NEWNET => {}
+        libc::CLONE_NEWNS => return Err(not_netns("a mount namespace")),
+        libc::CLONE_NEWUTS => return Err(not_netns("a UTS namespace")),
+        libc::CLONE_NEWIPC => return Err(not_netns("an IPC namespace")),
+        libc::CLONE_NEWPID => return Err(not_netns("a PID namespace")),
+        libc::CLONE_NEWUSER => return Err(not_netns("a user namespace")),
+        libc::CLONE_NEWCGROUP => return Err(not_netns("a cgroup namespace")),
+        _ => return Err(not_netns("another kind of namespace")),
+    }
+    let meta = file.metadata().map_err(check)?;
+    Ok(NetnsFile {
+        id: NetnsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
+        file,
+        path: path.to_owned(),
+    })
+}
+
 /// Runs `f` on a helper thread inside the network namespace at `netns` and returns its
-/// result.
+/// result: [`open`], then [`run_in_file`].
 ///
 /// The calling thread never changes namespace. Fds that `f` opens (sockets, TAP queues)
 /// belong to `netns` and stay valid after the helper thread ends, since fds are per process.
@@ -45,34 +178,32 @@ pub fn resolve(arg: &str) -> Result<PathBuf, IoError> {
 ///
 /// # Errors
 ///
-/// `NetnsNotFound` if there is no such file, `NetnsOpen` if it cannot be opened, `Setns` if
-/// the kernel refuses to enter it (not a network namespace, or no `CAP_SYS_ADMIN`), and
-/// `NetnsThread` if no thread can be started.
+/// As for [`open`] and [`run_in_file`].
 pub fn run_in<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> Result<T, IoError> {
-    let file = File::open(netns).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            IoError::NetnsNotFound {
-                path: netns.to_owned(),
-            }
-        } else {
-            IoError::NetnsOpen {
-                path: netns.to_owned(),
-                source,
-            }
-        }
-    })?;
+    run_in_file(&open(netns)?, f)
+}
+
+/// Runs `f` on a helper thread inside the network namespace `netns` (already opened and
+/// checked by [`open`]) and returns its result. The calling thread never changes namespace;
+/// if `f` panics, the panic resumes on the calling thread.
+///
+/// # Errors
+///
+/// `Setns` if the kernel refuses to enter it (no `CAP_SYS_ADMIN`), `NetnsThread` if no
+/// thread can be started.
+pub fn run_in_file<T: Send>(netns: &NetnsFile, f: impl FnOnce() -> T + Send) -> Result<T, IoError> {
     std::thread::scope(|scope| {
         let helper = std::thread::Builder::new()
             .name("vxtap-netns".to_owned())
             .spawn_scoped(scope, || {
-                sys::setns_net(file.as_fd()).map_err(|source| IoError::Setns {
-                    path: netns.to_owned(),
+                sys::setns_net(netns.as_fd()).map_err(|source| IoError::Setns {
+                    path: netns.path.clone(),
                     source,
                 })?;
                 Ok(f())
             })
             .map_err(|source| IoError::NetnsThread {
-                path: netns.to_owned(),
+                path: netns.path.clone(),
                 source,
             })?;
         match helper.join() {
@@ -151,11 +282,65 @@ mod tests {
     fn a_file_that_is_not_a_netns_is_refused() {
         // Needs the same privileges as every namespace test, so fail the same way without.
         let _ns = TestNetns::new();
-        for path in ["/proc/self/ns/uts", "/proc/self/status"] {
-            let err = run_in(Path::new(path), || ()).unwrap_err();
-            assert!(matches!(err, IoError::Setns { .. }), "{path}: {err:?}");
-            assert!(err.to_string().contains(path), "{err}");
+        let dir = std::env::temp_dir().join(format!("vxtap-netns-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let regular = dir.join("regular");
+        std::fs::write(&regular, b"").unwrap();
+        let fifo = dir.join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+        let cases = [
+            (PathBuf::from("/proc/self/ns/uts"), "a UTS namespace"),
+            (PathBuf::from("/proc/self/ns/mnt"), "a mount namespace"),
+            (PathBuf::from("/proc/self/status"), "not a namespace file"),
+            (regular, "not a namespace file"),
+            // Without O_NONBLOCK this open would wait for a writer forever.
+            (fifo, "not a namespace file"),
+            (dir.clone(), "not a namespace file"),
+        ];
+        for (path, what) in cases {
+            let err = run_in(&path, || ()).unwrap_err();
+            assert!(
+                matches!(err, IoError::NotNetns { what: w, .. } if w == what),
+                "{}: {err:?}",
+                path.display()
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("{} is not a network namespace ({what})", path.display())
+            );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_identity_is_the_namespace_not_the_path() {
+        let ns = TestNetns::new();
+        let other = TestNetns::new();
+        let by_name = open(ns.path()).unwrap();
+        let dir = std::env::temp_dir().join(format!("vxtap-netns-id-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(ns.path(), &link).unwrap();
+        let by_link = open(&link).unwrap();
+        let inside = run_in(ns.path(), || {
+            open(Path::new("/proc/thread-self/ns/net")).unwrap().id()
+        })
+        .unwrap();
+        assert_eq!(by_name.id(), by_link.id());
+        assert_eq!(by_name.id(), inside);
+        assert_ne!(by_name.id(), open(other.path()).unwrap().id());
+        // The kernel's own name for it.
+        let kernel = ns.exec(&["readlink", "/proc/self/ns/net"]);
+        assert_eq!(by_name.id().to_string(), kernel.trim());
+        // Entering through the handle lands in the same namespace.
+        let entered = run_in_file(&by_link, current_netns).unwrap();
+        assert_eq!(entered, PathBuf::from(kernel.trim()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

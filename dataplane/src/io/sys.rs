@@ -1,6 +1,7 @@
 //! The only place in vxtap with `unsafe`: thin, safe wrappers over the Linux syscalls the
-//! I/O shell needs (setns, TAP and interface ioctls, read/writev, recvmmsg/sendmmsg,
-//! setsockopt, loading the TAP's queue-steering eBPF program).
+//! I/O shell needs (setns, namespace checks, TAP and interface ioctls, read/writev,
+//! recvmmsg/sendmmsg, setsockopt and peer credentials, loading the TAP's queue-steering eBPF
+//! program).
 //!
 //! Every wrapper is safe to call with any arguments: each `unsafe` block states what the
 //! kernel reads or writes through the pointers it is given and why they are valid for the
@@ -52,6 +53,90 @@ pub(crate) fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
         cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) })
     })?;
     Ok(())
+}
+
+/// Whether `path` lies on nsfs, the filesystem namespace files live on (`statfs(2)`, which
+/// does not open the file: a FIFO or a device there is never opened by asking).
+pub(crate) fn path_is_nsfs(path: &std::path::Path) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `struct statfs` is plain C data (integers and arrays of them), for which
+    // all-zero bytes are a valid value.
+    let mut buf: libc::statfs = unsafe { mem::zeroed() };
+    retry_eintr(|| {
+        // SAFETY: `path` is a NUL-terminated string that outlives the call; `buf` is a live,
+        // exclusively borrowed `struct statfs` the kernel fills and nothing else.
+        cvt(unsafe { libc::statfs(path.as_ptr(), &mut buf) })
+    })?;
+    Ok(buf.f_type == libc::NSFS_MAGIC)
+}
+
+/// Whether the file `fd` refers to lies on nsfs (`fstatfs(2)`).
+pub(crate) fn fd_is_nsfs(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: as in `path_is_nsfs`, all-zero bytes are a valid `struct statfs`.
+    let mut buf: libc::statfs = unsafe { mem::zeroed() };
+    retry_eintr(|| {
+        // SAFETY: `fd` is open for the call (we hold a borrow of it); `buf` is a live,
+        // exclusively borrowed `struct statfs` the kernel fills and nothing else.
+        cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut buf) })
+    })?;
+    Ok(buf.f_type == libc::NSFS_MAGIC)
+}
+
+/// The `CLONE_NEW*` type of the namespace the nsfs file `fd` refers to (`NS_GET_NSTYPE`).
+pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    retry_eintr(|| {
+        // SAFETY: NS_GET_NSTYPE takes no argument and touches no memory of ours: the type
+        // comes back as the return value. `fd` is open for the call because we borrow it.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::NS_GET_NSTYPE) })
+    })
+}
+
+/// `SO_PEERGROUPS` (Linux 4.13+): the supplementary groups the peer of the connected Unix
+/// socket `socket` had when it connected (libc exports the option only for some targets).
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+const SO_PEERGROUPS: libc::c_int = 0x3d;
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary groups of the peer of the connected Unix socket `socket`, as the kernel
+/// recorded them at `connect` (`SO_PEERGROUPS`): unlike `/proc/PID/status`, they cannot
+/// belong to another process that reused the peer's pid.
+pub(crate) fn peer_groups(socket: BorrowedFd<'_>) -> io::Result<Vec<libc::gid_t>> {
+    const GID: usize = mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    // Twice at most: the first ERANGE says how much room the list needs.
+    for _ in 0..2 {
+        let mut len = libc::socklen_t::try_from(groups.len() * GID)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let ret = retry_eintr(|| {
+            // SAFETY: `groups` is a live allocation of exactly `len` bytes the kernel may
+            // write (gid_t is plain integer data); `len` is a live socklen_t it reads and
+            // updates. `socket` is open for the call because we borrow it.
+            cvt(unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_PEERGROUPS,
+                    groups.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            })
+        });
+        let len = len as usize;
+        match ret {
+            Ok(_) => {
+                groups.truncate(len / GID);
+                return Ok(groups);
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ERANGE) && len > groups.len() * GID => {
+                groups.resize(len.div_ceil(GID), 0);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ERANGE))
 }
 
 /// The ioctls that take a `struct ifreq *`, and only those.

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vxtap_dataplane::io::netns::NetnsId;
 
 /// How long a request waits for the cluster lock.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,8 +182,7 @@ struct Container {
 }
 
 impl Container {
-    /// `path` and the identity of the namespace there, if it is one. Never opens the file, so
-    /// a FIFO or a device cannot block it.
+    /// `path` and the identity of the network namespace there, if it is one.
     fn lookup(path: PathBuf) -> Container {
         let id = netns_id_at(&path);
         Container { path, id }
@@ -196,18 +196,13 @@ impl Container {
     }
 }
 
-/// A namespace's identity: the device and inode of its nsfs file.
-type NetnsId = (u64, u64);
-
-/// The identity of the network namespace at `path`, or `None` if there is none there. `stat`
-/// follows symlinks and bind mounts to the namespace itself without opening anything.
+/// The identity of the network namespace at `path`, or `None` if there is none there (or it
+/// is some other kind of file or namespace). The opener never blocks: it checks the path is
+/// on nsfs before it opens it, and opens without waiting (a FIFO cannot stall it).
 fn netns_id_at(path: &Path) -> Option<NetnsId> {
-    let fs = rustix::fs::statfs(path).ok()?;
-    if fs.f_type != plumbing::netns::NSFS_MAGIC {
-        return None;
-    }
-    let st = rustix::fs::stat(path).ok()?;
-    Some((st.st_dev, st.st_ino))
+    vxtap_dataplane::io::netns::open(path)
+        .ok()
+        .map(|file| file.id())
 }
 
 /// The agent. Shared by the reconcile loop and the admin connections.

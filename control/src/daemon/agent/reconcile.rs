@@ -50,8 +50,8 @@ impl Agent {
                 admit_any: false,
                 offload: true,
             };
-            lock(&self.links)
-                .handle(Request::LinkAdd { spec })
+            // The TAP is made with the links lock released: `stats` and ageing go on.
+            crate::daemon::links::apply(&self.links, Request::LinkAdd { spec })
                 .map_err(|e| AgentError::Dataplane(e.to_string()))?;
         }
         if let Err(e) = overlay::attach(&path, &link) {
