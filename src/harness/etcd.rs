@@ -21,8 +21,8 @@ use super::cmd;
 use super::netns::Netns;
 use super::sys;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
@@ -48,7 +48,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// - `server.pem`/`server-key.pem`: etcd's certificate, IP SAN = the etcd address,
 ///   serverAuth + clientAuth (etcd's gateway dials etcd itself with it); its CN names no
 ///   etcd user;
-/// - `client.pem`/`client-key.pem`: a client certificate from `ca.pem`;
+/// - `client.pem`/`client-key.pem`: a client certificate from `ca.pem`, without a
+///   CommonName: etcd 3.4.23's gateway refuses client certificates that have one once
+///   authentication is on ("CommonName of client sending a request against gateway will be
+///   ignored and not used as expected");
+/// - `cn-client.pem`/`cn-client-key.pem`: the same with a CommonName, which it refuses;
 /// - `other-ca.pem`, `foreign.pem`/`foreign-key.pem`: a second CA and a client certificate
 ///   it signed, which etcd must refuse.
 #[derive(Debug)]
@@ -73,7 +77,7 @@ impl Pki {
         pki.issue(
             &ca,
             "server",
-            "vxtap-test-etcd-server",
+            Some("vxtap-test-etcd-server"),
             vec![server_ip.to_string()],
             &[
                 ExtendedKeyUsagePurpose::ServerAuth,
@@ -83,14 +87,21 @@ impl Pki {
         pki.issue(
             &ca,
             "client",
-            "vxtap-test-client",
+            None,
+            Vec::new(),
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        pki.issue(
+            &ca,
+            "cn-client",
+            Some("vxtap"),
             Vec::new(),
             &[ExtendedKeyUsagePurpose::ClientAuth],
         );
         pki.issue(
             &other,
             "foreign",
-            "vxtap-test-client",
+            None,
             Vec::new(),
             &[ExtendedKeyUsagePurpose::ClientAuth],
         );
@@ -118,15 +129,21 @@ impl Pki {
         &self,
         issuer: &Issuer<'static, KeyPair>,
         name: &str,
-        common_name: &str,
+        common_name: Option<&str>,
         names: Vec<String>,
         usages: &[ExtendedKeyUsagePurpose],
     ) {
         let key = KeyPair::generate().expect("a key");
         let mut params = CertificateParams::new(names).expect("certificate parameters");
+        params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
-            .push(DnType::CommonName, common_name);
+            .push(DnType::OrganizationName, "vxtap tests");
+        if let Some(common_name) = common_name {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
+        }
         params.extended_key_usages = usages.to_vec();
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

@@ -87,6 +87,10 @@ const GRPC_DEADLINE_EXCEEDED: i64 = 4;
 const GRPC_NOT_FOUND: i64 = 5;
 const GRPC_UNAVAILABLE: i64 = 14;
 
+/// What etcd 3.4.23's gateway answers (HTTP 400, plain text) when auth is on and the client
+/// certificate has a CommonName: it refuses to let the CN stand for a user.
+const COMMON_NAME_REFUSED: &str = "CommonName of client sending a request against gateway";
+
 /// What etcd 3.4 says when a token expired, or when users or roles changed since it was
 /// issued: authenticating again fixes both.
 const STALE_TOKEN: [&str; 2] = ["invalid auth token", "revision of auth store is old"];
@@ -623,13 +627,21 @@ fn store_error(url: &str, user: Option<&str>, err: CallError) -> StoreError {
             url,
             reason: format!("{endpoint}: {reason}"),
         },
-        CallError::Http(http::HttpError::Tls { endpoint, source }) => StoreError::Tls {
+        CallError::Http(http::HttpError::Tls {
+            endpoint,
+            source,
+            client_cert,
+        }) => StoreError::Tls {
             url,
             endpoint,
             source: Box::new(source),
+            client_cert,
         },
         CallError::Http(http::HttpError::TlsExpected { endpoint }) => {
             StoreError::TlsExpected { url, endpoint }
+        }
+        CallError::Status { message, .. } if message.contains(COMMON_NAME_REFUSED) => {
+            StoreError::CommonNameRefused { url }
         }
         CallError::Status { message, .. } if message.contains("authentication failed") => {
             StoreError::AuthFailed {

@@ -228,7 +228,7 @@ pub enum StoreError {
     /// does not speak TLS.
     #[error(
         "store {url}: TLS handshake with {endpoint} failed: {source}{}",
-        etcd::tls_hint(source)
+        etcd::tls_hint(source, *client_cert)
     )]
     Tls {
         /// The store URL.
@@ -237,6 +237,8 @@ pub enum StoreError {
         endpoint: String,
         /// What rustls reported (boxed: it is large, and rare).
         source: Box<rustls::Error>,
+        /// Whether a client certificate was offered.
+        client_cert: bool,
     },
     /// etcd serves TLS where a plain `etcd://` URL was given.
     #[error("store {url}: {endpoint} speaks TLS (HTTPS): use etcds:// with --store-ca")]
@@ -245,6 +247,16 @@ pub enum StoreError {
         url: String,
         /// The endpoint.
         endpoint: String,
+    },
+    /// etcd (3.4.23's gateway, with auth on) refused a client certificate that has a
+    /// CommonName.
+    #[error(
+        "store {url}: etcd refuses client certificates with a CommonName once authentication \
+         is on: issue vxtap's --store-cert without a CN (etcd would take the CN for a user name)"
+    )]
+    CommonNameRefused {
+        /// The store URL.
+        url: String,
     },
     /// etcd refused the user name and password.
     #[error("store {url}: authentication failed for user {user:?}: {reason}")]

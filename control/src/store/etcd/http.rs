@@ -67,9 +67,11 @@ pub(crate) enum HttpError {
         endpoint: String,
         /// What rustls reported.
         source: rustls::Error,
+        /// Whether we offered a client certificate.
+        client_cert: bool,
     },
-    /// A plain-HTTP request reached an endpoint that serves HTTPS (Go's servers answer
-    /// such a request with a 400 saying so, or drop it).
+    /// A plain-HTTP request reached an endpoint that serves HTTPS (Go's servers, etcd's
+    /// included, answer it with a 400 saying so).
     #[error("{endpoint}: the endpoint speaks TLS")]
     TlsExpected {
         /// The endpoint talked to.
@@ -88,6 +90,7 @@ impl HttpError {
             return HttpError::Tls {
                 endpoint: endpoint.to_owned(),
                 source: tls.clone(),
+                client_cert: false,
             };
         }
         if source.kind() == io::ErrorKind::InvalidData {
@@ -258,20 +261,24 @@ impl Client {
         result.map_err(|err| self.read_error(endpoint, err))
     }
 
-    /// The error of a failed read of an answer. A plain connection closed before any answer
-    /// is what Go's TLS servers do with a request in clear: said so, for `etcd://` URLs
-    /// given to an etcd that serves HTTPS.
+    /// The error of a failed read of an answer. etcd 3.4 closes a plain-HTTP connection to
+    /// its TLS port without a word; a plain connection closed before any answer says that
+    /// this may be why (it may also be an etcd shutting down, so it stays a connection
+    /// failure).
     fn read_error(&self, endpoint: &str, err: io::Error) -> HttpError {
-        let closed = matches!(
-            err.kind(),
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-        );
-        if self.tls.is_none() && closed && err.to_string().contains(NOTHING_ANSWERED) {
-            return HttpError::TlsExpected {
+        if self.tls.is_none()
+            && err.kind() == io::ErrorKind::UnexpectedEof
+            && err.to_string() == NOTHING_ANSWERED
+        {
+            return HttpError::Io {
                 endpoint: endpoint.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{NOTHING_ANSWERED} (if it serves TLS, use etcds://)"),
+                ),
             };
         }
-        HttpError::from_io(endpoint, err)
+        self.with_client_cert(HttpError::from_io(endpoint, err))
     }
 
     /// Connects (with fail-over) and writes the request.
@@ -296,7 +303,10 @@ impl Client {
             connection.write_all(body)?;
             connection.flush()
         };
-        write().map_err(|err| HttpError::from_io(endpoint, err))?;
+        if let Err(err) = write() {
+            let err = refusal_behind(&mut connection).unwrap_or(err);
+            return Err(self.with_client_cert(HttpError::from_io(endpoint, err)));
+        }
         Ok((connection, endpoint))
     }
 
@@ -324,20 +334,56 @@ impl Client {
                         refused = Some(HttpError::Tls {
                             endpoint: endpoint.clone(),
                             source: tls.clone(),
+                            client_cert: false,
                         });
                     }
                     reasons.push(format!("{endpoint}: {err}"));
                 }
             }
         }
-        Err(refused.unwrap_or(HttpError::Connect {
-            reasons: reasons.join("; "),
-        }))
+        Err(refused.map_or_else(
+            || HttpError::Connect {
+                reasons: reasons.join("; "),
+            },
+            |err| self.with_client_cert(err),
+        ))
+    }
+
+    /// `err`, saying whether this client offers a client certificate if it is a TLS error.
+    fn with_client_cert(&self, err: HttpError) -> HttpError {
+        match err {
+            HttpError::Tls {
+                endpoint, source, ..
+            } => HttpError::Tls {
+                endpoint,
+                source,
+                client_cert: self
+                    .tls
+                    .as_ref()
+                    .is_some_and(|config| config.client_auth_cert_resolver.has_certs()),
+            },
+            other => other,
+        }
     }
 }
 
-/// What [`read_line`] says when the peer closed before a single byte of the answer.
-const NOTHING_ANSWERED: &str = "connection closed before the answer was complete";
+/// Why a TLS peer closed on us, if it said so. In TLS 1.3 the client's handshake ends
+/// before the server has checked the client's certificate; a server that refuses it sends
+/// an alert and closes, and the request written meanwhile fails with a broken pipe or a
+/// reset while the alert waits unread in the socket. One read brings it out.
+fn refusal_behind(connection: &mut Connection) -> Option<io::Error> {
+    let Connection::Tls(tls) = connection else {
+        return None;
+    };
+    let mut byte = [0u8; 1];
+    match tls.read(&mut byte) {
+        Err(err) if rustls_error(&err).is_some() => Some(err),
+        _ => None,
+    }
+}
+
+/// What [`read_head`] says when the peer closed before a single byte of the answer.
+const NOTHING_ANSWERED: &str = "the connection was closed without an answer";
 
 /// Whether a plain-HTTP answer is Go's "Client sent an HTTP request to an HTTPS server".
 fn says_tls_expected(response: &Response) -> bool {
@@ -430,6 +476,12 @@ fn read_line<R: BufRead>(reader: &mut R, budget: &mut usize) -> io::Result<Strin
 /// Reads the status line and the headers.
 pub(crate) fn read_head<R: BufRead>(reader: &mut R) -> io::Result<Head> {
     let mut budget = MAX_HEAD;
+    if reader.fill_buf()?.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            NOTHING_ANSWERED,
+        ));
+    }
     let status_line = read_line(reader, &mut budget)?;
     let mut words = status_line.split(' ');
     let version = words.next().unwrap_or_default();

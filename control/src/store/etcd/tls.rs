@@ -114,13 +114,20 @@ pub(super) fn server_name(endpoint: &str) -> Option<ServerName<'static>> {
     ServerName::try_from(host.to_owned()).ok()
 }
 
-/// What to add to a TLS failure's message so that the usual causes are named.
-pub(crate) fn tls_hint(error: &rustls::Error) -> &'static str {
+/// What to add to a TLS failure's message so that the usual causes are named; `client_cert`
+/// says whether a client certificate was offered.
+pub(crate) fn tls_hint(error: &rustls::Error, client_cert: bool) -> &'static str {
     use rustls::{CertificateError, Error};
     match error {
         Error::AlertReceived(
-            AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure,
-        ) => " (etcd wants a client certificate: give --store-cert and --store-key)",
+            AlertDescription::CertificateRequired
+            | AlertDescription::HandshakeFailure
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown,
+        ) if !client_cert => {
+            " (etcd wants a client certificate: give --store-cert and --store-key)"
+        }
         Error::AlertReceived(
             AlertDescription::BadCertificate
             | AlertDescription::UnknownCA
