@@ -53,7 +53,10 @@
 //! and etcd started with `--client-cert-auth --trusted-ca-file CA --cert-file CERT
 //! --key-file KEY --listen-client-urls https://IP:2379 --advertise-client-urls
 //! https://IP:2379`. With auth on, a client without the role can neither write vxtap's keys
-//! nor take its lock.
+//! nor take its lock. The tests (`tests/etcd_security.rs`) make the same users and roles
+//! through etcd's JSON gateway, not with etcdctl. vxtap's client certificate must have no
+//! CommonName: etcd 3.4.23's gateway refuses one once auth is on
+//! ([`StoreError::CommonNameRefused`]).
 
 mod auth;
 mod http;
