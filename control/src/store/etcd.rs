@@ -640,6 +640,11 @@ fn store_error(url: &str, user: Option<&str>, err: CallError) -> StoreError {
             source: Box::new(source),
             client_cert,
         },
+        CallError::Http(http::HttpError::TlsClosed { endpoint, source }) => StoreError::TlsClosed {
+            url,
+            endpoint,
+            source,
+        },
         CallError::Http(http::HttpError::TlsExpected { endpoint }) => {
             StoreError::TlsExpected { url, endpoint }
         }

@@ -240,6 +240,21 @@ pub enum StoreError {
         /// Whether a client certificate was offered.
         client_cert: bool,
     },
+    /// The TLS peer reset the connection right after the handshake without a readable
+    /// alert, which is how etcd refusing a client certificate looks when its alert is lost.
+    #[error(
+        "store {url}: TLS handshake with {endpoint} failed: the peer closed the connection \
+         right after the handshake ({source}); etcd does this when it refuses the client \
+         certificate: give --store-cert/--store-key signed by etcd's --trusted-ca-file"
+    )]
+    TlsClosed {
+        /// The store URL.
+        url: String,
+        /// The endpoint.
+        endpoint: String,
+        /// The reset.
+        source: std::io::Error,
+    },
     /// etcd serves TLS where a plain `etcd://` URL was given.
     #[error("store {url}: {endpoint} speaks TLS (HTTPS): use etcds:// with --store-ca")]
     TlsExpected {

@@ -70,6 +70,16 @@ pub(crate) enum HttpError {
         /// Whether we offered a client certificate.
         client_cert: bool,
     },
+    /// The TLS peer reset the connection right after the handshake, before answering, and
+    /// said nothing readable: in TLS 1.3 that is how a server refusing the client's
+    /// certificate looks when its alert is lost with the reset.
+    #[error("{endpoint}: TLS peer closed the connection right after the handshake: {source}")]
+    TlsClosed {
+        /// The endpoint talked to.
+        endpoint: String,
+        /// The reset or broken pipe.
+        source: io::Error,
+    },
     /// A plain-HTTP request reached an endpoint that serves HTTPS (Go's servers, etcd's
     /// included, answer it with a 400 saying so).
     #[error("{endpoint}: the endpoint speaks TLS")]
@@ -305,6 +315,12 @@ impl Client {
         };
         if let Err(err) = write() {
             let err = refusal_behind(&mut connection).unwrap_or(err);
+            if self.tls.is_some() && is_reset(&err) {
+                return Err(HttpError::TlsClosed {
+                    endpoint: endpoint.to_owned(),
+                    source: err,
+                });
+            }
             return Err(self.with_client_cert(HttpError::from_io(endpoint, err)));
         }
         Ok((connection, endpoint))
@@ -365,6 +381,14 @@ impl Client {
             other => other,
         }
     }
+}
+
+/// A connection reset or broken pipe.
+fn is_reset(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Why a TLS peer closed on us, if it said so. In TLS 1.3 the client's handshake ends
