@@ -16,7 +16,8 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v ping >/dev/null || missing+=(iputils-ping)
 command -v nsenter >/dev/null || missing+=(util-linux)
-# The etcd store's tests run a real etcd (Debian's etcd-server; etcdctl is not needed).
+# The etcd store's tests run a real etcd (Debian's etcd-server; etcdctl is not needed: the
+# TLS tests make certificates with rcgen and users and roles through etcd's JSON gateway).
 command -v etcd >/dev/null || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"

@@ -43,7 +43,8 @@ enum Command {
         /// This host's name in the store (default: the system host name).
         #[arg(long, value_name = "NAME")]
         host: Option<String>,
-        /// The cluster store: dir:PATH (one machine) or etcd://HOST:PORT[,HOST:PORT...].
+        /// The cluster store: dir:PATH (one machine), etcd://HOST:PORT[,HOST:PORT...], or
+        /// etcds://HOST:PORT[,HOST:PORT...] for etcd over TLS.
         #[arg(
             long,
             value_name = "URL",
@@ -55,6 +56,24 @@ enum Command {
         /// socket is then mode 0660 with this group instead of 0600 (root only).
         #[arg(long, value_name = "GROUP")]
         socket_group: Option<String>,
+        /// etcds://: PEM CA bundle that etcd's server certificate must chain to (required;
+        /// the system's roots are not used).
+        #[arg(long, value_name = "FILE")]
+        store_ca: Option<PathBuf>,
+        /// etcds://: PEM client certificate for etcd's --client-cert-auth (with --store-key).
+        #[arg(long, value_name = "FILE", requires = "store_key")]
+        store_cert: Option<PathBuf>,
+        /// etcds://: PEM private key of --store-cert.
+        #[arg(long, value_name = "FILE", requires = "store_cert")]
+        store_key: Option<PathBuf>,
+        /// etcds://: etcd user to authenticate as; its password comes from
+        /// --store-password-file or the environment variable VXTAP_STORE_PASSWORD (never
+        /// from the command line).
+        #[arg(long, value_name = "NAME")]
+        store_user: Option<String>,
+        /// File holding the --store-user password (one trailing newline is dropped).
+        #[arg(long, value_name = "FILE")]
+        store_password_file: Option<PathBuf>,
     },
     /// Overlay networks, shared by every host on the store: create, ls, inspect, rm.
     Network {
@@ -203,6 +222,33 @@ fn network_command(command: NetworkCommand) -> cli::args::Command {
     cli::args::Command { request, json }
 }
 
+/// The store's security options from the daemon flags; the password from its file or
+/// `VXTAP_STORE_PASSWORD` (read here, so it never passes through clap or argv).
+fn store_options(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+) -> Result<vxtap::store::StoreOptions, vxtap::store::SecurityError> {
+    use vxtap::store::{Password, SecurityError};
+    let from_env = std::env::var("VXTAP_STORE_PASSWORD")
+        .ok()
+        .map(Password::new);
+    let password = match (password_file, from_env) {
+        (Some(_), Some(_)) => return Err(SecurityError::TwoPasswords),
+        (Some(path), None) => Some(Password::from_file(&path)?),
+        (None, from_env) => from_env,
+    };
+    Ok(vxtap::store::StoreOptions {
+        ca,
+        cert,
+        key,
+        user,
+        password,
+    })
+}
+
 fn system_host_name() -> String {
     rustix::system::uname()
         .nodename()
@@ -220,14 +266,33 @@ fn main() -> ExitCode {
             host,
             store,
             socket_group,
+            store_ca,
+            store_cert,
+            store_key,
+            store_user,
+            store_password_file,
         } => {
             init_logging();
+            let store_options = match store_options(
+                store_ca,
+                store_cert,
+                store_key,
+                store_user,
+                store_password_file,
+            ) {
+                Ok(options) => options,
+                Err(e) => {
+                    eprintln!("vxtap daemon: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let agent = local_ip.map(|vtep| daemon::AgentConfig {
                 host: host.unwrap_or_else(system_host_name),
                 vtep,
                 store_url: store,
+                store_options,
                 run_dir: cli.run_dir.clone(),
             });
             let options = daemon::Options {

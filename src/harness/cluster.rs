@@ -12,7 +12,7 @@
 //! directories, then deletes every namespace (containers, hosts, switch, etcd's).
 
 use super::daemon::Daemon;
-use super::etcd::Etcd;
+use super::etcd::{Etcd, EtcdConfig, Permission};
 use super::netns::{unique_prefix, Netns};
 use super::topology::{HostKind, Topology};
 use serde_json::Value;
@@ -27,7 +27,14 @@ pub enum StoreKind {
     Dir,
     /// etcd in a namespace of its own on the underlay (198.18.0.250).
     Etcd,
+    /// The same etcd, TLS-only with `--client-cert-auth` and authentication on; the
+    /// daemons connect with `etcds://`, a client certificate, and the user `vxtap` whose
+    /// role has readwrite on `/vxtap/v1` only (password from a file).
+    EtcdSecure,
 }
+
+/// The password of the `vxtap` etcd user of [`StoreKind::EtcdSecure`].
+const SECURE_PASSWORD: &str = "vxtap-cluster-pw";
 
 /// Where etcd listens on the underlay.
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 250);
@@ -129,6 +136,8 @@ pub struct Cluster {
     pub topology: Topology,
     store_dir: Option<tempfile::TempDir>,
     store_url: String,
+    /// Daemon flags beyond `--store` (the security options of an `etcds://` store).
+    store_flags: Vec<String>,
     prefix: String,
 }
 
@@ -142,6 +151,7 @@ impl Cluster {
         super::require_root();
         // Kernel-kind hosts are bare host namespaces: nothing runs until we start daemons.
         let mut topology = Topology::new(&vec![HostKind::Kernel; hosts]);
+        let mut store_flags = Vec::new();
         let (etcd, store_dir, store_url) = match kind {
             StoreKind::Dir => {
                 let dir = tempfile::Builder::new()
@@ -158,6 +168,30 @@ impl Cluster {
                 let url = etcd.url();
                 (Some(etcd), None, url)
             }
+            StoreKind::EtcdSecure => {
+                let last = ETCD_IP.octets()[3];
+                let index = topology.add_underlay_ns(last);
+                let mut etcd =
+                    Etcd::start_with(&topology.extras[index], ETCD_IP, EtcdConfig::secure());
+                etcd.enable_auth();
+                etcd.add_role("vxtap", Permission::ReadWrite, "/vxtap/v1");
+                etcd.add_user("vxtap", SECURE_PASSWORD, &["vxtap"]);
+                let pki = etcd.pki().expect("a TLS etcd has certificates");
+                let password = pki.password_file("vxtap.password", SECURE_PASSWORD);
+                for (flag, path) in [
+                    ("--store-ca", pki.path("ca.pem")),
+                    ("--store-cert", pki.path("client.pem")),
+                    ("--store-key", pki.path("client-key.pem")),
+                    ("--store-password-file", password),
+                ] {
+                    store_flags.push(flag.to_owned());
+                    store_flags.push(path.display().to_string());
+                }
+                store_flags.push("--store-user".to_owned());
+                store_flags.push("vxtap".to_owned());
+                let url = etcd.url();
+                (Some(etcd), None, url)
+            }
         };
         let mut cluster = Cluster {
             hosts: Vec::new(),
@@ -166,6 +200,7 @@ impl Cluster {
             topology,
             store_dir,
             store_url,
+            store_flags,
             prefix: unique_prefix(),
         };
         for index in 0..hosts {
@@ -199,17 +234,19 @@ impl Cluster {
 
     fn start_daemon(&self, host: &ClusterHost) -> Daemon {
         let ip = host.ip.to_string();
+        let mut args = vec![
+            "--host",
+            &host.name,
+            "--local-ip",
+            &ip,
+            "--store",
+            &self.store_url,
+        ];
+        args.extend(self.store_flags.iter().map(String::as_str));
         Daemon::start_cluster(
             &self.topology.hosts[host.index].ns,
             host.run_dir.path(),
-            &[
-                "--host",
-                &host.name,
-                "--local-ip",
-                &ip,
-                "--store",
-                &self.store_url,
-            ],
+            &args,
         )
     }
 

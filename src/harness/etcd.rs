@@ -8,16 +8,29 @@
 //! store API does not offer (compaction, deleting the lock key behind a holder's back).
 //! Dropping the guard kills etcd and removes the directory. Nothing here touches the root
 //! namespace: every connection is made from a thread inside the test's namespace.
+//!
+//! [`Etcd::start_with`] with [`EtcdConfig::secure`] starts it TLS-only: `https://` client
+//! URLs, `--client-cert-auth`, certificates from a [`Pki`] made at test time with rcgen (a
+//! CA, a server certificate naming the IP, client certificates, and a second CA with a
+//! client certificate of its own that etcd must refuse). [`Etcd::enable_auth`] turns on
+//! etcd's authentication with a root user only the harness knows; [`Etcd::add_role`] and
+//! [`Etcd::add_user`] build users and roles through the gateway. The harness's own requests
+//! then use TLS with the client certificate and a root token.
 
 use super::cmd;
 use super::netns::Netns;
 use super::sys;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The etcd binary the tests run.
@@ -29,6 +42,190 @@ const PEER_PORT: u16 = 2380;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Certificates for a TLS etcd, written as PEM files into a temporary directory.
+///
+/// - `ca.pem`: the CA etcd trusts (`--trusted-ca-file`) and vxtap checks etcd against;
+/// - `server.pem`/`server-key.pem`: etcd's certificate, IP SAN = the etcd address,
+///   serverAuth + clientAuth (etcd's gateway dials etcd itself with it); its CN names no
+///   etcd user;
+/// - `client.pem`/`client-key.pem`: a client certificate from `ca.pem`, without a
+///   CommonName: etcd 3.4.23's gateway refuses client certificates that have one once
+///   authentication is on ("CommonName of client sending a request against gateway will be
+///   ignored and not used as expected");
+/// - `cn-client.pem`/`cn-client-key.pem`: the same with a CommonName, which it refuses;
+/// - `other-ca.pem`, `foreign.pem`/`foreign-key.pem`: a second CA and a client certificate
+///   it signed, which etcd must refuse.
+#[derive(Debug)]
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// New certificates for an etcd at `server_ip`.
+    ///
+    /// # Panics
+    ///
+    /// If rcgen or the file system fails.
+    pub fn new(server_ip: Ipv4Addr) -> Pki {
+        let dir = tempfile::Builder::new()
+            .prefix("vxtap-pki-")
+            .tempdir_in("/tmp")
+            .expect("a directory for certificates");
+        let pki = Pki { dir };
+        let ca = pki.make_ca("ca", "vxtap-test-ca");
+        let other = pki.make_ca("other-ca", "vxtap-test-other-ca");
+        pki.issue(
+            &ca,
+            "server",
+            Some("vxtap-test-etcd-server"),
+            vec![server_ip.to_string()],
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        pki.issue(
+            &ca,
+            "client",
+            None,
+            Vec::new(),
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        pki.issue(
+            &ca,
+            "cn-client",
+            Some("vxtap"),
+            Vec::new(),
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        pki.issue(
+            &other,
+            "foreign",
+            None,
+            Vec::new(),
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        pki
+    }
+
+    fn make_ca(&self, name: &str, common_name: &str) -> Issuer<'static, KeyPair> {
+        let key = KeyPair::generate().expect("a CA key");
+        let mut params = CertificateParams::new(Vec::new()).expect("CA parameters");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        self.write(&format!("{name}.pem"), &cert.pem());
+        Issuer::new(params, key)
+    }
+
+    fn issue(
+        &self,
+        issuer: &Issuer<'static, KeyPair>,
+        name: &str,
+        common_name: Option<&str>,
+        names: Vec<String>,
+        usages: &[ExtendedKeyUsagePurpose],
+    ) {
+        let key = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(names).expect("certificate parameters");
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "vxtap tests");
+        if let Some(common_name) = common_name {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
+        }
+        params.extended_key_usages = usages.to_vec();
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let cert = params.signed_by(&key, issuer).expect("a certificate");
+        self.write(&format!("{name}.pem"), &cert.pem());
+        self.write(&format!("{name}-key.pem"), &key.serialize_pem());
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.path(name), content).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+    }
+
+    /// The file `name` in the directory (`ca.pem`, `client-key.pem`, ...).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `password` to a file (with a trailing newline, as `echo` does); its path.
+    pub fn password_file(&self, name: &str, password: &str) -> PathBuf {
+        self.write(name, &format!("{password}\n"));
+        self.path(name)
+    }
+
+    /// A rustls client configuration trusting `ca.pem`, presenting `client.pem`.
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.path("ca.pem")).expect("ca.pem") {
+            roots
+                .add(cert.expect("ca.pem"))
+                .expect("a CA rustls accepts");
+        }
+        let chain = CertificateDer::pem_file_iter(self.path("client.pem"))
+            .expect("client.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client.pem");
+        let key = PrivateKeyDer::from_pem_file(self.path("client-key.pem")).expect("client key");
+        // ring, as vxtap uses it (deprecated in rustls 0.23.48 for lack of post-quantum
+        // key exchange, which etcd 3.4 does not offer either).
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("the client certificate");
+        Arc::new(config)
+    }
+}
+
+/// How [`Etcd::start_with`] runs etcd.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EtcdConfig {
+    /// TLS only (`https://` client URL, `--client-cert-auth`), with a [`Pki`].
+    pub tls: bool,
+    /// `--auth-token-ttl` in seconds (etcd's default is 300).
+    pub auth_token_ttl: Option<u32>,
+}
+
+impl EtcdConfig {
+    /// TLS with client certificates.
+    pub fn secure() -> EtcdConfig {
+        EtcdConfig {
+            tls: true,
+            auth_token_ttl: None,
+        }
+    }
+}
+
+/// A permission for [`Etcd::add_role`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// `read`.
+    Read,
+    /// `readwrite`.
+    ReadWrite,
+}
+
 /// A single-member etcd in a network namespace.
 #[derive(Debug)]
 pub struct Etcd {
@@ -37,6 +234,10 @@ pub struct Etcd {
     netns_name: String,
     netns_path: PathBuf,
     ip: Ipv4Addr,
+    config: EtcdConfig,
+    pki: Option<Pki>,
+    /// The root user's password, once [`enable_auth`](Self::enable_auth) ran.
+    root_password: Option<String>,
 }
 
 impl Etcd {
@@ -48,6 +249,16 @@ impl Etcd {
     /// Without root, without `/usr/bin/etcd`, or if etcd exits or does not answer in time;
     /// the message holds its log.
     pub fn start(ns: &Netns, ip: Ipv4Addr) -> Etcd {
+        Etcd::start_with(ns, ip, EtcdConfig::default())
+    }
+
+    /// [`start`](Self::start) as `config` says; with TLS, certificates are made first
+    /// ([`pki`](Self::pki)).
+    ///
+    /// # Panics
+    ///
+    /// As for [`start`](Self::start).
+    pub fn start_with(ns: &Netns, ip: Ipv4Addr, config: EtcdConfig) -> Etcd {
         super::require_root();
         assert!(
             Path::new(ETCD_BINARY).is_file(),
@@ -63,6 +274,9 @@ impl Etcd {
             netns_name: ns.name().to_owned(),
             netns_path: ns.path().to_owned(),
             ip,
+            config,
+            pki: config.tls.then(|| Pki::new(ip)),
+            root_password: None,
         };
         etcd.launch();
         etcd
@@ -88,7 +302,8 @@ impl Etcd {
             .append(true)
             .open(self.log_path())
             .expect("etcd.log");
-        let client = format!("http://{}:{CLIENT_PORT}", self.ip);
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{}:{CLIENT_PORT}", self.ip);
         let peer = format!("http://{}:{PEER_PORT}", self.ip);
         // As `Netns::command`: `ip` execs etcd, so the child's pid is etcd's.
         let mut command = Command::new("ip");
@@ -100,7 +315,24 @@ impl Etcd {
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=vxtap-test={peer}"))
+            .arg(format!("--initial-cluster=vxtap-test={peer}"));
+        if let Some(pki) = &self.pki {
+            command
+                .arg("--client-cert-auth")
+                .arg(format!(
+                    "--trusted-ca-file={}",
+                    pki.path("ca.pem").display()
+                ))
+                .arg(format!("--cert-file={}", pki.path("server.pem").display()))
+                .arg(format!(
+                    "--key-file={}",
+                    pki.path("server-key.pem").display()
+                ));
+        }
+        if let Some(ttl) = self.config.auth_token_ttl {
+            command.arg(format!("--auth-token-ttl={ttl}"));
+        }
+        command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd.log"))
             .stderr(log);
@@ -140,9 +372,119 @@ impl Etcd {
         }
     }
 
-    /// The store URL: `etcd://IP:2379`.
+    /// The store URL: `etcd://IP:2379`, or `etcds://IP:2379` with TLS.
     pub fn url(&self) -> String {
-        format!("etcd://{}:{CLIENT_PORT}", self.ip)
+        let scheme = if self.pki.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://{}:{CLIENT_PORT}", self.ip)
+    }
+
+    /// The namespace etcd runs in (its path).
+    pub fn netns_path(&self) -> &Path {
+        &self.netns_path
+    }
+
+    /// The certificates, with TLS.
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
+    }
+
+    /// Turns etcd's authentication on: a root user (with a password only the harness
+    /// knows) in the root role, then `auth enable`. Later harness requests authenticate
+    /// as root.
+    ///
+    /// # Panics
+    ///
+    /// If etcd refuses a step.
+    pub fn enable_auth(&mut self) {
+        let password = format!("root-{}-{}", std::process::id(), self.netns_name);
+        self.ok(
+            "/v3/auth/user/add",
+            &json!({"name": "root", "password": password}),
+        );
+        self.ok("/v3/auth/role/add", &json!({"name": "root"}));
+        self.ok(
+            "/v3/auth/user/grant",
+            &json!({"user": "root", "role": "root"}),
+        );
+        self.ok("/v3/auth/enable", &json!({}));
+        self.root_password = Some(password);
+    }
+
+    /// A role with `permission` on every key starting with `prefix`.
+    ///
+    /// # Panics
+    ///
+    /// If etcd refuses.
+    pub fn add_role(&self, role: &str, permission: Permission, prefix: &str) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut end = prefix.as_bytes().to_vec();
+        let last = end.pop().expect("a non-empty prefix");
+        end.push(last + 1);
+        let kind = match permission {
+            Permission::Read => "READ",
+            Permission::ReadWrite => "READWRITE",
+        };
+        self.ok("/v3/auth/role/add", &json!({"name": role}));
+        self.ok(
+            "/v3/auth/role/grant",
+            &json!({"name": role, "perm": {
+                "permType": kind,
+                "key": b64.encode(prefix),
+                "range_end": b64.encode(end),
+            }}),
+        );
+    }
+
+    /// A user with `password` and `roles`.
+    ///
+    /// # Panics
+    ///
+    /// If etcd refuses.
+    pub fn add_user(&self, user: &str, password: &str, roles: &[&str]) {
+        self.ok(
+            "/v3/auth/user/add",
+            &json!({"name": user, "password": password}),
+        );
+        for role in roles {
+            self.ok("/v3/auth/user/grant", &json!({"user": user, "role": role}));
+        }
+    }
+
+    /// `POST path` that must answer 200.
+    fn ok(&self, path: &str, body: &Value) -> Value {
+        let (status, answer) = self.post(path, body);
+        assert_eq!(status, 200, "POST {path}: {answer}");
+        answer
+    }
+
+    /// `POST path` with `body` and, if given, `Authorization: token`, without the root
+    /// token the harness would add: to see what etcd does for a client that is not root.
+    /// Over TLS with the client certificate when etcd has TLS.
+    ///
+    /// # Panics
+    ///
+    /// If etcd cannot be reached or answers something that is not JSON.
+    pub fn post_as(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        self.exchange(path, body, token)
+            .unwrap_or_else(|err| panic!("POST {path} to etcd in {}: {err}", self.netns_name))
+    }
+
+    /// The token etcd gives `user` for `password`, or its refusal as `(status, answer)`.
+    ///
+    /// # Panics
+    ///
+    /// If etcd cannot be reached.
+    pub fn authenticate(&self, user: &str, password: &str) -> Result<String, (u16, Value)> {
+        let (status, answer) = self.post_as(
+            "/v3/auth/authenticate",
+            &json!({"name": user, "password": password}),
+            None,
+        );
+        match answer["token"].as_str() {
+            Some(token) if status == 200 => Ok(token.to_owned()),
+            _ => Err((status, answer)),
+        }
     }
 
     /// Whether it runs (between `start` and `stop`).
@@ -209,20 +551,72 @@ impl Etcd {
             .unwrap_or_else(|err| panic!("POST {path} to etcd in {}: {err}", self.netns_name))
     }
 
+    /// A POST as root once auth is on (authenticating first), else without a token.
     fn try_post(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        let token = match &self.root_password {
+            None => None,
+            Some(password) => {
+                let (status, answer) = self.exchange(
+                    "/v3/auth/authenticate",
+                    &json!({"name": "root", "password": password}),
+                    None,
+                )?;
+                match answer["token"].as_str() {
+                    Some(token) if status == 200 => Some(token.to_owned()),
+                    _ => return Err(format!("authenticating as root: {status} {answer}")),
+                }
+            }
+        };
+        self.exchange(path, body, token.as_deref())
+    }
+
+    /// One request and its answer, from inside the namespace, over TLS with the client
+    /// certificate when etcd has TLS.
+    fn exchange(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<(u16, Value), String> {
         let address = SocketAddr::from((self.ip, CLIENT_PORT));
         let request = body.to_string();
+        let authorization = token
+            .map(|token| format!("Authorization: {token}\r\n"))
+            .unwrap_or_default();
+        let message = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Accept: application/json\r\n{authorization}Content-Length: {}\r\n\
+             Connection: close\r\n\r\n{request}",
+            request.len()
+        );
+        let tls = self.pki.as_ref().map(Pki::client_config);
         let answer = vxtap_dataplane::io::netns::run_in(&self.netns_path, || {
-            let mut socket = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
+            let socket = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
             socket.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                socket,
-                "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{request}",
-                request.len()
-            )?;
             let mut answer = Vec::new();
-            socket.read_to_end(&mut answer)?;
+            match tls {
+                None => {
+                    let mut socket = socket;
+                    socket.write_all(message.as_bytes())?;
+                    socket.read_to_end(&mut answer)?;
+                }
+                Some(config) => {
+                    let name = rustls::pki_types::ServerName::from(std::net::IpAddr::V4(self.ip));
+                    let connection = rustls::ClientConnection::new(config, name)
+                        .map_err(std::io::Error::other)?;
+                    let mut stream = rustls::StreamOwned::new(connection, socket);
+                    stream.write_all(message.as_bytes())?;
+                    stream.flush()?;
+                    match stream.read_to_end(&mut answer) {
+                        Ok(_) => {}
+                        // A peer that closed without close_notify, after answering.
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::UnexpectedEof
+                                && !answer.is_empty() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             Ok::<_, std::io::Error>(answer)
         })
         .map_err(|err| err.to_string())?

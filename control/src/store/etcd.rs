@@ -1,5 +1,6 @@
-//! The etcd v3 backend (`etcd://HOST:PORT[,HOST:PORT...]`), spoken through etcd's JSON gRPC
-//! gateway over plain HTTP/1.1, so vxtap needs no gRPC stack, no async runtime and no protoc.
+//! The etcd v3 backend (`etcd://HOST:PORT[,HOST:PORT...]`, or `etcds://` over TLS), spoken
+//! through etcd's JSON gRPC gateway over HTTP/1.1, so vxtap needs no gRPC stack, no async
+//! runtime and no protoc.
 //!
 //! Layout in etcd:
 //! - every key lives at `/vxtap/v1/` + its relative key; [`Store::list`] is one range request
@@ -25,13 +26,50 @@
 //!
 //! This module must never block forever: every request has a connect and a read timeout,
 //! and the watch stream, which has none, is torn down by dropping its [`Watch`](super::Watch).
+//!
+//! # Security
+//!
+//! `etcds://` speaks TLS (module `tls`): etcd's certificate must chain to `--store-ca` and
+//! name the URL's host; `--store-cert`/`--store-key` answer etcd's `--client-cert-auth`.
+//! With `--store-user` the store authenticates at open and sends etcd's token with every
+//! request (module `auth`), renewing it once when etcd calls it stale. Opening also reads
+//! the lock key, so missing credentials or a role without access fail at open. Refusals
+//! are typed: [`StoreError::Tls`], [`StoreError::AuthFailed`],
+//! [`StoreError::AuthRequired`], [`StoreError::PermissionDenied`].
+//!
+//! vxtap needs readwrite on the key prefix `/vxtap/v1`, which covers both the data under
+//! `/vxtap/v1/` and the lock key `/vxtap/v1.lock`, and nothing else. With etcdctl (run with
+//! the root user's credentials and the TLS flags of your cluster):
+//!
+//! ```text
+//! etcdctl user add root                      # etcd refuses `auth enable` without root
+//! etcdctl role add vxtap
+//! etcdctl role grant-permission vxtap readwrite /vxtap/v1 --prefix=true
+//! etcdctl user add vxtap                     # asks for the password
+//! etcdctl user grant-role vxtap vxtap
+//! etcdctl auth enable
+//! ```
+//!
+//! and etcd started with `--client-cert-auth --trusted-ca-file CA --cert-file CERT
+//! --key-file KEY --listen-client-urls https://IP:2379 --advertise-client-urls
+//! https://IP:2379`. With auth on, a client without the role can neither write vxtap's keys
+//! nor take its lock. The tests (`tests/etcd_security.rs`) make the same users and roles
+//! through etcd's JSON gateway, not with etcdctl. vxtap's client certificate must have no
+//! CommonName: etcd 3.4.23's gateway refuses one once auth is on
+//! ([`StoreError::CommonNameRefused`]).
 
+mod auth;
 mod http;
 mod json;
 mod lock;
+pub(crate) mod tls;
 mod watch;
 
-use super::{check_key, check_prefix, Entry, Listing, Locked, Revision, Store, StoreError};
+pub(crate) use tls::tls_hint;
+
+use super::{
+    check_key, check_prefix, Entry, Listing, Locked, Revision, Store, StoreError, StoreOptions,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -51,6 +89,14 @@ const RETRY: Duration = Duration::from_millis(250);
 const GRPC_DEADLINE_EXCEEDED: i64 = 4;
 const GRPC_NOT_FOUND: i64 = 5;
 const GRPC_UNAVAILABLE: i64 = 14;
+
+/// What etcd 3.4.23's gateway answers (HTTP 400, plain text) when auth is on and the client
+/// certificate has a CommonName: it refuses to let the CN stand for a user.
+const COMMON_NAME_REFUSED: &str = "CommonName of client sending a request against gateway";
+
+/// What etcd 3.4 says when a token expired, or when users or roles changed since it was
+/// issued: authenticating again fixes both.
+const STALE_TOKEN: [&str; 2] = ["invalid auth token", "revision of auth store is old"];
 
 /// Tunables of an [`EtcdStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +146,8 @@ struct Shared {
     renewing: Mutex<()>,
     /// Leases of lock attempts and held locks, refreshed by the keeper.
     lock_leases: Mutex<Vec<i64>>,
+    /// The user and its token, with `--store-user`.
+    auth: Option<auth::Auth>,
 }
 
 /// Why a gateway call failed, before it becomes a [`StoreError`].
@@ -122,21 +170,34 @@ impl CallError {
         matches!(self, CallError::Status { code, message, .. }
             if *code == GRPC_NOT_FOUND && message.contains("lease not found"))
     }
+
+    /// etcd refused the token as expired or stale: authenticating again fixes it.
+    fn is_stale_token(&self) -> bool {
+        matches!(self, CallError::Status { message, .. }
+            if STALE_TOKEN.iter().any(|stale| message.contains(stale)))
+    }
 }
 
-/// The endpoints of `etcd://HOST:PORT[,HOST:PORT...]`.
-fn parse_url(url: &str) -> Result<Vec<String>, StoreError> {
+/// Whether `url` is `etcds://` (TLS), and its endpoints (`HOST:PORT`).
+fn parse_url(url: &str) -> Result<(bool, Vec<String>), StoreError> {
     let invalid = |reason: String| StoreError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
-    let rest = url
-        .strip_prefix("etcd://")
-        .ok_or_else(|| invalid("an etcd URL starts with etcd://".to_owned()))?;
+    let (tls, rest) = match (url.strip_prefix("etcd://"), url.strip_prefix("etcds://")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => {
+            return Err(invalid(
+                "an etcd URL starts with etcd:// or etcds://".to_owned(),
+            ))
+        }
+    };
     if rest.is_empty() {
         return Err(invalid("no endpoint".to_owned()));
     }
-    rest.split(',')
+    let endpoints = rest
+        .split(',')
         .map(|endpoint| {
             let (host, port) = endpoint
                 .rsplit_once(':')
@@ -152,7 +213,8 @@ fn parse_url(url: &str) -> Result<Vec<String>, StoreError> {
                 _ => Err(invalid(format!("endpoint {endpoint:?} has no valid port"))),
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((tls, endpoints))
 }
 
 /// Whole seconds, rounded up, at least 1: lease TTLs are in seconds.
@@ -178,14 +240,47 @@ impl EtcdStore {
     ///
     /// As for [`open`](Self::open).
     pub fn open_with(url: &str, options: EtcdOptions) -> Result<EtcdStore, StoreError> {
-        let endpoints = parse_url(url)?;
+        EtcdStore::open_secured(url, options, &StoreOptions::default())
+    }
+
+    /// Opens `url` (`etcd://` or `etcds://`) with `options` and the security options
+    /// `security`: TLS settings, and a user to authenticate as (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidUrl`; `Security` for options that do not fit the URL or unusable files;
+    /// `Tls` when a handshake is refused; `AuthFailed` for a wrong user or password,
+    /// `AuthNotEnabled` for a user given to an etcd without auth; `AuthRequired` or
+    /// `PermissionDenied` when the lock key cannot be read; `Unreachable` when no endpoint
+    /// answers.
+    pub fn open_secured(
+        url: &str,
+        options: EtcdOptions,
+        security: &StoreOptions,
+    ) -> Result<EtcdStore, StoreError> {
+        let (tls, endpoints) = parse_url(url)?;
+        let insecure = |source| StoreError::Security {
+            url: url.to_owned(),
+            source: Box::new(source),
+        };
+        security.check_etcd(tls).map_err(insecure)?;
+        let tls = if tls {
+            Some(tls::client_config(security).map_err(insecure)?)
+        } else {
+            None
+        };
         let client = http::Client::new(
             endpoints,
             http::Timeouts {
                 connect: options.connect_timeout,
                 request: options.request_timeout,
             },
+            tls,
         );
+        let auth = match (&security.user, &security.password) {
+            (Some(user), Some(password)) => Some(auth::Auth::new(user.clone(), password.clone())),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             url: url.to_owned(),
             client,
@@ -194,7 +289,16 @@ impl EtcdStore {
             epoch: AtomicU64::new(0),
             renewing: Mutex::new(()),
             lock_leases: Mutex::new(Vec::new()),
+            auth,
         });
+        shared.token().map_err(|err| shared.error(err))?;
+        // Credentials and permissions are checked now rather than at the first write.
+        let _: json::RangeResponse = shared
+            .call(
+                "/v3/kv/range",
+                &json::request::key_only(LOCK_KEY.as_bytes()),
+            )
+            .map_err(|err| shared.error(err))?;
         let lease = shared.grant(options.session_ttl)?;
         shared.lease.store(lease, Ordering::SeqCst);
         let (stop, stopped) = mpsc::channel();
@@ -211,6 +315,15 @@ impl EtcdStore {
             stop: Some(stop),
             keeper: Some(keeper),
         })
+    }
+
+    /// How many auth tokens this handle obtained from etcd: 1 after opening with a user, one
+    /// more each time etcd called the token expired or stale; 0 without a user.
+    pub fn authentications(&self) -> u64 {
+        self.shared
+            .auth
+            .as_ref()
+            .map_or(0, auth::Auth::authentications)
     }
 
     /// The session lease ID: session keys are attached to it (0 after
@@ -321,9 +434,19 @@ impl Shared {
     /// `POST path` with `body`; the decoded 200 answer, or why there is none.
     fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CallError> {
         let request = body.to_string();
+        self.authorized(|token| self.post(path, &request, token))
+    }
+
+    /// One `POST` with `token`; the decoded 200 answer.
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &str,
+        token: Option<&auth::Token>,
+    ) -> Result<T, CallError> {
         let response = self
             .client
-            .post(path, request.as_bytes())
+            .post(path, request.as_bytes(), token.map(auth::Token::as_str))
             .map_err(CallError::Http)?;
         if response.status != 200 {
             return Err(status_error(response.status, &response.body));
@@ -333,16 +456,62 @@ impl Shared {
 
     /// A call to a streaming endpoint with a single message: its single answer.
     fn call_once<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CallError> {
-        let message: json::StreamMessage<T> = self.call(path, body)?;
-        match (message.result, message.error) {
-            (Some(result), _) => Ok(result),
-            (None, error) => Err(stream_error(error.as_ref())),
+        let request = body.to_string();
+        self.authorized(|token| {
+            let message: json::StreamMessage<T> = self.post(path, &request, token)?;
+            match (message.result, message.error) {
+                (Some(result), _) => Ok(result),
+                (None, error) => Err(stream_error(error.as_ref())),
+            }
+        })
+    }
+
+    /// Runs `attempt` with the current token (none without a user), and once more with a
+    /// new one if etcd called it stale. A refused request was not applied, so sending it
+    /// again is safe.
+    fn authorized<T>(
+        &self,
+        attempt: impl Fn(Option<&auth::Token>) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let Some(token) = self.token()? else {
+            return attempt(None);
+        };
+        match attempt(Some(&token)) {
+            Err(err) if err.is_stale_token() => {
+                let fresh = self.renew_token(&token)?;
+                attempt(Some(&fresh))
+            }
+            other => other,
         }
+    }
+
+    /// The current auth token (authenticating if there is none yet); `None` without a user.
+    fn token(&self) -> Result<Option<auth::Token>, CallError> {
+        self.auth
+            .as_ref()
+            .map(|auth| auth.token(&self.client))
+            .transpose()
+    }
+
+    /// A new token in place of `stale`.
+    fn renew_token(&self, stale: &auth::Token) -> Result<auth::Token, CallError> {
+        match &self.auth {
+            Some(auth) => {
+                tracing::debug!(url = %self.url, "etcd refused the auth token as stale; authenticating again");
+                auth.renew(&self.client, stale)
+            }
+            None => Ok(stale.clone()),
+        }
+    }
+
+    /// The configured user, if any.
+    fn user(&self) -> Option<&str> {
+        self.auth.as_ref().map(|auth| auth.user.as_str())
     }
 
     /// The [`StoreError`] for a failed call.
     fn error(&self, err: CallError) -> StoreError {
-        store_error(&self.url, err)
+        store_error(&self.url, self.user(), err)
     }
 
     /// Every entry under the relative `prefix` (already checked).
@@ -454,14 +623,71 @@ impl Shared {
     }
 }
 
-/// The [`StoreError`] for a failed call to the store at `url`.
-fn store_error(url: &str, err: CallError) -> StoreError {
+/// The [`StoreError`] for a failed call to the store at `url`, made as `user` (if any).
+fn store_error(url: &str, user: Option<&str>, err: CallError) -> StoreError {
     let url = url.to_owned();
     match err {
         CallError::Http(http::HttpError::Malformed { endpoint, reason }) => StoreError::Protocol {
             url,
             reason: format!("{endpoint}: {reason}"),
         },
+        CallError::Http(http::HttpError::Tls {
+            endpoint,
+            source,
+            client_cert,
+        }) => StoreError::Tls {
+            url,
+            endpoint,
+            source: Box::new(source),
+            client_cert,
+        },
+        CallError::Http(http::HttpError::TlsClosed { endpoint, source }) => StoreError::TlsClosed {
+            url,
+            endpoint,
+            source,
+        },
+        CallError::Http(http::HttpError::TlsExpected { endpoint }) => {
+            StoreError::TlsExpected { url, endpoint }
+        }
+        CallError::Status { message, .. } if message.contains(COMMON_NAME_REFUSED) => {
+            StoreError::CommonNameRefused { url }
+        }
+        CallError::Status { message, .. } if message.contains("authentication failed") => {
+            StoreError::AuthFailed {
+                url,
+                user: user.unwrap_or_default().to_owned(),
+                reason: message,
+            }
+        }
+        CallError::Status { message, .. } if message.contains("authentication is not enabled") => {
+            StoreError::AuthNotEnabled {
+                url,
+                user: user.unwrap_or_default().to_owned(),
+            }
+        }
+        CallError::Status { message, .. } if message.contains("permission denied") => {
+            StoreError::PermissionDenied {
+                url,
+                user: user.map(str::to_owned),
+                reason: message,
+            }
+        }
+        CallError::Status { message, .. }
+            if message.contains("user name is empty")
+                || (user.is_none() && message.contains("invalid auth token")) =>
+        {
+            StoreError::AuthRequired {
+                url,
+                reason: message,
+            }
+        }
+        CallError::Status { message, .. } if message.contains("invalid auth token") => {
+            StoreError::AuthFailed {
+                url,
+                user: user.unwrap_or_default().to_owned(),
+                reason: format!("{message}, even after authenticating again"),
+            }
+        }
         CallError::Http(err) => StoreError::Unreachable {
             url,
             reason: err.to_string(),
@@ -552,11 +778,20 @@ mod tests {
     fn parses_urls() {
         assert_eq!(
             parse_url("etcd://10.0.0.1:2379").unwrap(),
-            ["10.0.0.1:2379"]
+            (false, vec!["10.0.0.1:2379".to_owned()])
         );
         assert_eq!(
-            parse_url("etcd://a:1,etcd-2.example:2379,[fd00::1]:2379").unwrap(),
+            parse_url("etcd://a:1,etcd-2.example:2379,[fd00::1]:2379")
+                .unwrap()
+                .1,
             ["a:1", "etcd-2.example:2379", "[fd00::1]:2379"]
+        );
+        assert_eq!(
+            parse_url("etcds://10.0.0.1:2379,10.0.0.2:2379").unwrap(),
+            (
+                true,
+                vec!["10.0.0.1:2379".to_owned(), "10.0.0.2:2379".to_owned()]
+            )
         );
         for bad in [
             "etcd://",
@@ -570,6 +805,9 @@ mod tests {
             "etcd://user@a:1",
             "etcd://fd00::1:2379",
             "http://a:1",
+            "etcds://",
+            "etcds://host",
+            "https://a:1",
         ] {
             match parse_url(bad) {
                 Err(StoreError::InvalidUrl { url, .. }) => assert_eq!(url, bad),
@@ -605,12 +843,14 @@ mod tests {
                     connect: Duration::from_secs(1),
                     request: Duration::from_secs(1),
                 },
+                None,
             ),
             options: EtcdOptions::default(),
             lease: AtomicI64::new(0),
             epoch: AtomicU64::new(0),
             renewing: Mutex::new(()),
             lock_leases: Mutex::new(Vec::new()),
+            auth: None,
         };
         let not_found = status_error(
             404,

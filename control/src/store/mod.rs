@@ -4,8 +4,11 @@
 //! - [`dir`]: a directory on this machine (`--store dir:PATH`), the embedded default. Several
 //!   daemons on one machine share it; writes are atomic renames, mutations are serialised by
 //!   an `flock`, and changes are noticed through inotify.
-//! - [`etcd`]: etcd v3 (`--store etcd://HOST:PORT[,HOST:PORT...]`), keys under `/vxtap/v1/`.
-//!   Session keys are tied to a lease the store keeps alive.
+//! - [`etcd`]: etcd v3 (`--store etcd://HOST:PORT[,HOST:PORT...]`, or `etcds://` for TLS),
+//!   keys under `/vxtap/v1/`. Session keys are tied to a lease the store keeps alive.
+//!
+//! [`StoreOptions`] (module [`options`]) carry the security options of `etcds://`: the CA
+//! that etcd's certificate must chain to, a client certificate, an etcd user and password.
 //!
 //! The store is a small key-value space. Keys are relative (`networks/ID`), made of
 //! `/`-separated segments of `[A-Za-z0-9._-]` (never empty, `.` or `..`); values are opaque
@@ -20,6 +23,9 @@
 pub mod conformance;
 pub mod dir;
 pub mod etcd;
+pub mod options;
+
+pub use options::{Password, SecurityError, StoreOptions};
 
 use std::time::Duration;
 
@@ -156,7 +162,10 @@ pub trait Store: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no backend or is malformed.
-    #[error("invalid store URL {url:?}: {reason} (expected dir:PATH or etcd://HOST:PORT[,HOST:PORT...])")]
+    #[error(
+        "invalid store URL {url:?}: {reason} (expected dir:PATH, etcd://HOST:PORT[,HOST:PORT...] \
+         or, over TLS, etcds://HOST:PORT[,HOST:PORT...])"
+    )]
     InvalidUrl {
         /// The URL given.
         url: String,
@@ -211,17 +220,133 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// The security options do not fit the URL, or a file they name cannot be used.
+    #[error("store {url}: {source}")]
+    Security {
+        /// The store URL.
+        url: String,
+        /// What is wrong (boxed: it is large, and rare).
+        source: Box<SecurityError>,
+    },
+    /// TLS with an endpoint failed: its certificate was refused, it refused ours, or it
+    /// does not speak TLS.
+    #[error(
+        "store {url}: TLS handshake with {endpoint} failed: {source}{}",
+        etcd::tls_hint(source, *client_cert)
+    )]
+    Tls {
+        /// The store URL.
+        url: String,
+        /// The endpoint (`HOST:PORT`).
+        endpoint: String,
+        /// What rustls reported (boxed: it is large, and rare).
+        source: Box<rustls::Error>,
+        /// Whether a client certificate was offered.
+        client_cert: bool,
+    },
+    /// The TLS peer reset the connection right after the handshake without a readable
+    /// alert, which is how etcd refusing a client certificate looks when its alert is lost.
+    #[error(
+        "store {url}: TLS handshake with {endpoint} failed: the peer closed the connection \
+         right after the handshake ({source}); etcd does this when it refuses the client \
+         certificate: give --store-cert/--store-key signed by etcd's --trusted-ca-file"
+    )]
+    TlsClosed {
+        /// The store URL.
+        url: String,
+        /// The endpoint.
+        endpoint: String,
+        /// The reset.
+        source: std::io::Error,
+    },
+    /// etcd serves TLS where a plain `etcd://` URL was given.
+    #[error("store {url}: {endpoint} speaks TLS (HTTPS): use etcds:// with --store-ca")]
+    TlsExpected {
+        /// The store URL.
+        url: String,
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// etcd (3.4.23's gateway, with auth on) refused a client certificate that has a
+    /// CommonName.
+    #[error(
+        "store {url}: etcd refuses client certificates with a CommonName once authentication \
+         is on: issue vxtap's --store-cert without a CN (etcd would take the CN for a user name)"
+    )]
+    CommonNameRefused {
+        /// The store URL.
+        url: String,
+    },
+    /// etcd refused the user name and password.
+    #[error("store {url}: authentication failed for user {user:?}: {reason}")]
+    AuthFailed {
+        /// The store URL.
+        url: String,
+        /// The user.
+        user: String,
+        /// etcd's message.
+        reason: String,
+    },
+    /// etcd has authentication on and no user was given.
+    #[error(
+        "store {url}: etcd requires authentication ({reason}): give --store-user and a \
+         password"
+    )]
+    AuthRequired {
+        /// The store URL.
+        url: String,
+        /// etcd's message.
+        reason: String,
+    },
+    /// A user was given, but etcd has authentication off.
+    #[error(
+        "store {url}: --store-user {user:?} was given but etcd has authentication disabled \
+         (etcdctl auth enable)"
+    )]
+    AuthNotEnabled {
+        /// The store URL.
+        url: String,
+        /// The user.
+        user: String,
+    },
+    /// etcd refused a request for lack of permission.
+    #[error(
+        "store {url}: permission denied{} ({reason}): vxtap's etcd role needs readwrite on \
+         the prefix /vxtap/v1",
+        user.as_deref().map(|u| format!(" for user {u:?}")).unwrap_or_default()
+    )]
+    PermissionDenied {
+        /// The store URL.
+        url: String,
+        /// The user, if one was given.
+        user: Option<String>,
+        /// etcd's message.
+        reason: String,
+    },
 }
 
-/// Opens a store from its URL: `dir:PATH` or `etcd://HOST:PORT[,HOST:PORT...]`.
-///
-/// A dir store's directory is created if missing. An etcd store is contacted once, so an
-/// unreachable etcd is reported here rather than at the first request.
+/// Opens a store from its URL (`dir:PATH`, `etcd://HOST:PORT[,HOST:PORT...]` or
+/// `etcds://...`) without security options.
 ///
 /// # Errors
 ///
-/// `InvalidUrl`, or whatever opening the backend reports.
+/// As for [`open_with`].
 pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    open_with(url, &StoreOptions::default())
+}
+
+/// Opens a store from its URL with `options`.
+///
+/// A dir store's directory is created if missing. An etcd store is contacted at once
+/// (authenticating, if a user is given), so an unreachable etcd, a refused certificate or a
+/// wrong password is reported here rather than at the first request.
+///
+/// # Errors
+///
+/// `InvalidUrl`; `Security` when the options do not fit the URL (any option with `dir:` or
+/// plain `etcd://`, `etcds://` without a CA, half a client certificate, a user without a
+/// password) or name an unusable file; or whatever opening the backend reports.
+pub fn open_with(url: &str, options: &StoreOptions) -> Result<Box<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("dir:") {
         if path.is_empty() {
             return Err(StoreError::InvalidUrl {
@@ -229,10 +354,20 @@ pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
                 reason: "empty path".to_owned(),
             });
         }
+        options
+            .check_not_etcd()
+            .map_err(|source| StoreError::Security {
+                url: url.to_owned(),
+                source: Box::new(source),
+            })?;
         return Ok(Box::new(dir::DirStore::open(std::path::Path::new(path))?));
     }
-    if url.starts_with("etcd://") {
-        return Ok(Box::new(etcd::EtcdStore::open(url)?));
+    if url.starts_with("etcd://") || url.starts_with("etcds://") {
+        return Ok(Box::new(etcd::EtcdStore::open_secured(
+            url,
+            etcd::EtcdOptions::default(),
+            options,
+        )?));
     }
     Err(StoreError::InvalidUrl {
         url: url.to_owned(),
@@ -309,5 +444,42 @@ mod tests {
                 Ok(_) => panic!("{url:?} opened"),
             }
         }
+        let err = open("consul://x:1").err().expect("refused");
+        assert!(err.to_string().contains("etcds://"), "{err}");
+    }
+
+    #[test]
+    fn open_refuses_options_that_do_not_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_ca = StoreOptions {
+            ca: Some("ca.pem".into()),
+            ..StoreOptions::default()
+        };
+        let dir_url = format!("dir:{}", dir.path().display());
+        // Nothing listens on port 1: the checks come before any connection.
+        for url in [dir_url.as_str(), "etcd://127.0.0.1:1"] {
+            match open_with(url, &with_ca) {
+                Err(StoreError::Security { url: got, .. }) => assert_eq!(got, url),
+                Err(other) => panic!("{url:?}: unexpected error {other}"),
+                Ok(_) => panic!("{url:?} opened"),
+            }
+        }
+        let err = open_with("etcd://127.0.0.1:1", &with_ca)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("use etcds://") || err.to_string().contains("etcds://"));
+        match open("etcds://127.0.0.1:1") {
+            Err(StoreError::Security { source, .. }) if matches!(*source, SecurityError::NoCa) => {}
+            Err(other) => panic!("etcds:// without a CA: unexpected error {other}"),
+            Ok(_) => panic!("etcds:// without a CA opened"),
+        }
+        let missing_ca = StoreOptions {
+            ca: Some(dir.path().join("no-such-ca.pem")),
+            ..StoreOptions::default()
+        };
+        let err = open_with("etcds://127.0.0.1:1", &missing_ca)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("no-such-ca.pem"), "{err}");
     }
 }

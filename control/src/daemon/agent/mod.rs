@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub vtep: Ipv4Addr,
     /// Store URL (`--store`).
     pub store_url: String,
+    /// Store security options (`--store-ca`, `--store-user`, ...).
+    pub store_options: crate::store::StoreOptions,
     /// Run directory: overlay namespaces and the local endpoint record live here.
     pub run_dir: PathBuf,
 }
@@ -249,7 +251,7 @@ impl Agent {
     pub fn start(config: AgentConfig, links: Arc<Mutex<Links>>) -> anyhow::Result<Arc<Agent>> {
         crate::cluster::check_name("host", &config.host)
             .map_err(|e| anyhow::anyhow!("invalid --host: {e}"))?;
-        let store = match crate::store::open(&config.store_url) {
+        let store = match crate::store::open_with(&config.store_url, &config.store_options) {
             Ok(store) => Some(Arc::from(store)),
             Err(e @ StoreError::Unreachable { .. }) => {
                 tracing::warn!(error = %e, "store unreachable at start; retrying in the background");
@@ -311,7 +313,10 @@ impl Agent {
         if let Ok(store) = self.store() {
             return Ok(store);
         }
-        let store: Arc<dyn Store> = Arc::from(crate::store::open(&self.config.store_url)?);
+        let store: Arc<dyn Store> = Arc::from(crate::store::open_with(
+            &self.config.store_url,
+            &self.config.store_options,
+        )?);
         *self.store.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&store));
         tracing::info!(store = %self.config.store_url, "store reached");
         Ok(store)

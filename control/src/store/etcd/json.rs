@@ -211,6 +211,11 @@ fn put(key: &[u8], value: &[u8], lease: i64) -> Value {
 pub(crate) mod request {
     use super::*;
 
+    /// `RangeRequest` for the one key `key`, without its value.
+    pub(crate) fn key_only(key: &[u8]) -> Value {
+        json!({ "key": encode(key), "keys_only": true })
+    }
+
     /// `RangeRequest` for every key starting with `prefix`.
     pub(crate) fn range_prefix(prefix: &[u8]) -> Value {
         json!({ "key": encode(prefix), "range_end": encode(&prefix_end(prefix)) })

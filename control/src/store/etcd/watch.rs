@@ -7,10 +7,16 @@
 //! and ends (every later `next` says `Resync` again: only a new listing and a new watch
 //! recover). A broken stream (etcd stopped, connection reset, TCP keep-alive gave up) is
 //! `Unreachable`, and every later `next` fails the same way. Dropping the watch shuts the
-//! socket down, which ends the reader thread, and joins it.
+//! socket down, which ends the reader thread, and joins it (under TLS too: the raw socket
+//! under the TLS stream is shut down).
+//!
+//! With a user, the watch request carries the auth token. etcd 3.4 checks it only when the
+//! watch is created, and refuses a stale token there as "permission denied" (a cancelled
+//! watch), so a refused creation is tried once more with a new token before it is
+//! reported; a watch that was created keeps streaming after its token expires.
 
 use super::json::{self, StreamMessage, WatchResponse};
-use super::{relative, status_error, store_error, stream_error, CallError, Shared, ROOT};
+use super::{auth, relative, status_error, store_error, stream_error, CallError, Shared, ROOT};
 use crate::store::{Revision, StoreError, Watch, WatchEvent};
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
@@ -30,6 +36,35 @@ struct Step {
     events: Vec<WatchEvent>,
     /// The stream carries nothing more for us.
     end: bool,
+}
+
+/// Why an attempt to start a watch failed.
+#[derive(Debug)]
+enum Refused {
+    /// etcd called the token stale: worth one more attempt with a new one.
+    Stale(StoreError),
+    /// etcd cancelled the watch for lack of permission, which is also how it refuses an
+    /// expired token at creation.
+    Denied(StoreError),
+    /// Anything else.
+    Other(StoreError),
+}
+
+impl Refused {
+    fn into_error(self) -> StoreError {
+        match self {
+            Refused::Stale(err) | Refused::Denied(err) | Refused::Other(err) => err,
+        }
+    }
+}
+
+impl From<StoreError> for Refused {
+    fn from(err: StoreError) -> Refused {
+        match err {
+            StoreError::PermissionDenied { .. } => Refused::Denied(err),
+            err => Refused::Other(err),
+        }
+    }
 }
 
 /// Why a watch stopped, repeated by every `next` after it did.
@@ -57,19 +92,47 @@ impl EtcdWatch {
         prefix: &str,
         after: Revision,
     ) -> Result<EtcdWatch, StoreError> {
+        let token = shared.token().map_err(|err| shared.error(err))?;
+        match EtcdWatch::start_with(shared, prefix, after, token.as_ref()) {
+            Err(Refused::Stale(_) | Refused::Denied(_)) if token.is_some() => {
+                let stale = token.as_ref().map(|t| shared.renew_token(t));
+                let fresh = stale.transpose().map_err(|err| shared.error(err))?;
+                EtcdWatch::start_with(shared, prefix, after, fresh.as_ref())
+                    .map_err(Refused::into_error)
+            }
+            result => result.map_err(Refused::into_error),
+        }
+    }
+
+    /// One attempt at [`start`](Self::start) with `token`.
+    fn start_with(
+        shared: &Shared,
+        prefix: &str,
+        after: Revision,
+        token: Option<&auth::Token>,
+    ) -> Result<EtcdWatch, Refused> {
         let url = shared.url.clone();
         let key = format!("{ROOT}{prefix}");
         let start = after.saturating_add(1).max(1);
         let request = json::request::watch(key.as_bytes(), start).to_string();
         let stream = shared
             .client
-            .post_streaming("/v3/watch", request.as_bytes())
-            .map_err(|err| shared.error(CallError::Http(err)))?;
+            .post_streaming(
+                "/v3/watch",
+                request.as_bytes(),
+                token.map(auth::Token::as_str),
+            )
+            .map_err(|err| Refused::Other(shared.error(CallError::Http(err))))?;
         if stream.status != 200 {
             let mut body = Vec::new();
             // Best effort: the status alone is enough to refuse.
             let _ = stream.body.take(64 * 1024).read_to_end(&mut body);
-            return Err(shared.error(status_error(stream.status, &body)));
+            let err = status_error(stream.status, &body);
+            return Err(if err.is_stale_token() {
+                Refused::Stale(shared.error(err))
+            } else {
+                Refused::Other(shared.error(err))
+            });
         }
         let socket = stream.socket;
         let mut messages: Messages = Box::new(
@@ -79,7 +142,14 @@ impl EtcdWatch {
         let (sender, events) = mpsc::channel();
         // Until `created`, reads time out after the request timeout.
         let end = loop {
-            let step = next_step(&mut messages, &url)?;
+            let step = next_step(&mut messages, &url).map_err(|err| match err {
+                StoreError::PermissionDenied { url, reason, .. } => StoreError::PermissionDenied {
+                    url,
+                    user: shared.user().map(str::to_owned),
+                    reason,
+                },
+                err => err,
+            })?;
             for event in step.events {
                 // The receiver is right here: sending cannot fail.
                 let _ = sender.send(Ok(event));
@@ -217,7 +287,7 @@ fn stream_failure(url: &str, err: serde_json::Error) -> StoreError {
 fn translate(message: StreamMessage<WatchResponse>, url: &str) -> Result<Step, StoreError> {
     let response = match message.result {
         Some(response) => response,
-        None => return Err(store_error(url, stream_error(message.error.as_ref()))),
+        None => return Err(store_error(url, None, stream_error(message.error.as_ref()))),
     };
     let mut step = Step {
         created: response.created,
@@ -247,6 +317,12 @@ fn translate(message: StreamMessage<WatchResponse>, url: &str) -> Result<Step, S
         if response.compact_revision > 0 {
             step.events.push(WatchEvent::Resync);
             step.end = true;
+        } else if response.cancel_reason.contains("permission denied") {
+            return Err(StoreError::PermissionDenied {
+                url: url.to_owned(),
+                user: None,
+                reason: response.cancel_reason,
+            });
         } else {
             return Err(StoreError::Protocol {
                 url: url.to_owned(),
@@ -341,7 +417,7 @@ mod tests {
         for bad in [
             r#"{"result":{"events":[{"type":"EXPLODE","kv":{"key":"L3Z4dGFwL3YxL3g="}}]}}"#,
             r#"{"result":{"events":[{"kv":{"key":"L290aGVyL3g="}}]}}"#,
-            r#"{"result":{"canceled":true,"cancel_reason":"permission denied"}}"#,
+            r#"{"result":{"canceled":true,"cancel_reason":"mvcc: required revision is a future revision"}}"#,
             r#"{"result":{"events":"nope"}}"#,
             "<html>",
             r#"{"error":{"grpc_code":3,"http_code":400,"message":"bad"}}"#,
@@ -355,6 +431,14 @@ mod tests {
                 "{bad}"
             );
         }
+        // What etcd 3.4.23 sends when the token lacks read permission on the prefix.
+        let mut denied = messages(
+            r#"{"result":{"header":{"revision":"5"},"created":true,"canceled":true,"cancel_reason":"etcdserver: permission denied"}}"#,
+        );
+        assert!(matches!(
+            next_step(&mut denied, URL),
+            Err(StoreError::PermissionDenied { .. })
+        ));
         // What etcd 3.4.23 sends on its watch streams when it shuts down (SIGTERM).
         let mut closing = messages(
             r#"{"error":{"grpc_code":14,"http_code":503,"message":"transport is closing","http_status":"Service Unavailable"}}"#,
