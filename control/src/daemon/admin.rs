@@ -644,16 +644,18 @@ fn read_request(stream: &UnixStream, received: &mut Vec<u8>) -> Result<Vec<u8>, 
                 started.get_or_insert_with(Instant::now);
                 received.extend_from_slice(&chunk[..n]);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if is_transient(&e) => {}
             Err(e) => return Err(ReadEnd::Io(e)),
         }
     }
+}
+
+/// A socket time-out or interruption: the caller looks at its deadline and tries again.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 /// Writes one answer line, which the client must take within `WRITE_TIMEOUT`.
@@ -673,13 +675,7 @@ fn write_answer(stream: &UnixStream, response: &Response) -> io::Result<()> {
         match (&*stream).write(rest) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => rest = &rest[n..],
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e),
         }
     }
