@@ -228,17 +228,16 @@ struct Peer {
 
 /// Identifies the peer of `stream` from the credentials the kernel recorded at `connect`.
 fn identify(stream: &UnixStream, group: Option<&SocketGroup>) -> io::Result<Peer> {
-    let cred = rustix::net::sockopt::socket_peercred(stream)?;
-    let uid = cred.uid.as_raw();
+    let (pid, uid, gid) = vxtap_dataplane::io::socket_peer_cred(stream)?;
     let member = match group {
         Some(group) => {
-            cred.gid.as_raw() == group.gid
+            gid == group.gid
                 || vxtap_dataplane::io::socket_peer_groups(stream)?.contains(&group.gid)
         }
         None => false,
     };
     Ok(Peer {
-        pid: cred.pid.as_raw_nonzero().get(),
+        pid,
         uid,
         access: if uid == 0 || member {
             Access::Full

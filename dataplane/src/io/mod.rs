@@ -195,6 +195,16 @@ pub fn socket_peer_groups(socket: impl std::os::fd::AsFd) -> std::io::Result<Vec
     sys::peer_groups(socket.as_fd())
 }
 
+/// The pid, uid and gid of the peer of the connected Unix socket `socket` when it connected
+/// (`SO_PEERCRED`). The pid is 0 for a peer in a pid namespace this process cannot see.
+///
+/// # Errors
+///
+/// What `getsockopt` said (`ENOTCONN`, `ENOPROTOOPT` for a socket that is not Unix).
+pub fn socket_peer_cred(socket: impl std::os::fd::AsFd) -> std::io::Result<(i32, u32, u32)> {
+    sys::peer_cred(socket.as_fd())
+}
+
 /// The verifier's report for an error message: empty, or ": " and the report.
 fn verifier_says(log: &str) -> String {
     if log.is_empty() {
@@ -223,6 +233,12 @@ mod tests {
     #[test]
     fn peer_groups_are_the_connecting_process_groups() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (pid, uid, gid) = socket_peer_cred(&a).unwrap();
+        assert_eq!(pid, i32::try_from(std::process::id()).unwrap());
+        // /proc/self belongs to the process's effective uid and gid.
+        let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+        let my_gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata("/proc/self").unwrap());
+        assert_eq!((uid, gid), (me, my_gid));
         let mut got = socket_peer_groups(&a).unwrap();
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let mut want: Vec<u32> = status

@@ -18,7 +18,7 @@
 use super::{sys, IoError};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -104,10 +104,11 @@ impl AsFd for NetnsFile {
 /// Opens the network namespace file at `path` and checks that it is one, without ever
 /// blocking on what the path turns out to be.
 ///
-/// The path must lie on nsfs before anything opens it (so a device file is never opened);
-/// it is then opened with `O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC` (a FIFO swapped in
-/// meanwhile opens at once instead of waiting for a writer), and the open file itself must
-/// be on nsfs and answer `NS_GET_NSTYPE` with `CLONE_NEWNET`. Every path that names a
+/// The path is first opened with `O_PATH`, which opens nothing (a FIFO does not wait, a
+/// device is not opened) and pins the file; that file must lie on nsfs. Only then is the
+/// pinned file opened for real, through `/proc/self/fd`, with `O_RDONLY | O_NONBLOCK |
+/// O_NOCTTY | O_CLOEXEC`, so a path swapped in between changes nothing; and it must answer
+/// `NS_GET_NSTYPE` with `CLONE_NEWNET`. Every path that names a
 /// namespace goes through here: [`run_in`], and so TAP creation in a namespace.
 ///
 /// # Errors
@@ -133,18 +134,27 @@ pub fn open(path: &Path) -> Result<NetnsFile, IoError> {
         path: path.to_owned(),
         what,
     };
-    if !sys::path_is_nsfs(path).map_err(open_error)? {
+    let check = |source| IoError::NetnsCheck {
+        path: path.to_owned(),
+        source,
+    };
+    // An O_PATH descriptor opens nothing (a FIFO does not wait, a device is not opened), and
+    // pins the file the path named: a path swapped afterwards cannot change what is checked
+    // and then opened for real through /proc/self/fd.
+    let pinned = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(open_error)?;
+    if !sys::fd_is_nsfs(pinned.as_fd()).map_err(check)? {
         return Err(not_netns("not a namespace file"));
     }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
+        .open(format!("/proc/self/fd/{}", pinned.as_raw_fd()))
         .map_err(open_error)?;
-    let check = |source| IoError::NetnsCheck {
-        path: path.to_owned(),
-        source,
-    };
+    drop(pinned);
     if !sys::fd_is_nsfs(file.as_fd()).map_err(check)? {
         return Err(not_netns("not a namespace file"));
     }

@@ -55,26 +55,11 @@ pub(crate) fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `path` lies on nsfs, the filesystem namespace files live on (`statfs(2)`, which
-/// does not open the file: a FIFO or a device there is never opened by asking).
-pub(crate) fn path_is_nsfs(path: &std::path::Path) -> io::Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+/// Whether the file `fd` refers to lies on nsfs (`fstatfs(2)`; an `O_PATH` descriptor will
+/// do, so the file need not be opened for reading to be checked).
+pub(crate) fn fd_is_nsfs(fd: BorrowedFd<'_>) -> io::Result<bool> {
     // SAFETY: `struct statfs` is plain C data (integers and arrays of them), for which
     // all-zero bytes are a valid value.
-    let mut buf: libc::statfs = unsafe { mem::zeroed() };
-    retry_eintr(|| {
-        // SAFETY: `path` is a NUL-terminated string that outlives the call; `buf` is a live,
-        // exclusively borrowed `struct statfs` the kernel fills and nothing else.
-        cvt(unsafe { libc::statfs(path.as_ptr(), &mut buf) })
-    })?;
-    Ok(buf.f_type == libc::NSFS_MAGIC)
-}
-
-/// Whether the file `fd` refers to lies on nsfs (`fstatfs(2)`).
-pub(crate) fn fd_is_nsfs(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: as in `path_is_nsfs`, all-zero bytes are a valid `struct statfs`.
     let mut buf: libc::statfs = unsafe { mem::zeroed() };
     retry_eintr(|| {
         // SAFETY: `fd` is open for the call (we hold a borrow of it); `buf` is a live,
@@ -94,11 +79,44 @@ pub(crate) fn namespace_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
 }
 
 /// `SO_PEERGROUPS` (Linux 4.13+): the supplementary groups the peer of the connected Unix
-/// socket `socket` had when it connected (libc exports the option only for some targets).
-#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
-const SO_PEERGROUPS: libc::c_int = 0x3d;
-#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
-const SO_PEERGROUPS: libc::c_int = 59;
+/// socket `socket` had when it connected.
+const SO_PEERGROUPS: libc::c_int = libc::SO_PEERGROUPS;
+
+/// The pid, uid and gid of the peer of the connected Unix socket `socket`, as the kernel
+/// recorded them at `connect` (`SO_PEERCRED`). The pid is 0 when the peer lives in a pid
+/// namespace ours cannot see, which is why this reads the raw `struct ucred` rather than a
+/// type that forbids a zero pid.
+pub(crate) fn peer_cred(socket: BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let size = mem::size_of::<libc::ucred>();
+    let mut len = libc::socklen_t::try_from(size)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    retry_eintr(|| {
+        // SAFETY: `cred` is a live `struct ucred` of exactly `len` bytes that the kernel may
+        // write (plain integers, any value valid); `len` is a live socklen_t it reads and
+        // updates. `socket` is open for the call because we borrow it.
+        cvt(unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut cred).cast(),
+                &mut len,
+            )
+        })
+    })?;
+    if len as usize != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("SO_PEERCRED returned {len} bytes, not {size}"),
+        ));
+    }
+    Ok((cred.pid, cred.uid, cred.gid))
+}
 
 /// The supplementary groups of the peer of the connected Unix socket `socket`, as the kernel
 /// recorded them at `connect` (`SO_PEERGROUPS`): unlike `/proc/PID/status`, they cannot
