@@ -223,6 +223,10 @@ fn hostile_records(kind: StoreKind) {
     );
     assert_eq!(fdb_dst(&cluster, 1, &victim.mac), Some(h1_vtep.clone()));
     assert!(record_count(&cluster, 1, "conflicts", "rebound") >= 1);
+    // A connect on that host programs from the same checked view, pins included.
+    let c_late = cluster.container("late");
+    cluster.connect(1, "tn", c_late, "late");
+    assert_eq!(fdb_dst(&cluster, 1, &victim.mac), Some(h1_vtep.clone()));
     assert!(
         ping_ok(&cluster, c_peer, "victim"),
         "the victim is unreachable"
@@ -351,5 +355,66 @@ fn connect_checks_the_namespace_before_it_locks() {
         view["endpoints"].as_array().map(Vec::len),
         Some(0),
         "{view:#}"
+    );
+}
+
+/// A local endpoint the checks refuse is not published again and again: its key deleted and
+/// its MAC claimed by another record, the host once republished it, saw it refused as the
+/// younger claim, and republished it again, recursing until the daemon's stack overflowed.
+#[test]
+fn a_refused_local_endpoint_is_not_republished_for_ever() {
+    let mut cluster = Cluster::new(1, StoreKind::Dir);
+    let id = cluster.hosts[0].cli_ok(&["network", "create", "--subnet", "10.63.0.0/24", "tn"]);
+    let network = id.trim().to_owned();
+    let c = cluster.container("victim");
+    cluster.connect(0, "tn", c, "victim");
+    let view = cluster.hosts[0].inspect("tn");
+    let victim: Endpoint = view["endpoints"]
+        .as_array()
+        .and_then(|eps| eps.first())
+        .map(|e| serde_json::from_value(e.clone()).expect("an endpoint"))
+        .unwrap_or_else(|| panic!("no endpoint in {view:#}"));
+    let evil = Host {
+        name: "evil".into(),
+        vtep: EVIL_VTEP,
+        pid: 1,
+        started: 1,
+    };
+    let thief = intruder(
+        &network,
+        'c',
+        "thief",
+        Ipv4Addr::new(10, 63, 0, 77),
+        &victim.mac,
+    );
+    let url = cluster.store_url().to_owned();
+    {
+        let store = store::open(&url).expect("the dir store");
+        let mut locked = store.lock(Duration::from_secs(10)).expect("store lock");
+        assert!(locked.delete(&victim.key()).expect("delete"));
+        locked
+            .put(&evil.key(), &json(&evil), Lifetime::Permanent)
+            .expect("put");
+        locked
+            .put(&thief.key(), &json(&thief), Lifetime::Permanent)
+            .expect("put");
+    }
+    let daemon = cluster.hosts[0].daemon();
+    assert!(
+        harness::wait_until(PROPAGATION, || daemon
+            .log()
+            .contains("not republishing: its name, IP or MAC was taken")),
+        "the host never saw its endpoint's MAC taken:\n{}",
+        daemon.log()
+    );
+    // Quiet afterwards: alive, and it published the endpoint at most once more.
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = daemon.stats();
+    assert!(stats["store_records"].is_object(), "{stats:#}");
+    let published = daemon.log().matches("endpoint published").count();
+    assert!(
+        published <= 2,
+        "published {published} times:\n{}",
+        daemon.log()
     );
 }

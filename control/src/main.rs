@@ -223,18 +223,18 @@ fn network_command(command: NetworkCommand) -> cli::args::Command {
 }
 
 /// The store's security options from the daemon flags; the password from its file or
-/// `VXTAP_STORE_PASSWORD` (read here, so it never passes through clap or argv).
+/// `VXTAP_STORE_PASSWORD` (taken from the environment by `main`, so it never passes through
+/// clap or argv, nor on to the commands the daemon runs).
 fn store_options(
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     user: Option<String>,
     password_file: Option<PathBuf>,
+    env_password: Option<String>,
 ) -> Result<vxtap::store::StoreOptions, vxtap::store::SecurityError> {
     use vxtap::store::{Password, SecurityError};
-    let from_env = std::env::var("VXTAP_STORE_PASSWORD")
-        .ok()
-        .map(Password::new);
+    let from_env = env_password.map(Password::new);
     let password = match (password_file, from_env) {
         (Some(_), Some(_)) => return Err(SecurityError::TwoPasswords),
         (Some(path), None) => Some(Password::from_file(&path)?),
@@ -256,7 +256,14 @@ fn system_host_name() -> String {
         .into_owned()
 }
 
+/// Where the daemon takes the store password from when no file is given.
+const PASSWORD_VARIABLE: &str = "VXTAP_STORE_PASSWORD";
+
 fn main() -> ExitCode {
+    // Taken out of the environment while the process has one thread, so that nsenter, ip and
+    // unshare, which the daemon runs, never inherit it.
+    let env_password = std::env::var(PASSWORD_VARIABLE).ok();
+    std::env::remove_var(PASSWORD_VARIABLE);
     let cli = Cli::parse();
     let command = match cli.command {
         Command::Daemon {
@@ -279,6 +286,7 @@ fn main() -> ExitCode {
                 store_key,
                 store_user,
                 store_password_file,
+                env_password,
             ) {
                 Ok(options) => options,
                 Err(e) => {

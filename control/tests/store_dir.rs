@@ -271,6 +271,15 @@ fn the_store_is_private_to_its_owner() {
     std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o777)).unwrap();
     DirStore::open(&wide).expect("open");
     assert_eq!(mode(&wide), 0o700);
+    // A store that belongs to someone else is refused: they could write records.
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let nobody = rustix::process::Uid::from_raw(65534);
+    rustix::fs::chown(&theirs, Some(nobody), None).unwrap();
+    match DirStore::open(&theirs) {
+        Err(e) => assert!(e.to_string().contains("belongs to uid 65534"), "{e}"),
+        Ok(_) => panic!("a store owned by nobody opened"),
+    }
 }
 
 /// Keys carry their creation order, and an overwrite keeps it: the first claim on an

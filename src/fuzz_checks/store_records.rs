@@ -15,6 +15,8 @@
 //!   no overlapping subnets);
 //! - checking is deterministic, and checking the same listing again against the pins it made
 //!   refuses nothing new and accepts the same records;
+//! - every accepted network and endpoint rewritten in place (same key and creation, any other
+//!   value) is refused and the accepted record stays;
 //! - a hosts file rendered from the accepted endpoints has exactly one line per endpoint.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,6 +126,53 @@ pub fn store_records(data: &[u8]) {
     assert_eq!(pinned.snapshot, checked.snapshot);
     assert!(pinned.rejected.iter().all(|r| r.reason != Reason::Rebound));
     assert_eq!(pinned.rejected, checked.rejected);
+
+    // Every accepted network and endpoint rewritten in place (same key, same creation), with
+    // a value taken from the input: what was accepted stays, and each rewrite that changed
+    // the value is refused.
+    let accepted_keys: BTreeSet<String> = s
+        .networks
+        .values()
+        .map(Network::key)
+        .chain(s.endpoints.values().map(Endpoint::key))
+        .collect();
+    let mut rewritten = listing.clone();
+    let mut changed = BTreeSet::new();
+    for (i, entry) in rewritten.entries.iter_mut().enumerate() {
+        if accepted_keys.contains(&entry.key) {
+            let mut value = data.get(i..).unwrap_or_default().to_vec();
+            value.truncate(64);
+            if value != entry.value {
+                changed.insert(entry.key.clone());
+            }
+            entry.value = value;
+        }
+    }
+    let after = validate::check(&rewritten, &checked.pins);
+    for n in s.networks.values() {
+        assert_eq!(
+            after.snapshot.networks.get(&n.id),
+            Some(n),
+            "a pinned network moved"
+        );
+    }
+    for (k, e) in &s.endpoints {
+        // Still programmed unless its network or host went (hosts are not pinned, and a
+        // network stays pinned, so only a host can).
+        match after.snapshot.endpoints.get(k) {
+            Some(kept) => assert_eq!(kept, e, "a pinned endpoint moved"),
+            None => assert!(
+                after.rejected.iter().any(|r| r.key == e.key()),
+                "an endpoint vanished without a refusal"
+            ),
+        }
+    }
+    for key in &changed {
+        assert!(
+            after.rejected.iter().any(|r| &r.key == key),
+            "a rewrite of {key} was not refused"
+        );
+    }
 
     // Names cannot add lines to a hosts file.
     let peers: Vec<_> = s

@@ -20,11 +20,15 @@
 //!   held by an older network, or whose subnet overlaps an older one's, is refused. "Older"
 //!   is the store's own creation order ([`Entry::created`]: etcd's `create_revision`, which a
 //!   writer cannot choose), ties broken by key.
-//! - **No rebinding in place**: a writer can overwrite an existing key, which keeps its
-//!   creation revision. Each host pins the endpoint it first accepted under a key ([`Pins`]);
-//!   while that key lives, a different value under it is refused as `rebound` and the pinned
-//!   endpoint stays programmed. A host that starts after such an overwrite cannot tell: only
-//!   etcd auth stops a writer from rewriting records (see the README's security model).
+//! - **No rewriting in place**: a writer can overwrite an existing key, which keeps its
+//!   creation revision. Networks and endpoints never change once written, so each host pins
+//!   the ones it accepted ([`Pins`]); while a key lives, another value under it is refused (as
+//!   `rebound`, or for what is wrong with it) and the pinned record stays programmed. A host
+//!   that starts after such an overwrite cannot tell: only etcd auth stops a writer from
+//!   rewriting records (see the README's security model). Host records do change (a restarted
+//!   daemon writes its new pid), so they are not pinned: a host record rewritten with another
+//!   VTEP makes that host's endpoints fail `vtep_mismatch` (they go unreachable; they are
+//!   never sent to the new VTEP).
 //!
 //! Everything here is pure and deterministic: the same listing and pins give the same result.
 
@@ -177,21 +181,89 @@ pub struct Rejection {
     pub fingerprint: u64,
 }
 
-/// The endpoints a host accepted, by key, with the creation revision they were accepted at.
+/// The networks and endpoints a host accepted, by key, with the creation revision they were
+/// accepted at. Both are immutable in vxtap: a network or an endpoint is created and deleted,
+/// never changed, so any other value under a pinned key is an overwrite in place.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pins {
+    networks: BTreeMap<String, (Revision, Network)>,
     endpoints: BTreeMap<String, (Revision, Endpoint)>,
 }
 
 impl Pins {
-    /// How many endpoints are pinned.
+    /// How many records are pinned.
     pub fn len(&self) -> usize {
-        self.endpoints.len()
+        self.networks.len() + self.endpoints.len()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
+        self.len() == 0
+    }
+}
+
+/// A record a host pins: what it says about itself in a refusal.
+trait Pinned: Clone + PartialEq {
+    fn summary(&self) -> String;
+}
+
+impl Pinned for Network {
+    fn summary(&self) -> String {
+        format!(
+            "{} VNI {} {} gateway {} MTU {}",
+            escape(&self.name),
+            self.vni,
+            self.subnet,
+            self.gateway,
+            self.mtu
+        )
+    }
+}
+
+impl Pinned for Endpoint {
+    fn summary(&self) -> String {
+        format!(
+            "{} {} {} on {} ({})",
+            escape(&self.name),
+            self.ip,
+            escape(&self.mac),
+            escape(&self.host),
+            self.vtep
+        )
+    }
+}
+
+/// What `entry` may stand for given the record pinned under its key: the pinned record when
+/// the key still holds the creation it was pinned at but another value (refused as
+/// `rebound`, or for what is wrong with the new value), else `decoded` as it is.
+fn keep_pinned<T: Pinned>(
+    entry: &Entry,
+    pinned: Option<&(Revision, T)>,
+    decoded: Result<T, Refusal>,
+    rejected: &mut Vec<Rejection>,
+) -> Option<T> {
+    match (pinned, decoded) {
+        (Some((created, old)), decoded) if *created == entry.created => match decoded {
+            Ok(new) if new == *old => Some(new),
+            Ok(new) => {
+                let detail = format!(
+                    "overwritten in place: was {}, now {}",
+                    old.summary(),
+                    new.summary()
+                );
+                rejected.push(rejection(entry, Reason::Rebound, detail));
+                Some(old.clone())
+            }
+            Err((reason, detail)) => {
+                rejected.push(rejection(entry, reason, detail));
+                Some(old.clone())
+            }
+        },
+        (_, Ok(new)) => Some(new),
+        (_, Err((reason, detail))) => {
+            rejected.push(rejection(entry, reason, detail));
+            None
+        }
     }
 }
 
@@ -213,29 +285,41 @@ pub fn check(listing: &Listing, pins: &Pins) -> Checked {
     let mut hosts: Vec<(&Entry, Host)> = Vec::new();
     let mut endpoints: Vec<(&Entry, Endpoint)> = Vec::new();
     for entry in &listing.entries {
-        let decoded = if entry.key.starts_with(NETWORKS) {
-            decode::<Network>(entry)
-                .and_then(|n| check_network(&n).map(|()| networks.push((entry, n))))
+        // A running host keeps what it accepted under a key while the key lives.
+        if entry.key.starts_with(NETWORKS) {
+            let decoded = decode::<Network>(entry).and_then(|n| check_network(&n).map(|()| n));
+            let pinned = pins.networks.get(&entry.key);
+            if let Some(n) = keep_pinned(entry, pinned, decoded, &mut rejected) {
+                networks.push((entry, n));
+            }
         } else if entry.key.starts_with(ENDPOINTS) {
-            decode::<Endpoint>(entry)
-                .and_then(|e| check_endpoint_fields(&e).map(|()| endpoints.push((entry, e))))
+            let decoded =
+                decode::<Endpoint>(entry).and_then(|e| check_endpoint_fields(&e).map(|()| e));
+            let pinned = pins.endpoints.get(&entry.key);
+            if let Some(e) = keep_pinned(entry, pinned, decoded, &mut rejected) {
+                endpoints.push((entry, e));
+            }
         } else if entry.key.starts_with(HOSTS) {
-            decode::<Host>(entry).and_then(|h| check_host(&h).map(|()| hosts.push((entry, h))))
+            match decode::<Host>(entry).and_then(|h| check_host(&h).map(|()| h)) {
+                Ok(h) => hosts.push((entry, h)),
+                Err((reason, detail)) => rejected.push(rejection(entry, reason, detail)),
+            }
         } else {
-            Err((Reason::UnknownPrefix, String::new()))
-        };
-        if let Err((reason, detail)) = decoded {
-            rejected.push(rejection(entry, reason, detail));
+            rejected.push(rejection(entry, Reason::UnknownPrefix, String::new()));
         }
     }
 
     let mut snapshot = Snapshot::default();
+    let mut new_pins = Pins::default();
     // Oldest first, so the first claim wins.
     networks.sort_by(|a, b| age(a.0).cmp(&age(b.0)));
     for (entry, n) in networks {
         match network_conflict(&snapshot, &n) {
             Some((reason, detail)) => rejected.push(rejection(entry, reason, detail)),
             None => {
+                new_pins
+                    .networks
+                    .insert(entry.key.clone(), (entry.created, n.clone()));
                 snapshot.networks.insert(n.id.clone(), n);
             }
         }
@@ -244,31 +328,7 @@ pub fn check(listing: &Listing, pins: &Pins) -> Checked {
         snapshot.hosts.insert(h.name.clone(), h);
     }
 
-    // An overwrite of a pinned key keeps the pinned endpoint.
-    let mut claims: Vec<(&Entry, Endpoint)> = Vec::with_capacity(endpoints.len());
-    for (entry, e) in endpoints {
-        match pins.endpoints.get(&entry.key) {
-            Some((created, pinned)) if *created == entry.created && *pinned != e => {
-                rejected.push(rejection(
-                    entry,
-                    Reason::Rebound,
-                    format!(
-                        "overwritten in place: was {} {} on {} ({}), now {} {} on {} ({})",
-                        pinned.ip,
-                        pinned.mac,
-                        pinned.host,
-                        pinned.vtep,
-                        e.ip,
-                        escape(&e.mac),
-                        escape(&e.host),
-                        e.vtep
-                    ),
-                ));
-                claims.push((entry, pinned.clone()));
-            }
-            _ => claims.push((entry, e)),
-        }
-    }
+    let mut claims = endpoints;
     claims.sort_by(|a, b| age(a.0).cmp(&age(b.0)));
     let mut held: HashMap<(&str, Held), String> = HashMap::new();
     let mut accepted: Vec<(&Entry, Endpoint)> = Vec::new();
@@ -300,7 +360,6 @@ pub fn check(listing: &Listing, pins: &Pins) -> Checked {
         }
         accepted.push((entry, e.clone()));
     }
-    let mut new_pins = Pins::default();
     for (entry, e) in accepted {
         new_pins
             .endpoints
@@ -671,7 +730,8 @@ mod tests {
         assert_eq!(checked.snapshot.networks.len(), 1);
         assert_eq!(checked.snapshot.hosts.len(), 2);
         assert_eq!(checked.snapshot.endpoints.len(), 2);
-        assert_eq!(checked.pins.len(), 2);
+        // The network and both endpoints.
+        assert_eq!(checked.pins.len(), 3);
     }
 
     /// Each malformed endpoint is refused for its own reason, and the good one beside them is
@@ -1003,7 +1063,7 @@ mod tests {
     fn overwrites_in_place_are_refused_while_pinned() {
         let victim = endpoint('5', "victim", [10, 0, 0, 2], "h1", [198, 18, 0, 1]);
         let first = check(&listing(vec![put(&victim, 10)]), &Pins::default());
-        assert_eq!(first.pins.len(), 1);
+        assert_eq!(first.pins.len(), 2);
         let rewritten = Endpoint {
             host: "h2".into(),
             vtep: Ipv4Addr::new(198, 18, 0, 2),
@@ -1018,12 +1078,53 @@ mod tests {
         assert_eq!(reasons(&third), []);
         // Deleted and created anew, the key is a new claim.
         let gone = check(&listing(vec![]), &third.pins);
-        assert!(gone.pins.is_empty());
+        assert_eq!(gone.pins.len(), 1, "only the network is left pinned");
         let fresh = check(&listing(vec![put(&rewritten, 30)]), &gone.pins);
         assert_eq!(reasons(&fresh), []);
         // Without pins (a host that starts later) the overwrite cannot be told apart.
         let later = check(&listing(vec![put(&rewritten, 10)]), &Pins::default());
         assert_eq!(reasons(&later), []);
+    }
+
+    /// Networks never change either: a rewritten network (say, a new subnet that would make
+    /// every endpoint's IP invalid) keeps the pinned one, and so do its endpoints; garbage
+    /// written over a pinned key is refused for what it is and the pinned record stays.
+    #[test]
+    fn pinned_networks_and_garbage_over_pins_keep_what_was_accepted() {
+        let a = endpoint('1', "a", [10, 0, 0, 2], "h1", [198, 18, 0, 1]);
+        let first = check(&listing(vec![put(&a, 10)]), &Pins::default());
+        assert_eq!(first.pins.len(), 2);
+        let moved = network(NET, "net", 42, "10.9.0.0/24");
+        let mut l = listing(vec![put(&a, 10)]);
+        let key = moved.key();
+        let slot = l.entries.iter_mut().find(|e| e.key == key).unwrap();
+        slot.value = serde_json::to_vec(&moved).unwrap();
+        let second = check(&l, &first.pins);
+        assert_eq!(reasons(&second), [(key.clone(), Reason::Rebound)]);
+        assert_eq!(second.snapshot, first.snapshot);
+        // Garbage over the endpoint, and over the network.
+        let mut l = listing(vec![entry(a.key(), b"{garbage".to_vec(), 10)]);
+        let slot = l.entries.iter_mut().find(|e| e.key == key).unwrap();
+        slot.value = b"null".to_vec();
+        let third = check(&l, &second.pins);
+        let mut got = reasons(&third);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (a.key(), Reason::Undecodable),
+                (key.clone(), Reason::Undecodable)
+            ]
+        );
+        assert_eq!(third.snapshot, first.snapshot);
+        // Created anew, the network is a new claim.
+        let mut l = listing(vec![]);
+        let slot = l.entries.iter_mut().find(|e| e.key == key).unwrap();
+        slot.value = serde_json::to_vec(&moved).unwrap();
+        slot.created = 99;
+        let fresh = check(&l, &third.pins);
+        assert_eq!(reasons(&fresh), []);
+        assert_eq!(fresh.snapshot.networks[NET].subnet, moved.subnet);
     }
 
     #[test]

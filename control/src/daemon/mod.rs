@@ -22,6 +22,7 @@ pub use links::Links;
 use crate::client::socket_path;
 use admin::AdminServer;
 use anyhow::Context;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +59,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .as_deref()
         .map(SocketGroup::resolve)
         .transpose()?;
-    std::fs::create_dir_all(&options.run_dir)
+    // 0755 whatever the umask: others may look (and reach a --socket-group socket), only
+    // root may write; the socket and the endpoint record carry their own narrower modes.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&options.run_dir)
         .with_context(|| format!("creating run directory {}", options.run_dir.display()))?;
     let path = socket_path(&options.run_dir);
     if UnixStream::connect(&path).is_ok() {

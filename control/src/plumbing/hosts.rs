@@ -111,8 +111,8 @@ mod tests {
     fn writes_atomically_and_removes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c1").join("hosts");
-        super::super::write_atomically(&path, b"one\n").unwrap();
-        super::super::write_atomically(&path, b"two\n").unwrap();
+        super::super::write_atomically(&path, b"one\n", 0o644).unwrap();
+        super::super::write_atomically(&path, b"two\n", 0o644).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
         remove(&path).unwrap();
         assert!(!path.parent().unwrap().exists());

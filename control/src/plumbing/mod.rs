@@ -16,10 +16,13 @@ pub mod hosts;
 pub mod netns;
 pub mod overlay;
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use vxtap_dataplane::io::netns::NetnsFile;
 use vxtap_dataplane::io::IoError;
 
 /// Longest an external command (`ip`, `unshare`) may run before it is killed.
@@ -97,13 +100,15 @@ pub enum PlumbingError {
     NoIfname(PathBuf),
 }
 
-/// Writes `content` to `path` atomically: a temporary file beside it, then a rename, so a
-/// reader sees the old content or the new, never a mix. The directory is created if missing.
+/// Writes `content` to `path` atomically with permissions `mode`, whatever the umask: a
+/// temporary file beside it, then a rename, so a reader sees the old content or the new,
+/// never a mix. The directory is created if missing (0755: readable, writable by its owner
+/// alone).
 ///
 /// # Errors
 ///
 /// `Io` for the directory, the temporary file or the rename.
-pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), PlumbingError> {
+pub fn write_atomically(path: &Path, content: &[u8], mode: u32) -> Result<(), PlumbingError> {
     let io = |action, path: &Path| {
         let path = path.to_owned();
         move |source| PlumbingError::Io {
@@ -113,12 +118,27 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), PlumbingError
         }
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(io("creating", dir))?;
     let name = path
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy());
     let tmp = dir.join(format!(".{name}.vxtap-tmp"));
-    std::fs::write(&tmp, content).map_err(io("writing", &tmp))?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io("creating", &tmp))?;
+    // The umask may have narrowed `mode` further at creation: set it exactly.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(content))
+        .map_err(io("writing", &tmp))?;
+    drop(file);
     std::fs::rename(&tmp, path).map_err(io("renaming into", path))
 }
 
@@ -128,9 +148,9 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), PlumbingError
 ///
 /// `NoNetns` if there is nothing there, `BadNetns` if it is something else or cannot be
 /// checked.
-pub fn check_netns(path: &Path) -> Result<(), PlumbingError> {
+pub fn check_netns(path: &Path) -> Result<NetnsFile, PlumbingError> {
     match vxtap_dataplane::io::netns::open(path) {
-        Ok(_) => Ok(()),
+        Ok(file) => Ok(file),
         Err(IoError::NetnsNotFound { path }) => Err(PlumbingError::NoNetns(path)),
         Err(e) => Err(PlumbingError::BadNetns(e)),
     }
@@ -143,14 +163,21 @@ pub fn check_netns(path: &Path) -> Result<(), PlumbingError> {
 /// `NoNetns` or `BadNetns` before anything runs, then `Spawn`, `TimedOut`, `Wait` or
 /// `Command` (with ip's stderr).
 pub fn ip(netns: &Path, args: &[&str]) -> Result<String, PlumbingError> {
-    check_netns(netns)?;
+    // nsenter enters the namespace we checked and hold open, through our own fd: a path
+    // swapped after the check cannot send it anywhere else, or make it wait on a FIFO.
+    let file = check_netns(netns)?;
     let mut command = Command::new("nsenter");
     command
-        .arg(format!("--net={}", netns.display()))
+        .arg(format!(
+            "--net=/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_fd().as_raw_fd()
+        ))
         .arg("ip")
         .args(args);
     let line = format!("ip {} (in {})", args.join(" "), netns.display());
     let output = run(&mut command, &line, COMMAND_TIMEOUT)?;
+    drop(file);
     if !output.status.success() {
         return Err(PlumbingError::Command {
             command: line,
@@ -288,6 +315,28 @@ fn parse_link_names(json: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The modes are what the caller asks, whatever the umask: under umask 000 a hosts file
+    /// or the endpoint record must not become writable by everyone.
+    #[test]
+    fn atomic_writes_ignore_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("new").join("endpoints.json");
+        let hosts = dir.path().join("hosts");
+        let old = rustix::process::umask(rustix::fs::Mode::empty());
+        let written = write_atomically(&record, b"[]", 0o600)
+            .and_then(|()| write_atomically(&hosts, b"x", 0o644));
+        rustix::process::umask(old);
+        written.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&record), 0o600);
+        assert_eq!(mode(record.parent().unwrap()), 0o755);
+        assert_eq!(mode(&hosts), 0o644);
+        // Replacing keeps the mode asked for, not the old file's.
+        write_atomically(&hosts, b"y", 0o600).unwrap();
+        assert_eq!(mode(&hosts), 0o600);
+        assert_eq!(std::fs::read(&hosts).unwrap(), b"y");
+    }
 
     #[test]
     fn a_command_that_hangs_is_killed() {

@@ -3,6 +3,7 @@
 //! survives the daemon (a killed daemon re-adopts it).
 
 use super::PlumbingError;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 /// `statfs` magic of nsfs, the filesystem namespace files live on.
@@ -25,11 +26,15 @@ pub fn create(path: &Path) -> Result<(), PlumbingError> {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| PlumbingError::Io {
-            action: "creating",
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|source| PlumbingError::Io {
+                action: "creating",
+                path: dir.to_owned(),
+                source,
+            })?;
     }
     std::fs::OpenOptions::new()
         .create(true)

@@ -32,7 +32,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -747,9 +747,21 @@ fn read_entry(path: &Path) -> io::Result<(Vec<u8>, Revision)> {
     Ok((value, created))
 }
 
-/// Makes the store directory its owner's alone (0700), saying so if it was wider.
+/// Makes the store directory its owner's alone (0700), saying so if it was wider. A directory
+/// that belongs to another user is refused: that user could write records.
 fn restrict(root: &Path) -> io::Result<()> {
-    let mode = fs::metadata(root)?.permissions().mode() & 0o7777;
+    let meta = fs::metadata(root)?;
+    let ours = rustix::process::geteuid().as_raw();
+    if meta.uid() != ours {
+        return Err(io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "it belongs to uid {}, not to uid {ours} that runs vxtap: whoever owns the store can write records",
+                meta.uid()
+            ),
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
     if mode != DIR_MODE {
         tracing::warn!(path = %root.display(), mode = format!("{mode:o}"), "the store directory was open to others; restricting it to 0700");
         fs::set_permissions(root, fs::Permissions::from_mode(DIR_MODE))?;

@@ -98,8 +98,6 @@ struct State {
     hosts_files: BTreeMap<PathBuf, String>,
     /// The store's session epoch when we last published.
     published_epoch: Option<u64>,
-    /// What the checks of store records remember between listings.
-    records: RecordChecks,
 }
 
 /// Store records refused by [`cluster::validate`]: each refused value is logged and counted
@@ -213,6 +211,9 @@ pub struct Agent {
     links: Arc<Mutex<Links>>,
     store: RwLock<Option<Arc<dyn Store>>>,
     state: Mutex<State>,
+    /// What the checks of store records remember between listings. A lock of its own, never
+    /// held across I/O, so `stats` answers while a request waits on the store.
+    records: Mutex<RecordChecks>,
     started: u64,
 }
 
@@ -259,7 +260,7 @@ impl Agent {
             }
             Err(e) => return Err(e.into()),
         };
-        let local = read_record(&record_path(&config.run_dir))?;
+        let local = read_record(&record_path(&config.run_dir), &config.host, config.vtep)?;
         let agent = Arc::new(Agent {
             links,
             store: RwLock::new(store),
@@ -267,6 +268,7 @@ impl Agent {
                 local,
                 ..State::default()
             }),
+            records: Mutex::new(RecordChecks::default()),
             started: now_secs(),
             config,
         });
@@ -322,9 +324,16 @@ impl Agent {
         Ok(store)
     }
 
+    /// The records of `listing` that pass the checks, against the endpoints this host
+    /// accepted before (so an overwrite in place keeps the pinned endpoint). Everything that
+    /// programs this host's tables goes through here.
+    pub(super) fn check_records(&self, listing: &crate::store::Listing) -> Snapshot {
+        lock(&self.records).check(listing)
+    }
+
     /// Counters of the store records this host refused, and the ones refused now.
     pub fn record_stats(&self) -> RecordStats {
-        lock(&self.state).records.stats()
+        lock(&self.records).stats()
     }
 
     /// Serves one overlay request.
@@ -362,7 +371,7 @@ impl Agent {
     fn network_create(&self, request: &NetworkRequest) -> Result<NetworkView, AgentError> {
         let store = self.store()?;
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let snapshot = Snapshot::from_listing(&locked.list("")?);
+        let snapshot = self.check_records(&locked.list("")?);
         let id = cluster::new_id().map_err(AgentError::Random)?;
         let network = cluster::plan_network(&snapshot, request, id, now_secs())?;
         locked.put(&network.key(), &to_json(&network), Lifetime::Permanent)?;
@@ -374,7 +383,7 @@ impl Agent {
     }
 
     fn network_list(&self) -> Result<Vec<NetworkView>, AgentError> {
-        let snapshot = Snapshot::from_listing(&self.store()?.list("")?);
+        let snapshot = self.check_records(&self.store()?.list("")?);
         let mut views: Vec<NetworkView> = snapshot
             .networks
             .values()
@@ -385,14 +394,14 @@ impl Agent {
     }
 
     fn network_inspect(&self, name: &str) -> Result<NetworkView, AgentError> {
-        let snapshot = Snapshot::from_listing(&self.store()?.list("")?);
+        let snapshot = self.check_records(&self.store()?.list("")?);
         Ok(view(&snapshot, snapshot.require_network(name)?))
     }
 
     fn network_rm(&self, name: &str) -> Result<(), AgentError> {
         let store = self.store()?;
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let snapshot = Snapshot::from_listing(&locked.list("")?);
+        let snapshot = self.check_records(&locked.list("")?);
         let network = cluster::plan_network_removal(&snapshot, name)?;
         locked.delete(&network.key())?;
         tracing::info!(name = %network.name, id = %network.id, "network removed");
@@ -415,7 +424,7 @@ impl Agent {
         let store = self.store()?;
         let mut state = lock(&self.state);
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let mut snapshot = Snapshot::from_listing(&locked.list("")?);
+        let mut snapshot = self.check_records(&locked.list("")?);
         let network = snapshot.require_network(network)?.clone();
         let default_name = container
             .path
@@ -501,7 +510,7 @@ impl Agent {
         let store = self.store()?;
         let mut state = lock(&self.state);
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let mut snapshot = Snapshot::from_listing(&locked.list("")?);
+        let mut snapshot = self.check_records(&locked.list("")?);
         let network = snapshot.require_network(network)?.clone();
         let Some(endpoint) = state.local_endpoint(&network.id, &container).cloned() else {
             return Err(ClusterError::NotConnected {
@@ -533,14 +542,19 @@ impl Agent {
 
     /// Lists, publishes what is missing, and reconciles once.
     fn sync_once(&self, store: &dyn Store) -> Result<crate::store::Revision, StoreError> {
-        let listing = store.list("")?;
+        let mut listing = store.list("")?;
         let mut state = lock(&self.state);
-        let snapshot = state.records.check(&listing);
-        if self.publish(store, &mut state, &snapshot)? {
-            // Reconcile against what we just wrote.
-            drop(state);
-            return self.sync_once(store);
+        // Twice at most: a second listing shows what publishing wrote, and publishing never
+        // writes again what the store already holds as written.
+        for _ in 0..2 {
+            let snapshot = self.check_records(&listing);
+            if !self.publish(store, &mut state, &listing)? {
+                self.reconcile(&mut state, &snapshot);
+                return Ok(listing.revision);
+            }
+            listing = store.list("")?;
         }
+        let snapshot = self.check_records(&listing);
         self.reconcile(&mut state, &snapshot);
         Ok(listing.revision)
     }
@@ -625,7 +639,13 @@ fn record_path(run_dir: &Path) -> PathBuf {
     run_dir.join("endpoints.json")
 }
 
-fn read_record(path: &Path) -> anyhow::Result<BTreeMap<String, Endpoint>> {
+/// The local endpoints recorded in `path`: only those of this host and VTEP, each passing the
+/// store's field rules, since they are published as they are.
+fn read_record(
+    path: &Path,
+    host: &str,
+    vtep: Ipv4Addr,
+) -> anyhow::Result<BTreeMap<String, Endpoint>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -635,6 +655,10 @@ fn read_record(path: &Path) -> anyhow::Result<BTreeMap<String, Endpoint>> {
         .map_err(|e| anyhow::anyhow!("{} is not an endpoint record: {e}", path.display()))?;
     let mut local = BTreeMap::new();
     for e in endpoints {
+        if e.host != host || e.vtep != vtep {
+            tracing::warn!(record = %path.display(), endpoint = %validate::escape(&e.name), host = %validate::escape(&e.host), vtep = %e.vtep, "ignoring a local endpoint recorded for another host or VTEP");
+            continue;
+        }
         // Held to the store's rules too: what is published from here must pass them.
         match validate::check_endpoint(&e) {
             Ok(()) => {

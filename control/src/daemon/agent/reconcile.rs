@@ -9,7 +9,7 @@ use super::{
 use crate::api::{FdbMode, FdbSpec, LinkSpec, Request};
 use crate::cluster::{Endpoint, Host, Network, Snapshot};
 use crate::plumbing::{self, hosts, overlay};
-use crate::store::{Lifetime, Store, StoreError};
+use crate::store::{Lifetime, Listing, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -231,7 +231,8 @@ impl Agent {
             if state.hosts_files.get(path) == Some(&content) {
                 continue;
             }
-            match plumbing::write_atomically(path, content.as_bytes()) {
+            // Readable by every process in the container, as /etc/hosts is.
+            match plumbing::write_atomically(path, content.as_bytes(), 0o644) {
                 Ok(()) => {
                     state.hosts_files.insert(path.clone(), content);
                 }
@@ -254,9 +255,11 @@ impl Agent {
 
     pub(super) fn save_record(&self, state: &State) -> Result<(), AgentError> {
         let endpoints: Vec<&Endpoint> = state.local.values().collect();
+        // root's alone: it is published to the store after a restart.
         Ok(plumbing::write_atomically(
             &record_path(&self.config.run_dir),
             &to_json(&endpoints),
+            0o600,
         )?)
     }
 
@@ -268,7 +271,7 @@ impl Agent {
         &self,
         store: &dyn Store,
         state: &mut State,
-        snapshot: &Snapshot,
+        listing: &Listing,
     ) -> Result<bool, StoreError> {
         let epoch = store.session_epoch();
         let host = Host {
@@ -278,20 +281,27 @@ impl Agent {
             started: self.started,
         };
         let session_fresh = state.published_epoch == Some(epoch);
+        // Compared with what the store holds byte for byte, not with what passed the checks:
+        // a record of ours that the checks refuse (its network was rewritten, an older record
+        // holds its MAC) is not written again and again; the refusal is logged and counted.
+        let stored = |key: &str| {
+            listing
+                .entries
+                .iter()
+                .find(|entry| entry.key == key)
+                .map(|entry| entry.value.as_slice())
+        };
         let missing: Vec<&Endpoint> = state
             .local
             .values()
-            .filter(|e| {
-                !session_fresh
-                    || snapshot.endpoints.get(&(e.network.clone(), e.id.clone())) != Some(*e)
-            })
+            .filter(|e| !session_fresh || stored(&e.key()) != Some(to_json(*e).as_slice()))
             .collect();
-        let host_ok = session_fresh && snapshot.hosts.get(&host.name) == Some(&host);
+        let host_ok = session_fresh && stored(&host.key()) == Some(to_json(&host).as_slice());
         if host_ok && missing.is_empty() {
             return Ok(false);
         }
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let current = Snapshot::from_listing(&locked.list("")?);
+        let current = self.check_records(&locked.list("")?);
         let mut wrote = false;
         if !host_ok {
             locked.put(&host.key(), &to_json(&host), Lifetime::Session)?;
@@ -304,9 +314,9 @@ impl Agent {
             }
             let clash = current
                 .endpoints_of(&e.network)
-                .find(|o| o.id != e.id && (o.ip == e.ip || o.name == e.name));
+                .find(|o| o.id != e.id && (o.ip == e.ip || o.name == e.name || o.mac == e.mac));
             if let Some(o) = clash {
-                tracing::error!(endpoint = %e.name, ip = %e.ip, other = %o.name, other_host = %o.host, "not republishing: its name or IP was taken while it was away");
+                tracing::error!(endpoint = %e.name, ip = %e.ip, other = %o.name, other_host = %o.host, "not republishing: its name, IP or MAC was taken while it was away");
                 continue;
             }
             locked.put(&e.key(), &to_json(e), Lifetime::Session)?;
