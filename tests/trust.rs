@@ -32,6 +32,20 @@ fn write_records(cluster: &Cluster, records: &[(String, Vec<u8>)]) {
     });
 }
 
+/// The value of `key` in the cluster's store, read from the first host's namespace.
+fn read_record(cluster: &Cluster, key: &str) -> Option<Vec<u8>> {
+    let url = cluster.store_url().to_owned();
+    cluster.topology.hosts[0].ns.run_in(|| {
+        let store = store::open(&url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        let listing = store.list("").expect("store listing");
+        listing
+            .entries
+            .into_iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value)
+    })
+}
+
 fn json(value: &impl Serializable) -> Vec<u8> {
     value.to_json()
 }
@@ -202,8 +216,15 @@ fn hostile_records(kind: StoreKind) {
         "the victim is unreachable"
     );
 
-    // Overwriting the victim's own record in place keeps its key's creation revision; the
-    // hosts that accepted it keep it.
+    // Records overwritten in place keep their key's creation revision. The intruder's own
+    // well-formed endpoint, moved to another address: every host keeps the one it accepted.
+    // The victim's, given the intruder's VTEP: its owner writes it back (it publishes what
+    // the store does not hold as written), and no host ever sends the victim's traffic away.
+    let ghost_moved = Endpoint {
+        ip: ip(60),
+        mac: mac_for(ip(60)),
+        ..ghost.clone()
+    };
     let rebound = Endpoint {
         host: "evil".into(),
         vtep: EVIL_VTEP,
@@ -213,20 +234,38 @@ fn hostile_records(kind: StoreKind) {
     write_records(
         &cluster,
         &[
+            (ghost_moved.key(), json(&ghost_moved)),
             (rebound.key(), json(&rebound)),
             (marker.key(), json(&marker)),
         ],
     );
-    assert!(
-        harness::wait_until(PROPAGATION, || fdb_dst(&cluster, 1, &marker.mac).is_some()),
-        "the marker never arrived"
-    );
+    for h in 0..2 {
+        assert!(
+            harness::wait_until(PROPAGATION, || fdb_dst(&cluster, h, &marker.mac).is_some()),
+            "host {h}: the marker never arrived"
+        );
+        assert_eq!(
+            fdb_dst(&cluster, h, &ghost.mac),
+            Some(EVIL_VTEP.to_string()),
+            "host {h} dropped the accepted endpoint"
+        );
+        assert_eq!(fdb_dst(&cluster, h, &ghost_moved.mac), None, "host {h}");
+        assert!(
+            record_count(&cluster, h, "conflicts", "rebound") >= 1,
+            "host {h}"
+        );
+    }
     assert_eq!(fdb_dst(&cluster, 1, &victim.mac), Some(h1_vtep.clone()));
-    assert!(record_count(&cluster, 1, "conflicts", "rebound") >= 1);
+    assert!(
+        harness::wait_until(PROPAGATION, || read_record(&cluster, &victim.key())
+            == Some(json(&victim))),
+        "the victim's host never wrote its record back"
+    );
     // A connect on that host programs from the same checked view, pins included.
     let c_late = cluster.container("late");
     cluster.connect(1, "tn", c_late, "late");
     assert_eq!(fdb_dst(&cluster, 1, &victim.mac), Some(h1_vtep.clone()));
+    assert_eq!(fdb_dst(&cluster, 1, &ghost_moved.mac), None);
     assert!(
         ping_ok(&cluster, c_peer, "victim"),
         "the victim is unreachable"
@@ -417,4 +456,35 @@ fn a_refused_local_endpoint_is_not_republished_for_ever() {
         "published {published} times:\n{}",
         daemon.log()
     );
+}
+
+/// Issue 10, item 7 and item 3: someone holding the cluster lock (on etcd without auth,
+/// anyone) makes changes wait out their time-out and fail clearly, while reading requests and
+/// `stats` keep answering: nothing waiting for the lock holds what they need.
+#[test]
+fn a_held_cluster_lock_stalls_changes_only() {
+    let mut cluster = Cluster::new(1, StoreKind::Dir);
+    cluster.hosts[0].cli_ok(&["network", "create", "--subnet", "10.64.0.0/24", "tn"]);
+    let c = cluster.container("waiting");
+    let ns = cluster.containers[c].name().to_owned();
+    let url = cluster.store_url().to_owned();
+    let store = store::open(&url).expect("the dir store");
+    let held = store.lock(Duration::from_secs(10)).expect("store lock");
+    let cluster = &cluster;
+    std::thread::scope(|scope| {
+        let connect = scope
+            .spawn(|| cli_within(cluster, 0, &["connect", "tn", &ns], Duration::from_secs(60)));
+        // While the connect waits for the lock.
+        std::thread::sleep(Duration::from_secs(2));
+        for args in [&["stats"][..], &["network", "ls"], &["link", "show"]] {
+            let (finished, ok, stderr) = cli_within(cluster, 0, args, Duration::from_secs(5));
+            assert!(finished && ok, "{args:?} while the lock is held: {stderr}");
+        }
+        let (finished, ok, stderr) = connect.join().expect("the connect thread");
+        assert!(finished, "connect never gave up on the lock");
+        assert!(!ok, "connect succeeded while the lock was held");
+        assert!(stderr.contains("waiting for the cluster lock"), "{stderr}");
+    });
+    drop(held);
+    cluster.hosts[0].cli_ok(&["connect", "tn", &ns]);
 }

@@ -422,8 +422,9 @@ impl Agent {
             return Err(AgentError::UnknownNetns(netns.to_owned()));
         }
         let store = self.store()?;
-        let mut state = lock(&self.state);
+        // The cluster lock first, then the state: nothing holds the state while it waits.
         let mut locked = store.lock(LOCK_TIMEOUT)?;
+        let mut state = lock(&self.state);
         let mut snapshot = self.check_records(&locked.list("")?);
         let network = snapshot.require_network(network)?.clone();
         let default_name = container
@@ -508,8 +509,8 @@ impl Agent {
     fn disconnect(&self, network: &str, netns: &str) -> Result<(), AgentError> {
         let container = Container::lookup(netns_path(netns)?);
         let store = self.store()?;
-        let mut state = lock(&self.state);
         let mut locked = store.lock(LOCK_TIMEOUT)?;
+        let mut state = lock(&self.state);
         let mut snapshot = self.check_records(&locked.list("")?);
         let network = snapshot.require_network(network)?.clone();
         let Some(endpoint) = state.local_endpoint(&network.id, &container).cloned() else {
@@ -543,18 +544,16 @@ impl Agent {
     /// Lists, publishes what is missing, and reconciles once.
     fn sync_once(&self, store: &dyn Store) -> Result<crate::store::Revision, StoreError> {
         let mut listing = store.list("")?;
-        let mut state = lock(&self.state);
         // Twice at most: a second listing shows what publishing wrote, and publishing never
         // writes again what the store already holds as written.
         for _ in 0..2 {
-            let snapshot = self.check_records(&listing);
-            if !self.publish(store, &mut state, &listing)? {
-                self.reconcile(&mut state, &snapshot);
-                return Ok(listing.revision);
+            if !self.publish(store, &listing)? {
+                break;
             }
             listing = store.list("")?;
         }
         let snapshot = self.check_records(&listing);
+        let mut state = lock(&self.state);
         self.reconcile(&mut state, &snapshot);
         Ok(listing.revision)
     }

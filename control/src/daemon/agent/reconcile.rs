@@ -263,27 +263,18 @@ impl Agent {
         )?)
     }
 
-    /// Publishes this host and every local endpoint the store does not have as we know it
-    /// (after a restart, or after the session expired). Returns whether it wrote anything:
-    /// an endpoint it cannot publish (its network is gone, its name or IP taken) is skipped
-    /// and writes nothing, so the caller does not list and publish again for ever.
-    pub(super) fn publish(
-        &self,
-        store: &dyn Store,
-        state: &mut State,
+    /// What this host has to write: whether its host record is as the store holds it, and
+    /// the local endpoints the store does not hold as written (all of them once per session).
+    /// Compared with what the store holds byte for byte, not with what passed the checks: a
+    /// record of ours that the checks refuse (an older record holds its MAC, say) is not
+    /// written again and again; the refusal is logged and counted.
+    fn unpublished<'a>(
+        state: &'a State,
         listing: &Listing,
-    ) -> Result<bool, StoreError> {
-        let epoch = store.session_epoch();
-        let host = Host {
-            name: self.config.host.clone(),
-            vtep: self.config.vtep,
-            pid: std::process::id(),
-            started: self.started,
-        };
+        epoch: u64,
+        host: &Host,
+    ) -> (bool, Vec<&'a Endpoint>) {
         let session_fresh = state.published_epoch == Some(epoch);
-        // Compared with what the store holds byte for byte, not with what passed the checks:
-        // a record of ours that the checks refuse (its network was rewritten, an older record
-        // holds its MAC) is not written again and again; the refusal is logged and counted.
         let stored = |key: &str| {
             listing
                 .entries
@@ -291,17 +282,44 @@ impl Agent {
                 .find(|entry| entry.key == key)
                 .map(|entry| entry.value.as_slice())
         };
-        let missing: Vec<&Endpoint> = state
+        let missing = state
             .local
             .values()
             .filter(|e| !session_fresh || stored(&e.key()) != Some(to_json(*e).as_slice()))
             .collect();
-        let host_ok = session_fresh && stored(&host.key()) == Some(to_json(&host).as_slice());
-        if host_ok && missing.is_empty() {
-            return Ok(false);
+        let host_ok = session_fresh && stored(&host.key()) == Some(to_json(host).as_slice());
+        (host_ok, missing)
+    }
+
+    /// Publishes this host and every local endpoint the store does not hold as written (after
+    /// a restart, or after the session expired). Returns whether it wrote anything: an
+    /// endpoint it cannot publish (its network is gone, its name, IP or MAC taken) is skipped
+    /// and writes nothing, so the caller does not list and publish again for ever.
+    ///
+    /// Takes the cluster lock before the state, as `connect` does, and holds neither while it
+    /// waits for the other.
+    pub(super) fn publish(&self, store: &dyn Store, listing: &Listing) -> Result<bool, StoreError> {
+        let epoch = store.session_epoch();
+        let host = Host {
+            name: self.config.host.clone(),
+            vtep: self.config.vtep,
+            pid: std::process::id(),
+            started: self.started,
+        };
+        {
+            let state = lock(&self.state);
+            let (host_ok, missing) = Self::unpublished(&state, listing, epoch, &host);
+            if host_ok && missing.is_empty() {
+                return Ok(false);
+            }
         }
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let current = self.check_records(&locked.list("")?);
+        let listing = locked.list("")?;
+        let current = self.check_records(&listing);
+        // Again under the lock: a disconnect meanwhile must not be undone.
+        let mut state = lock(&self.state);
+        let (host_ok, missing) = Self::unpublished(&state, &listing, epoch, &host);
+        let missing: Vec<Endpoint> = missing.into_iter().cloned().collect();
         let mut wrote = false;
         if !host_ok {
             locked.put(&host.key(), &to_json(&host), Lifetime::Session)?;
@@ -319,7 +337,7 @@ impl Agent {
                 tracing::error!(endpoint = %e.name, ip = %e.ip, other = %o.name, other_host = %o.host, "not republishing: its name, IP or MAC was taken while it was away");
                 continue;
             }
-            locked.put(&e.key(), &to_json(e), Lifetime::Session)?;
+            locked.put(&e.key(), &to_json(&e), Lifetime::Session)?;
             wrote = true;
             tracing::info!(endpoint = %e.name, ip = %e.ip, "endpoint published");
         }
