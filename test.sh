@@ -19,8 +19,17 @@ command -v nsenter >/dev/null || missing+=(util-linux)
 # The etcd store's tests run a real etcd (Debian's etcd-server; etcdctl is not needed: the
 # TLS tests make certificates with rcgen and users and roles through etcd's JSON gateway).
 command -v etcd >/dev/null || missing+=(etcd-server)
+# The Docker tests start their own dockerd per test host (docker.io brings dockerd 20.10,
+# containerd and runc) and build their image from busybox-static's /bin/busybox.
+command -v dockerd >/dev/null || missing+=(docker.io)
+[ -f /bin/busybox ] || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
+  # Keep apt from starting services (a system dockerd above all): the tests run their own.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+  fi
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -9,6 +9,8 @@
 //!   runs in it and deletes itself on drop, panics included.
 //! - [`daemon`]: [`Daemon`], a `vxtap daemon` in a host namespace with its own run directory,
 //!   and the `vxtap` commands that talk to it.
+//! - [`docker`]: [`DockerEngine`], a real dockerd (with its own containerd) in a host
+//!   namespace and a private mount namespace, and [`docker::busybox_image`] for it.
 //! - [`topology`]: [`Topology`], N hosts on an underlay switch, each with one or more overlay
 //!   networks (`br0` + vxtap link or kernel vxlan device + a container), and the static
 //!   entries and flood lists a control plane would program.
@@ -26,6 +28,7 @@ pub mod capture;
 pub mod cluster;
 pub mod cmd;
 pub mod daemon;
+pub mod docker;
 pub mod etcd;
 pub mod netns;
 pub mod stats;
@@ -37,6 +40,7 @@ mod sys;
 
 pub use capture::{Capture, VxlanDatagram};
 pub use daemon::Daemon;
+pub use docker::DockerEngine;
 pub use netns::Netns;
 pub use topology::{Container, HostKind, NetworkSpec, Topology};
 

@@ -1,0 +1,571 @@
+//! [`DockerEngine`]: a real Docker engine (Debian's `docker.io`: dockerd 20.10, its managed
+//! containerd, runc) for one test host, and [`busybox_image`], the image its containers run.
+//!
+//! Several engines share the machine, one per host network namespace, and must never see each
+//! other or touch the machine's own Docker or networking:
+//!
+//! - dockerd runs in the host's network namespace, entered with `nsenter --net` (`ip netns
+//!   exec` would remount /sys and hide the cgroup mounts dockerd needs), inside a private
+//!   mount namespace of its own (`unshare -m --propagation private`). There a per-engine
+//!   plugin directory is bind-mounted over `/run/docker/plugins`, so each engine discovers
+//!   its own host's plugin sockets. The bind mount, and every mount dockerd and containerd
+//!   make (overlay2 layers, container netns files), live in that namespace only and vanish
+//!   with its last process; the root namespace gets nothing but an empty
+//!   `/run/docker/plugins` mountpoint, made if missing.
+//! - Everything else sits in one temporary directory per engine: `--data-root`, `--exec-root`
+//!   (where dockerd's managed containerd keeps its config, socket and state, so two engines
+//!   never share a containerd), the API socket, the pidfile, the trust key, a
+//!   `daemon.json` holding only the trust key's path (the machine's `/etc/docker/daemon.json` is never read), the CLI's config
+//!   directory and `dockerd.log`, whose tail a failing start or command prints.
+//! - `--cgroup-parent=/vxtap-docker-XXXXXX` (the directory's name): containers' cgroups sit
+//!   apart from the machine's `/docker`, and go with the engine.
+//! - `--bridge=none --iptables=false --ip6tables=false --ip-masq=false --userland-proxy=false`:
+//!   no docker0, no firewall rules, no proxies; the engine adds nothing to any namespace
+//!   until a test creates a network.
+//!
+//! Dropping the guard removes its containers, stops dockerd (SIGTERM, SIGKILL after a bound),
+//! waits until no process of the engine is left (dockerd, containerd, shims: every process
+//! whose command line names the engine's directory), unmounts anything of it that shows in
+//! the root namespace (nothing should), removes its cgroups and the directory. Tests that need Docker fail
+//! loudly when a program is missing or dockerd does not start; they never skip.
+
+use super::cmd;
+use super::netns::Netns;
+use super::sys;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long dockerd may take to answer `docker info`, or to exit after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long any `docker` command may run before `timeout` kills it.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Where dockerd looks for plugin sockets (hard-coded in libnetwork's plugin discovery).
+pub const PLUGIN_SOCKET_DIR: &str = "/run/docker/plugins";
+/// The tag [`busybox_image`] gives its image.
+pub const BUSYBOX_IMAGE: &str = "vxtap-busybox:test";
+/// The busybox binary the image is built from (Debian's `busybox-static`).
+pub const BUSYBOX_BINARY: &str = "/bin/busybox";
+/// What the engines need, and the Debian package that brings each.
+const PROGRAMS: [(&str, &str); 6] = [
+    ("dockerd", "docker.io"),
+    ("docker", "docker.io"),
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    ("unshare", "util-linux"),
+    ("nsenter", "util-linux"),
+];
+
+/// Panics unless every program an engine needs is on `PATH` and `/bin/busybox` exists,
+/// naming what is missing and the package to install.
+///
+/// # Panics
+///
+/// As said.
+pub fn require_docker() {
+    super::require_root();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<String> = PROGRAMS
+        .iter()
+        .filter(|(program, _)| !std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+        .map(|(program, package)| format!("{program} (Debian package {package})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the Docker tests need a real dockerd and run it; missing: {} \
+         (./test.sh installs docker.io and busybox-static)",
+        missing.join(", ")
+    );
+    assert!(
+        Path::new(BUSYBOX_BINARY).is_file(),
+        "the Docker tests build their image from {BUSYBOX_BINARY}, which is missing \
+         (Debian package busybox-static; ./test.sh installs it)"
+    );
+}
+
+/// One dockerd (with its own containerd) in a test host's network namespace.
+#[derive(Debug)]
+pub struct DockerEngine {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    plugin_dir: PathBuf,
+    host: String,
+    image: OnceLock<()>,
+}
+
+impl DockerEngine {
+    /// Starts dockerd in `host` and waits (bounded) until `docker info` answers.
+    /// `plugin_dir` is what the engine sees at `/run/docker/plugins` (the caller owns it and
+    /// it must exist); `None` gives it an empty directory of its own, see
+    /// [`plugin_dir`](Self::plugin_dir).
+    ///
+    /// # Panics
+    ///
+    /// Without root or a program it needs (see [`require_docker`]), or if dockerd exits or
+    /// does not answer in time; the message holds the command line and dockerd's log tail.
+    pub fn start(host: &Netns, plugin_dir: Option<&Path>) -> DockerEngine {
+        require_docker();
+        // Short: containerd's sockets live under the exec root, and unix socket paths must
+        // fit 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("vxtap-docker-")
+            .tempdir_in("/tmp")
+            .expect("a directory for a Docker engine under /tmp");
+        let plugin_dir = match plugin_dir {
+            Some(path) => {
+                assert!(
+                    path.is_dir(),
+                    "plugin directory {} for the engine in {} is not a directory",
+                    path.display(),
+                    host.name()
+                );
+                path.to_owned()
+            }
+            None => dir.path().join("plugins"),
+        };
+        for sub in [plugin_dir.as_path(), &dir.path().join("cli")] {
+            std::fs::create_dir_all(sub)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", sub.display()));
+        }
+        // The trust key has no command-line flag in 20.10; without this key dockerd writes
+        // /etc/docker/key.json.
+        let config = serde_json::json!({
+            "deprecated-key-path": dir.path().join("key.json"),
+        });
+        std::fs::write(dir.path().join("daemon.json"), format!("{config}\n")).expect("daemon.json");
+        // The mountpoint must exist before the private namespace is made from the root one;
+        // an empty directory there is harmless (the docker.io package makes it too).
+        std::fs::create_dir_all(PLUGIN_SOCKET_DIR)
+            .unwrap_or_else(|e| panic!("creating {PLUGIN_SOCKET_DIR}: {e}"));
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("dockerd.log");
+        let mut command = Command::new("unshare");
+        // unshare, sh and nsenter each exec the next, so the child's pid is dockerd's.
+        command
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount --bind -- "$1" /run/docker/plugins && shift && exec nsenter "$@""#)
+            .arg("sh")
+            .arg(&plugin_dir)
+            .arg(format!("--net={}", host.path().display()))
+            .arg("--")
+            .args(dockerd_args(dir.path()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dockerd.log"))
+            .stderr(log);
+        let started = Instant::now();
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
+        let mut engine = DockerEngine {
+            child: Some(child),
+            dir,
+            plugin_dir,
+            host: host.name().to_owned(),
+            image: OnceLock::new(),
+        };
+        engine.wait_ready(&command);
+        eprintln!(
+            "dockerd in {} answered after {:?} ({})",
+            engine.host,
+            started.elapsed(),
+            engine.dir().display()
+        );
+        engine
+    }
+
+    fn wait_ready(&mut self, command: &Command) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.socket().exists() && self.docker(&["info"]).status.success() {
+                return;
+            }
+            let child = self.child.as_mut().expect("a running dockerd");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "dockerd in {} exited ({status}) before answering; command: `{}`\n\
+                     --- dockerd.log (tail) ---\n{}",
+                    self.host,
+                    cmd::describe(command),
+                    self.log_tail(40)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd in {} did not answer `docker info` within {START_TIMEOUT:?}; \
+                 command: `{}`\n--- dockerd.log (tail) ---\n{}",
+                self.host,
+                cmd::describe(command),
+                self.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The engine's temporary directory: everything of it lives there.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `--data-root`.
+    pub fn data_root(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
+    /// `--exec-root` (containerd's config, socket and state are under `containerd/`).
+    pub fn exec_root(&self) -> PathBuf {
+        self.dir().join("run")
+    }
+
+    /// The API socket (`-H unix://...`).
+    pub fn socket(&self) -> PathBuf {
+        self.dir().join("docker.sock")
+    }
+
+    /// `unix://` + [`socket`](Self::socket), as `DOCKER_HOST` or vxtap's `--docker-host`.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// The directory the engine sees at `/run/docker/plugins`.
+    pub fn plugin_dir(&self) -> &Path {
+        &self.plugin_dir
+    }
+
+    /// The name of the host namespace it runs in.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// dockerd's pid, while it runs (its mount namespace is `/proc/PID/ns/mnt`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What dockerd (and its containerd) have logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of [`log`](Self::log).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Pids of the engine's processes: dockerd, containerd and shims, found by the engine's
+    /// directory on their command lines.
+    pub fn processes(&self) -> Vec<(u32, String)> {
+        processes_naming(self.dir())
+    }
+
+    /// The name of the cgroup holding its containers, at the top of every hierarchy (see
+    /// [`cgroups_named`]).
+    pub fn cgroup_parent(&self) -> String {
+        cgroup_parent(self.dir())
+    }
+
+    /// A `docker` command aimed at this engine (bounded by `timeout`), with a CLI config
+    /// directory of its own and no `DOCKER_*` settings from the environment.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("timeout");
+        command
+            .args(["--kill-after=5", &COMMAND_TIMEOUT.as_secs().to_string()])
+            .arg("docker")
+            .arg("-H")
+            .arg(self.docker_host())
+            .env("DOCKER_CONFIG", self.dir().join("cli"));
+        for var in [
+            "DOCKER_HOST",
+            "DOCKER_CONTEXT",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
+        ] {
+            command.env_remove(var);
+        }
+        command
+    }
+
+    /// `docker -H unix://SOCK ARGS...`, whatever the exit status.
+    pub fn docker<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        cmd::output(self.command().args(args).stdin(Stdio::null()))
+    }
+
+    /// `docker -H unix://SOCK ARGS...`, panicking (with dockerd's log tail) on failure;
+    /// returns stdout.
+    pub fn docker_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        let mut command = self.command();
+        command.args(args).stdin(Stdio::null());
+        let out = cmd::output(&mut command);
+        if !out.status.success() {
+            panic!(
+                "`{}` failed ({}) on the engine in {}:\n{}{}\n--- dockerd.log (tail) ---\n{}",
+                cmd::describe(&command),
+                out.status,
+                self.host,
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout),
+                self.log_tail(20)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Removes every container, then stops dockerd: SIGTERM, SIGKILL after
+    /// [`STOP_TIMEOUT`]. Waits (bounded) until no process of the engine is left, killing
+    /// stragglers. Does nothing the second time.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(None) = child.try_wait() {
+            let ids = self.docker(&["ps", "-aq"]);
+            let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm".to_owned(), "-f".to_owned()];
+                args.extend(ids);
+                let out = self.docker(&args);
+                if !out.status.success() {
+                    eprintln!(
+                        "cleanup: docker rm -f in {} failed: {}",
+                        self.host,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            }
+            let _ = sys::signal(child.id(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    eprintln!(
+                        "dockerd in {} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
+                        self.host
+                    );
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        // dockerd stops its managed containerd on the way out; shims of containers that
+        // were already gone exit by themselves. Whatever is left is killed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.processes();
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                for (pid, line) in &left {
+                    eprintln!(
+                        "cleanup: killing what the engine in {} left: {pid} {line}",
+                        self.host
+                    );
+                    let _ = sys::signal(*pid, libc::SIGKILL);
+                }
+            }
+            if Instant::now() >= deadline + Duration::from_secs(5) {
+                eprintln!(
+                    "cleanup: engine processes in {} survived SIGKILL: {left:?}",
+                    self.host
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// dockerd's arguments for an engine living in `dir`.
+fn dockerd_args(dir: &Path) -> Vec<String> {
+    let at = |name: &str| dir.join(name).display().to_string();
+    vec![
+        "dockerd".to_owned(),
+        format!("--config-file={}", at("daemon.json")),
+        format!("--data-root={}", at("data")),
+        format!("--exec-root={}", at("run")),
+        format!("--host=unix://{}", at("docker.sock")),
+        format!("--pidfile={}", at("docker.pid")),
+        // Containers' cgroups under a parent of the engine's own, which Drop removes.
+        format!("--cgroup-parent=/{}", cgroup_parent(dir)),
+        "--bridge=none".to_owned(),
+        "--iptables=false".to_owned(),
+        "--ip6tables=false".to_owned(),
+        "--ip-masq=false".to_owned(),
+        "--userland-proxy=false".to_owned(),
+    ]
+}
+
+/// The name of the cgroup that holds the containers of the engine living in `dir`: the
+/// directory's own name (`vxtap-docker-XXXXXX`), at the top of every hierarchy.
+fn cgroup_parent(dir: &Path) -> String {
+    dir.file_name()
+        .expect("an engine directory has a name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The cgroup directories named `name` at the top of the machine's hierarchies (cgroup v1:
+/// one per controller; v2: the unified one), those that exist.
+pub fn cgroups_named(name: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![root.to_owned()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        hierarchies.extend(entries.filter_map(|e| Some(e.ok()?.path())));
+    }
+    hierarchies
+        .into_iter()
+        .map(|h| h.join(name))
+        .filter(|path| path.join("cgroup.procs").is_file())
+        .collect()
+}
+
+/// Removes a cgroup directory and the empty cgroups below it, deepest first (a cgroup's
+/// control files go with its directory; `rmdir` is the only way to remove one).
+fn remove_cgroup(path: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_cgroup(&entry.path())?;
+        }
+    }
+    std::fs::remove_dir(path)
+}
+
+/// Processes whose command line names something under `path` (pid, command line), this one
+/// excluded.
+pub fn processes_naming(path: &Path) -> Vec<(u32, String)> {
+    // Only paths below it: another engine's directory may share a prefix with this one.
+    let needle = format!("{}/", path.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            if pid == std::process::id() {
+                return None;
+            }
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+            line.contains(&needle)
+                .then(|| (pid, line.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Mount points in this process's mount namespace at or under `path`
+/// (`/proc/self/mountinfo`, field 5).
+pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        // mountinfo escapes spaces and the like as octal; the harness's paths have none.
+        .map(PathBuf::from)
+        .filter(|mount| mount.starts_with(path))
+        .collect()
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- dockerd.log ({}, tail) ---\n{}",
+                self.host,
+                self.log_tail(40)
+            );
+        }
+        self.stop();
+        // Every mount of the engine lived in its private mount namespace, gone with its last
+        // process; anything here means that failed, and must not outlive the test.
+        let mut left = mounts_under(self.dir());
+        left.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for mount in left {
+            eprintln!(
+                "cleanup: {} left mounted in the root namespace; unmounting",
+                mount.display()
+            );
+            let out = cmd::try_run("umount", &[OsStr::new("-l"), mount.as_os_str()]);
+            if !out.status.success() {
+                eprintln!(
+                    "cleanup: umount -l {} failed: {}",
+                    mount.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        for cgroup in cgroups_named(&cgroup_parent(self.dir())) {
+            if let Err(err) = remove_cgroup(&cgroup) {
+                eprintln!("cleanup: removing cgroup {}: {err}", cgroup.display());
+            }
+        }
+        if let Err(err) = std::fs::remove_dir_all(self.dir()) {
+            eprintln!("cleanup: removing {}: {err}", self.dir().display());
+        }
+    }
+}
+
+/// The tag of a busybox image in `engine`, built once per engine with `docker import` from a
+/// root file system holding `/bin/busybox` (Debian's static build) and a link in `/bin` for
+/// every applet it has (`sh`, `ping`, `ip`, `nslookup`, `wget`, `nc`, `sleep`, `cat`, ...).
+/// Its default command is `sh`, as in Docker Hub's busybox.
+///
+/// # Panics
+///
+/// If the root file system cannot be built or `docker import` fails.
+pub fn busybox_image(engine: &DockerEngine) -> &'static str {
+    engine.image.get_or_init(|| {
+        let root = tempfile::Builder::new()
+            .prefix("vxtap-busybox-")
+            .tempdir_in("/tmp")
+            .expect("a directory for the busybox root file system");
+        let rootfs = root.path().join("rootfs");
+        for sub in ["bin", "etc", "root", "tmp", "var", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(rootfs.join(sub)).expect("a root file system directory");
+        }
+        std::fs::copy(BUSYBOX_BINARY, rootfs.join("bin/busybox"))
+            .unwrap_or_else(|e| panic!("copying {BUSYBOX_BINARY}: {e}"));
+        let applets = cmd::run(BUSYBOX_BINARY, &["--list"]);
+        for applet in applets.lines().map(str::trim) {
+            if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+                continue;
+            }
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
+                .unwrap_or_else(|e| panic!("linking applet {applet}: {e}"));
+        }
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+            .expect("etc/passwd");
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("etc/group");
+        let tar = root.path().join("rootfs.tar");
+        cmd::run(
+            "tar",
+            &[
+                OsStr::new("--numeric-owner"),
+                OsStr::new("-C"),
+                rootfs.as_os_str(),
+                OsStr::new("-cf"),
+                tar.as_os_str(),
+                OsStr::new("."),
+            ],
+        );
+        engine.docker_ok(&[
+            OsStr::new("import"),
+            OsStr::new("--change"),
+            OsStr::new(r#"CMD ["sh"]"#),
+            OsStr::new("--change"),
+            OsStr::new("ENV PATH=/bin"),
+            tar.as_os_str(),
+            OsStr::new(BUSYBOX_IMAGE),
+        ]);
+    });
+    BUSYBOX_IMAGE
+}
