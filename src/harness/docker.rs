@@ -14,9 +14,10 @@
 //!   `/run/docker/plugins` mountpoint, made if missing.
 //! - Everything else sits in one temporary directory per engine: `--data-root`, `--exec-root`
 //!   (where dockerd's managed containerd keeps its config, socket and state, so two engines
-//!   never share a containerd), the API socket, the pidfile, the trust key, a
-//!   `daemon.json` holding only the trust key's path (the machine's `/etc/docker/daemon.json` is never read), the CLI's config
-//!   directory and `dockerd.log`, whose tail a failing start or command prints.
+//!   never share a containerd), the API socket, the pidfile, the trust key, a `daemon.json`
+//!   holding only the trust key's path (the machine's `/etc/docker/daemon.json` is never
+//!   read), the CLI's config directory and `dockerd.log`, whose tail a failing start or
+//!   command prints. The `docker` CLI is the first on `PATH`, aimed with `-H`.
 //! - `--cgroup-parent=/vxtap-docker-XXXXXX` (the directory's name): containers' cgroups sit
 //!   apart from the machine's `/docker`, and go with the engine.
 //! - `--bridge=none --iptables=false --ip6tables=false --ip-masq=false --userland-proxy=false`:
@@ -26,8 +27,9 @@
 //! Dropping the guard removes its containers, stops dockerd (SIGTERM, SIGKILL after a bound),
 //! waits until no process of the engine is left (dockerd, containerd, shims: every process
 //! whose command line names the engine's directory), unmounts anything of it that shows in
-//! the root namespace (nothing should), removes its cgroups and the directory. Tests that need Docker fail
-//! loudly when a program is missing or dockerd does not start; they never skip.
+//! the root namespace (nothing should), removes its cgroups and the directory. Tests that
+//! need Docker fail loudly when a program is missing or dockerd does not start; they never
+//! skip.
 
 use super::cmd;
 use super::netns::Netns;
