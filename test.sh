@@ -22,7 +22,8 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 # The Docker tests start their own dockerd per test host (docker.io brings dockerd 20.10,
 # containerd and runc) and build their image from busybox-static's /bin/busybox.
 command -v dockerd >/dev/null || missing+=(docker.io)
-[ -f /bin/busybox ] || missing+=(busybox-static)
+# (busybox-static, not busybox: the image holds no libc, so the binary must be static)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   # Keep apt from starting services (a system dockerd above all): the tests run their own.
