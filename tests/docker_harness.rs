@@ -1,16 +1,21 @@
 //! The Docker harness that issue 11's tests stand on, proved on its own: two hosts on a veth
 //! underlay, a real dockerd in each (started at the same time), the busybox image built in
 //! each, a container run in each, each engine seeing only its own plugin directory, and
-//! nothing of either left afterwards: no process, no mount, no directory, no namespace.
+//! nothing of either left afterwards: no process, no mount, no directory, no namespace. And
+//! dockerd restarted under running containers, with live-restore (they keep running, same
+//! pid, and `docker exec` works) and without it (they stop, or come back with
+//! `--restart always`).
 //!
 //! Needs root and Debian's docker.io and busybox-static (./test.sh installs them); fails
 //! loudly without them. Every wait is bounded; no assertion depends on timing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use vxtap_suite::harness::cmd;
-use vxtap_suite::harness::docker::{self, busybox_image, DockerEngine, PLUGIN_SOCKET_DIR};
+use vxtap_suite::harness::docker::{
+    self, busybox_image, DockerEngine, StartOptions, PLUGIN_SOCKET_DIR,
+};
 use vxtap_suite::harness::topology::{HostKind, Topology};
 
 /// `ls -A /run/docker/plugins` as the process `pid` sees it (its mount namespace).
@@ -220,4 +225,205 @@ fn two_engines_on_two_hosts_run_busybox_and_leave_nothing() {
     for path in names {
         assert!(!path.exists(), "namespace {} still exists", path.display());
     }
+}
+
+/// `docker inspect -f '{{.State.Running}} {{.State.Pid}}' ID`.
+fn state_of(engine: &DockerEngine, id: &str) -> (bool, u32) {
+    let out = engine.docker_ok(&["inspect", "-f", "{{.State.Running}} {{.State.Pid}}", id]);
+    let mut fields = out.split_whitespace();
+    let running = fields.next() == Some("true");
+    let pid = fields
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("docker inspect of {id}: {out:?}"));
+    (running, pid)
+}
+
+/// The mount namespace of `pid` (`/proc/PID/ns/mnt`, as `mnt:[INODE]`).
+fn mount_ns_of(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("a process's mount namespace")
+}
+
+/// Mount points under `path` in the mount namespace of `pid`.
+fn mounts_of(pid: u32, path: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|mount| mount.starts_with(path))
+        .collect()
+}
+
+/// `docker run -d --network none --stop-timeout 1 [EXTRA...] busybox sleep 1000`: its id.
+/// (`sleep` as pid 1 ignores SIGTERM; a short stop timeout keeps a stopping dockerd quick.)
+fn sleeper(engine: &DockerEngine, extra: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--network", "none", "--stop-timeout", "1"];
+    args.extend_from_slice(extra);
+    args.extend([busybox_image(engine), "sleep", "1000"]);
+    engine.docker_ok(&args).trim().to_owned()
+}
+
+/// Drops the engine and checks that nothing of it is left: no process (the holder of its
+/// mount namespace included), no mount in this namespace, no cgroup, no directory.
+fn drop_and_check(engine: DockerEngine) {
+    let dir = engine.dir().to_owned();
+    let parent = engine.cgroup_parent();
+    let namespace = engine.mount_namespace().expect("a running engine");
+    let holder: u32 = namespace
+        .components()
+        .nth(2)
+        .and_then(|c| c.as_os_str().to_str()?.parse().ok())
+        .expect("/proc/PID/ns/mnt");
+    let dockerd = engine.pid().expect("dockerd runs");
+    // The engine mounts nothing in this namespace, even with containers running.
+    assert_eq!(
+        docker::mounts_under(&dir),
+        Vec::<PathBuf>::new(),
+        "mounts in the root namespace"
+    );
+    drop(engine);
+    assert_eq!(docker::processes_naming(&dir), [], "processes left");
+    assert_eq!(
+        docker::mounts_under(&dir),
+        Vec::<PathBuf>::new(),
+        "mounts left"
+    );
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    assert_eq!(
+        docker::cgroups_named(&parent),
+        Vec::<PathBuf>::new(),
+        "cgroups left"
+    );
+    for pid in [holder, dockerd] {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still runs"
+        );
+    }
+}
+
+#[test]
+fn live_restore_keeps_containers_running_across_a_dockerd_restart() {
+    docker::require_docker();
+    let topo = Topology::new(&[HostKind::Kernel]);
+    let mut engine =
+        DockerEngine::start_with(&topo.hosts[0].ns, None, StartOptions { live_restore: true });
+    assert!(engine.live_restore());
+    let id = sleeper(&engine, &[]);
+    let (running, pid) = state_of(&engine, &id);
+    assert!(running && pid > 0, "the container runs");
+    let sandbox = engine.docker_ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", &id]);
+    let sandbox = PathBuf::from(sandbox.trim());
+    let old_dockerd = engine.pid().expect("dockerd runs");
+    let namespace = mount_ns_of(old_dockerd);
+    assert_ne!(
+        namespace,
+        mount_ns_of(std::process::id()),
+        "dockerd's own mount namespace"
+    );
+    assert!(
+        mounts_of(old_dockerd, &engine.exec_root()).contains(&sandbox),
+        "the sandbox {} is not mounted in dockerd's namespace",
+        sandbox.display()
+    );
+
+    engine.restart(true);
+    let new_dockerd = engine.pid().expect("dockerd runs again");
+    assert_ne!(new_dockerd, old_dockerd, "a new dockerd");
+    assert_eq!(
+        mount_ns_of(new_dockerd),
+        namespace,
+        "the same mount namespace"
+    );
+    assert!(
+        mounts_of(new_dockerd, &engine.exec_root()).contains(&sandbox),
+        "the sandbox {} is gone after the restart",
+        sandbox.display()
+    );
+    assert_eq!(
+        state_of(&engine, &id),
+        (true, pid),
+        "the container after the restart"
+    );
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "its process");
+    let out = engine.docker_ok(&["exec", &id, "sh", "-c", "echo ok; cat /proc/1/cmdline"]);
+    assert_eq!(
+        out.replace('\0', " ").trim(),
+        "ok\nsleep 1000",
+        "docker exec"
+    );
+    let log = engine.log();
+    assert!(
+        !log.contains("failed to create osl sandbox") && !log.contains("DeleteEndpoint"),
+        "the restored sandbox was lost:\n{}",
+        engine.log_tail(40)
+    );
+    // Once more, turning live-restore off: now the container stops with dockerd.
+    engine.restart(false);
+    assert!(!engine.live_restore());
+    assert_eq!(
+        state_of(&engine, &id),
+        (false, 0),
+        "after a restart without live-restore"
+    );
+    drop_and_check(engine);
+}
+
+#[test]
+fn without_live_restore_a_dockerd_restart_stops_containers_or_restarts_them() {
+    docker::require_docker();
+    let topo = Topology::new(&[HostKind::Kernel]);
+    let mut engine = DockerEngine::start(&topo.hosts[0].ns, None);
+    assert!(!engine.live_restore());
+    let plain = sleeper(&engine, &[]);
+    let always = sleeper(&engine, &["--restart", "always"]);
+    let (_, plain_pid) = state_of(&engine, &plain);
+    let (_, always_pid) = state_of(&engine, &always);
+    let namespace = mount_ns_of(engine.pid().expect("dockerd runs"));
+
+    engine.restart(false);
+    assert_eq!(
+        mount_ns_of(engine.pid().expect("dockerd runs again")),
+        namespace,
+        "the same mount namespace"
+    );
+    assert_eq!(state_of(&engine, &plain), (false, 0), "the plain container");
+    let exited = engine.docker_ok(&["inspect", "-f", "{{.State.Status}}", &plain]);
+    assert_eq!(exited.trim(), "exited");
+    // The restart policy brings the other one back, as a new process; dockerd starts it
+    // while restoring, so it may still be on its way when the API answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        match state_of(&engine, &always) {
+            (true, pid) if pid > 0 => break pid,
+            state => assert!(
+                Instant::now() < deadline,
+                "the --restart always container is not back: {state:?}\n{}",
+                engine.log_tail(40)
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(pid, always_pid, "a new process");
+    for old in [plain_pid, always_pid] {
+        assert!(
+            !Path::new(&format!("/proc/{old}")).exists() || old == pid,
+            "the old container process {old} still runs"
+        );
+    }
+    let out = engine.docker_ok(&["exec", &always, "echo", "ok"]);
+    assert_eq!(out.trim(), "ok", "docker exec");
+    // And a new container runs after the restart.
+    let out = engine.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        busybox_image(&engine),
+        "echo",
+        "ok",
+    ]);
+    assert_eq!(out.trim(), "ok");
+    drop_and_check(engine);
 }

@@ -6,12 +6,16 @@
 //!
 //! - dockerd runs in the host's network namespace, entered with `nsenter --net` (`ip netns
 //!   exec` would remount /sys and hide the cgroup mounts dockerd needs), inside a private
-//!   mount namespace of its own (`unshare -m --propagation private`). There a per-engine
-//!   plugin directory is bind-mounted over `/run/docker/plugins`, so each engine discovers
-//!   its own host's plugin sockets. The bind mount, and every mount dockerd and containerd
-//!   make (overlay2 layers, container netns files), live in that namespace only and vanish
-//!   with its last process; the root namespace gets nothing but an empty
-//!   `/run/docker/plugins` mountpoint, made if missing.
+//!   mount namespace of the engine's own, entered with `nsenter --mount`. The namespace is
+//!   made once per engine (`unshare --mount --propagation private`) and held by a small
+//!   process (`sh`, waiting for its stdin, a pipe the engine keeps, to close; it also exits
+//!   if the test process dies), so it outlives dockerd: a [`DockerEngine::restart`] finds
+//!   the mounts the old dockerd made (container sandboxes' netns files under the exec root,
+//!   overlay2 layers), which live-restore needs. In it a per-engine plugin directory is
+//!   bind-mounted over `/run/docker/plugins`, so each engine discovers its own host's plugin
+//!   sockets. These mounts live in that namespace only and vanish with its last process; the
+//!   root namespace gets no mount at all, only an empty `/run/docker/plugins` mountpoint,
+//!   made if missing.
 //! - Everything else sits in one temporary directory per engine: `--data-root`, `--exec-root`
 //!   (where dockerd's managed containerd keeps its config, socket and state, so two engines
 //!   never share a containerd), the API socket, the pidfile, the trust key, a `daemon.json`
@@ -24,17 +28,22 @@
 //!   no docker0, no firewall rules, no proxies; the engine adds nothing to any namespace
 //!   until a test creates a network.
 //!
+//! [`DockerEngine::start_with`] can turn `--live-restore` on (it must be on before the
+//! containers start); [`DockerEngine::restart`] stops dockerd with SIGTERM and starts it
+//! again, with or without it, in the same mount namespace and directories.
+//!
 //! Dropping the guard removes its containers, stops dockerd (SIGTERM, SIGKILL after a bound),
-//! waits until no process of the engine is left (dockerd, containerd, shims: every process
-//! whose command line names the engine's directory), unmounts anything of it that shows in
-//! the root namespace (nothing should), removes its cgroups and the directory. Tests that
-//! need Docker fail loudly when a program is missing or dockerd does not start; they never
-//! skip.
+//! ends the namespace's holder, waits until no process of the engine is left (dockerd,
+//! containerd, shims, the holder: every process whose command line names the engine's
+//! directory), unmounts anything of it that shows in the root namespace (nothing should),
+//! removes its cgroups and the directory. Tests that need Docker fail loudly when a program
+//! is missing or dockerd does not start; they never skip.
 
 use super::cmd;
 use super::netns::Netns;
 use super::sys;
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -88,13 +97,36 @@ pub fn require_docker() {
     );
 }
 
+/// How an engine starts; see [`DockerEngine::start_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// `--live-restore`: containers keep running while dockerd is down (see
+    /// [`DockerEngine::restart`]). It must be on before the containers start.
+    pub live_restore: bool,
+}
+
+/// The script the mount namespace's holder runs (`sh -c SCRIPT sh PLUGIN_DIR MARKER`): it
+/// bind-mounts the plugin directory, says `ready` and then waits for its stdin (a pipe the
+/// engine keeps) to close. `MARKER` is unused; it puts the engine's directory on the
+/// holder's command line, so [`processes_naming`] finds it like every other process of the
+/// engine.
+const HOLDER_SCRIPT: &str = r#"mount --bind -- "$1" /run/docker/plugins || exit 1
+echo ready
+read -r _
+exit 0"#;
+
 /// One dockerd (with its own containerd) in a test host's network namespace.
 #[derive(Debug)]
 pub struct DockerEngine {
     child: Option<Child>,
+    /// The process holding the engine's mount namespace (see the module docs); its stdin is
+    /// the pipe whose closing ends it.
+    holder: Option<Child>,
     dir: tempfile::TempDir,
     plugin_dir: PathBuf,
     host: String,
+    host_path: PathBuf,
+    live_restore: bool,
     image: OnceLock<()>,
 }
 
@@ -109,6 +141,19 @@ impl DockerEngine {
     /// Without root or a program it needs (see [`require_docker`]), or if dockerd exits or
     /// does not answer in time; the message holds the command line and dockerd's log tail.
     pub fn start(host: &Netns, plugin_dir: Option<&Path>) -> DockerEngine {
+        Self::start_with(host, plugin_dir, StartOptions::default())
+    }
+
+    /// [`start`](Self::start), with `options`.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and if the engine's mount namespace cannot be made.
+    pub fn start_with(
+        host: &Netns,
+        plugin_dir: Option<&Path>,
+        options: StartOptions,
+    ) -> DockerEngine {
         require_docker();
         // Short: containerd's sockets live under the exec root, and unix socket paths must
         // fit 108 bytes.
@@ -142,17 +187,78 @@ impl DockerEngine {
         // an empty directory there is harmless (the docker.io package makes it too).
         std::fs::create_dir_all(PLUGIN_SOCKET_DIR)
             .unwrap_or_else(|e| panic!("creating {PLUGIN_SOCKET_DIR}: {e}"));
-        let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("dockerd.log");
+        let mut engine = DockerEngine {
+            child: None,
+            holder: None,
+            dir,
+            plugin_dir,
+            host: host.name().to_owned(),
+            host_path: host.path().to_owned(),
+            live_restore: options.live_restore,
+            image: OnceLock::new(),
+        };
+        engine.make_mount_namespace();
+        engine.spawn_dockerd();
+        engine
+    }
+
+    /// Starts the holder of the engine's private mount namespace and waits until the plugin
+    /// directory is mounted in it.
+    fn make_mount_namespace(&mut self) {
+        let log = self.open_log();
         let mut command = Command::new("unshare");
-        // unshare, sh and nsenter each exec the next, so the child's pid is dockerd's.
         command
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(r#"mount --bind -- "$1" /run/docker/plugins && shift && exec nsenter "$@""#)
+            .arg(HOLDER_SCRIPT)
             .arg("sh")
-            .arg(&plugin_dir)
-            .arg(format!("--net={}", host.path().display()))
+            .arg(&self.plugin_dir)
+            .arg(self.dir().join("mount-namespace"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut holder = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
+        let mut line = String::new();
+        let stdout = holder.stdout.take().expect("the holder's stdout");
+        // Bounded by the holder: it says `ready` or exits (closing the pipe).
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = holder.kill();
+            let status = holder.wait();
+            panic!(
+                "the mount namespace for the engine in {} was not made ({status:?}); \
+                 command: `{}`\n--- dockerd.log (tail) ---\n{}",
+                self.host,
+                cmd::describe(&command),
+                self.log_tail(20)
+            );
+        }
+        self.holder = Some(holder);
+    }
+
+    fn open_log(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join("dockerd.log"))
+            .expect("dockerd.log")
+    }
+
+    /// Starts dockerd in the engine's mount namespace and its host's network namespace, and
+    /// waits (bounded) until it answers.
+    fn spawn_dockerd(&mut self) {
+        let namespace = self
+            .mount_namespace()
+            .unwrap_or_else(|| panic!("the engine in {} was stopped", self.host));
+        let log = self.open_log();
+        let mut command = Command::new("nsenter");
+        // nsenter execs dockerd, so the child's pid is dockerd's.
+        command
+            .arg(format!("--mount={}", namespace.display()))
+            .arg(format!("--net={}", self.host_path.display()))
             .arg("--")
-            .args(dockerd_args(dir.path()))
+            .args(dockerd_args(self.dir(), self.live_restore))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dockerd.log"))
             .stderr(log);
@@ -160,21 +266,81 @@ impl DockerEngine {
         let child = command
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
-        let mut engine = DockerEngine {
-            child: Some(child),
-            dir,
-            plugin_dir,
-            host: host.name().to_owned(),
-            image: OnceLock::new(),
-        };
-        engine.wait_ready(&command);
+        self.child = Some(child);
+        self.wait_ready(&command);
         eprintln!(
-            "dockerd in {} answered after {:?} ({})",
-            engine.host,
+            "dockerd in {} answered after {:?} ({}, live-restore {})",
+            self.host,
             started.elapsed(),
-            engine.dir().display()
+            self.dir().display(),
+            self.live_restore
         );
-        engine
+    }
+
+    /// Stops dockerd (SIGTERM, as a service manager does) and starts it again in the same
+    /// mount namespace, with the same directories, `--live-restore` if `live_restore`.
+    /// Containers are left alone: with live-restore on while dockerd stopped, they keep
+    /// running and the new dockerd takes them back; without it, dockerd stops them on the
+    /// way out and restarts those with a restart policy.
+    ///
+    /// # Panics
+    ///
+    /// After [`stop`](Self::stop), or if dockerd does not start again (see
+    /// [`start`](Self::start)).
+    pub fn restart(&mut self, live_restore: bool) {
+        assert!(
+            self.holder.is_some(),
+            "the engine in {} was stopped",
+            self.host
+        );
+        let stopped = Instant::now();
+        self.stop_dockerd();
+        // Its managed containerd goes with it (shims stay: they hold the containers).
+        let exec_root = format!("{}/", self.exec_root().display());
+        let containerd = || -> Vec<(u32, String)> {
+            self.processes()
+                .into_iter()
+                .filter(|(_, line)| line.starts_with("containerd ") && line.contains(&exec_root))
+                .collect()
+        };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while !containerd().is_empty() {
+            if Instant::now() >= deadline {
+                for (pid, line) in containerd() {
+                    eprintln!("restart: killing a containerd left running: {pid} {line}");
+                    let _ = sys::signal(pid, libc::SIGKILL);
+                }
+            }
+            if Instant::now() >= deadline + Duration::from_secs(5) {
+                panic!(
+                    "containerd of the engine in {} survived SIGKILL: {:?}",
+                    self.host,
+                    containerd()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "dockerd in {} stopped for a restart after {:?}",
+            self.host,
+            stopped.elapsed()
+        );
+        self.live_restore = live_restore;
+        self.spawn_dockerd();
+    }
+
+    /// Whether dockerd runs with `--live-restore`.
+    pub fn live_restore(&self) -> bool {
+        self.live_restore
+    }
+
+    /// The engine's mount namespace (`/proc/PID/ns/mnt` of its holder), until the engine
+    /// stops. It outlives dockerd across [`restart`](Self::restart)s, and with it every
+    /// mount dockerd made there (container sandboxes' netns files, overlay layers).
+    pub fn mount_namespace(&self) -> Option<PathBuf> {
+        self.holder
+            .as_ref()
+            .map(|holder| PathBuf::from(format!("/proc/{}/ns/mnt", holder.id())))
     }
 
     fn wait_ready(&mut self, command: &Command) {
@@ -316,46 +482,50 @@ impl DockerEngine {
     }
 
     /// Removes every container, then stops dockerd: SIGTERM, SIGKILL after
-    /// [`STOP_TIMEOUT`]. Waits (bounded) until no process of the engine is left, killing
-    /// stragglers. Does nothing the second time.
+    /// [`STOP_TIMEOUT`]; then ends the holder of its mount namespace. Waits (bounded) until
+    /// no process of the engine is left, killing stragglers. Does nothing the second time.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(None) = child.try_wait() {
-            let ids = self.docker(&["ps", "-aq"]);
-            let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
-            if !ids.is_empty() {
-                let mut args = vec!["rm".to_owned(), "-f".to_owned()];
-                args.extend(ids);
-                let out = self.docker(&args);
-                if !out.status.success() {
-                    eprintln!(
-                        "cleanup: docker rm -f in {} failed: {}",
-                        self.host,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(None) = child.try_wait() {
+                let ids = self.docker(&["ps", "-aq"]);
+                let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                if !ids.is_empty() {
+                    let mut args = vec!["rm".to_owned(), "-f".to_owned()];
+                    args.extend(ids);
+                    let out = self.docker(&args);
+                    if !out.status.success() {
+                        eprintln!(
+                            "cleanup: docker rm -f in {} failed: {}",
+                            self.host,
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        );
+                    }
                 }
             }
-            let _ = sys::signal(child.id(), libc::SIGTERM);
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() >= deadline => {
-                    eprintln!(
-                        "dockerd in {} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
-                        self.host
-                    );
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
+        self.stop_dockerd();
+        // Closing its stdin ends the holder; the mount namespace, and every mount in it,
+        // goes with its last process.
+        if let Some(mut holder) = self.holder.take() {
+            drop(holder.stdin.take());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match holder.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        eprintln!(
+                            "cleanup: the mount namespace holder of {} ignored EOF; killing it",
+                            self.host
+                        );
+                        let _ = holder.kill();
+                        let _ = holder.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
         // dockerd stops its managed containerd on the way out; shims of containers that
@@ -385,12 +555,38 @@ impl DockerEngine {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    /// SIGTERM to dockerd, SIGKILL after [`STOP_TIMEOUT`]; returns once it has exited.
+    fn stop_dockerd(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(None) = child.try_wait() {
+            let _ = sys::signal(child.id(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    eprintln!(
+                        "dockerd in {} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
+                        self.host
+                    );
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
 }
 
 /// dockerd's arguments for an engine living in `dir`.
-fn dockerd_args(dir: &Path) -> Vec<String> {
+fn dockerd_args(dir: &Path, live_restore: bool) -> Vec<String> {
     let at = |name: &str| dir.join(name).display().to_string();
-    vec![
+    let mut args = vec![
         "dockerd".to_owned(),
         format!("--config-file={}", at("daemon.json")),
         format!("--data-root={}", at("data")),
@@ -404,7 +600,11 @@ fn dockerd_args(dir: &Path) -> Vec<String> {
         "--ip6tables=false".to_owned(),
         "--ip-masq=false".to_owned(),
         "--userland-proxy=false".to_owned(),
-    ]
+    ];
+    if live_restore {
+        args.push("--live-restore".to_owned());
+    }
+    args
 }
 
 /// The name of the cgroup that holds the containers of the engine living in `dir`: the
