@@ -23,6 +23,11 @@
 //!   bytes at five gso sizes, short last datagrams included; and with `offload off` the same
 //!   sends, cut by the kernel, arrive the same.
 //!
+//! - a kernel without UDP offloads (before 4.18), played by a seccomp filter
+//!   (`src/bin/old-udp-kernel.rs`): vxtap's start-up probe finds neither `UDP_SEGMENT` nor
+//!   `UDP_GRO`, `link show` says so, not one send carries a `UDP_SEGMENT` message, and the
+//!   same traffic arrives intact; on this kernel the probe finds both.
+//!
 //! Needs root and /dev/net/tun. Each test builds its own topology, tears it down even when it
 //! fails, checks the containers' checksum error counters and vxtap's TAP error counters, and
 //! ends with the no-kernel-vxlan check. Every wait is bounded; no assertion depends on timing
@@ -129,6 +134,30 @@ fn assert_offloads_on(topo: &Topology, i: usize) {
     assert_eq!(
         link["steering"], "flow-hash",
         "host {i}: {LINK} should steer its queues by flow hash: {link:#}"
+    );
+    // Every kernel this suite runs on (6.x) has UDP GSO (4.18+) and GRO (5.0+).
+    assert_underlay_offloads(topo, i, true);
+}
+
+/// Panics unless `link show` (JSON and text) and the start-up log of host `i` say both
+/// underlay offloads are `on`, or both `off`.
+fn assert_underlay_offloads(topo: &Topology, i: usize, on: bool) {
+    let link = link_status(topo, i);
+    assert_eq!(
+        (&link["udp_gso"], &link["udp_gro"]),
+        (&Value::Bool(on), &Value::Bool(on)),
+        "host {i}: link show -j: {link:#}"
+    );
+    let word = if on { "on" } else { "off" };
+    let text = topo.daemon(i).cli_ok(&["link", "show", LINK]);
+    assert!(
+        text.contains(&format!("underlay udp_gso {word} udp_gro {word}")),
+        "host {i}: link show: {text}"
+    );
+    let log = without_ansi(&topo.daemon(i).log());
+    assert!(
+        log.contains(&format!("udp_gso={word} udp_gro={word}")),
+        "host {i}: the start-up log should name the underlay offloads: {log}"
     );
 }
 
@@ -261,6 +290,9 @@ fn two_hundred_megabytes_each_way_through_cut_superframes() {
             "host {from} sending 200 MB: {datagrams} datagrams sent for {frames} TAP frames \
              read; cut superframes yield many datagrams each"
         );
+        let gso_sends = stats::global_counter(&after, "udp_gso_sends")
+            - stats::global_counter(&before, "udp_gso_sends");
+        assert!(gso_sends > 0, "host {from}: no UDP_SEGMENT send counted");
     }
     assert_no_csum_errors_anywhere(&topo);
     assert_no_tap_errors(&topo);
@@ -387,6 +419,83 @@ fn segments_go_out_with_plain_sendmmsg_when_the_kernel_refuses_gso() {
     for i in 0..2 {
         let refused = stats::global_counter(&topo.daemon(i).stats(), "udp_gso_refused");
         assert!(refused > 0, "host {i}: no GSO refusal counted");
+    }
+    assert_no_csum_errors_anywhere(&topo);
+    assert_no_tap_errors(&topo);
+    topo.assert_no_kernel_vxlan();
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`), as the daemon writes its log.
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the sequence's final letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A kernel before 4.18 knows neither `UDP_SEGMENT` nor `UDP_GRO`: it refuses both options
+/// with ENOPROTOOPT, and it would silently ignore a `UDP_SEGMENT` control message, sending the
+/// whole train as one fragmented datagram. Both daemons run under a seccomp filter that makes
+/// the options fail that way (`old-udp-kernel`). Their start-up probe finds neither offload,
+/// `link show` and the log say `udp_gso off udp_gro off`, and 20 MB each way arrive intact
+/// while not one send carries a `UDP_SEGMENT` message (`udp_gso_sends` stays 0, and nothing
+/// had to be refused) though the TAPs still hand over superframes that vxtap cuts.
+#[test]
+fn without_udp_offloads_in_the_kernel_no_send_carries_udp_segment() {
+    require_root();
+    let wrapper = [env!("CARGO_BIN_EXE_old-udp-kernel")];
+    let mut topo = Topology::with_daemon_wrapper(&[VXTAP, VXTAP], true, &wrapper);
+    topo.add_network(NetworkSpec::recipe());
+    topo.program_static_peers(0);
+    for i in 0..2 {
+        assert_underlay_offloads(&topo, i, false);
+        assert!(
+            offloads(&topo, i).iter().any(|o| o == "tso4"),
+            "host {i}: the TAP still negotiates TSO"
+        );
+    }
+    for (from, to) in [(0, 1), (1, 0)] {
+        let before = topo.daemon(from).stats();
+        transfer(
+            &topo,
+            from,
+            to,
+            20 * MB,
+            TRANSFER_LIMIT,
+            &TcpOptions::default(),
+        );
+        let after = topo.daemon(from).stats();
+        let what = format!("host {from} -> {to} without UDP offloads");
+        assert_eq!(delta(&before, &after, "udp_tx_errors"), 0, "{what}");
+        let (frames, sent) = (
+            delta(&before, &after, "tap_rx_frames"),
+            delta(&before, &after, "udp_tx_datagrams"),
+        );
+        assert!(
+            sent >= 3 * frames,
+            "{what}: {frames} TAP frames read, {sent} datagrams sent: no superframes were cut"
+        );
+    }
+    for i in 0..2 {
+        let stats = topo.daemon(i).stats();
+        for counter in ["udp_gso_sends", "udp_gso_refused"] {
+            assert_eq!(
+                stats::global_counter(&stats, counter),
+                0,
+                "host {i}: {counter}"
+            );
+        }
     }
     assert_no_csum_errors_anywhere(&topo);
     assert_no_tap_errors(&topo);

@@ -214,6 +214,14 @@ pub struct LinkStatus {
     /// every flow on one worker from its first frame), `flow-table` (the kernel's, when it
     /// refused the program) or `one-queue`.
     pub steering: String,
+    /// Whether the underlay sockets send with UDP GSO (`UDP_SEGMENT`, Linux 4.18+), as
+    /// probed when the daemon started. The same for every link: the sockets are shared.
+    #[serde(default)]
+    pub udp_gso: bool,
+    /// Whether the underlay sockets receive with UDP GRO (Linux 5.0+), as probed when the
+    /// daemon started. The same for every link.
+    #[serde(default)]
+    pub udp_gro: bool,
     /// Its counters.
     pub stats: LinkStats,
 }
@@ -294,6 +302,10 @@ pub struct GlobalStats {
     /// UDP GSO sends the kernel refused (no UDP GSO, or segments over the path MTU); their
     /// segments left with plain `sendmmsg` instead.
     pub udp_gso_refused: u64,
+    /// Sends that carried a `UDP_SEGMENT` control message (0 when the probe found no UDP
+    /// GSO).
+    #[serde(default)]
+    pub udp_gso_sends: u64,
     /// Drops before a link was known (truncated, I flag clear, unknown VNI).
     pub drops: Vec<DropCount>,
     /// Miss events discarded because nobody read them.

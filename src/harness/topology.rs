@@ -178,6 +178,16 @@ impl Topology {
     /// (`wire_checksums`, the default) or like a bare veth that lets the next host finish
     /// checksums; see the module documentation.
     pub fn with_underlay(kinds: &[HostKind], wire_checksums: bool) -> Topology {
+        Topology::with_daemon_wrapper(kinds, wire_checksums, &[])
+    }
+
+    /// [`with_underlay`](Self::with_underlay), with every daemon started through `wrapper`
+    /// (see [`Daemon::start_via`]; empty: started directly).
+    pub fn with_daemon_wrapper(
+        kinds: &[HostKind],
+        wire_checksums: bool,
+        wrapper: &[&str],
+    ) -> Topology {
         super::require_root();
         let prefix = unique_prefix();
         let switch = Netns::new(&prefix, "sw");
@@ -194,7 +204,13 @@ impl Topology {
         for (i, &kind) in kinds.iter().enumerate() {
             let number = u8::try_from(i + 1).expect("fewer than 255 hosts");
             let ns = topology.underlay_ns(&format!("h{number}"), number);
-            let daemon = (kind == HostKind::Vxtap).then(|| Daemon::start(&ns));
+            let daemon = (kind == HostKind::Vxtap).then(|| {
+                if wrapper.is_empty() {
+                    Daemon::start(&ns)
+                } else {
+                    Daemon::start_via(&ns, wrapper, &[])
+                }
+            });
             topology.hosts.push(Host {
                 daemon,
                 networks: Vec::new(),

@@ -120,7 +120,8 @@ fn link(out: &mut String, l: &LinkStatus) {
     );
     let _ = writeln!(
         out,
-        "    {}proxy {}learning ageing {} maxaddress {} admit {} offload {} steering {}",
+        "    {}proxy {}learning ageing {} maxaddress {} admit {} offload {} steering {} \
+         underlay udp_gso {} udp_gro {}",
         if s.proxy { "" } else { "no" },
         if s.learning { "" } else { "no" },
         s.ageing,
@@ -131,7 +132,9 @@ fn link(out: &mut String, l: &LinkStatus) {
         } else {
             l.offloads.join(",")
         },
-        l.steering
+        l.steering,
+        if l.udp_gso { "on" } else { "off" },
+        if l.udp_gro { "on" } else { "off" },
     );
     let t = &l.stats;
     let drops: u64 = t.drops.iter().map(|d| d.count).sum();
@@ -242,8 +245,13 @@ fn store_records(out: &mut String, r: &RecordStats) {
 fn global(out: &mut String, g: &GlobalStats) {
     let _ = writeln!(
         out,
-        "underlay: rx {} datagrams, {} oversize, {} receive errors, {} events lost, {} GSO sends refused",
-        g.udp_rx_datagrams, g.udp_rx_oversize, g.udp_rx_errors, g.events_lost, g.udp_gso_refused
+        "underlay: rx {} datagrams, {} oversize, {} receive errors, {} events lost, {} GSO sends, {} refused",
+        g.udp_rx_datagrams,
+        g.udp_rx_oversize,
+        g.udp_rx_errors,
+        g.events_lost,
+        g.udp_gso_sends,
+        g.udp_gso_refused
     );
     nonzero_drops(out, &g.drops);
 }

@@ -453,6 +453,8 @@ impl Links {
                 mac: l.mac.to_string(),
                 offloads: offload_names(l.offload),
                 steering: l.steering.to_owned(),
+                udp_gso: self.runtime.offloads().gso,
+                udp_gro: self.runtime.offloads().gro,
                 stats: self.link_stats(l),
             })
             .collect())
@@ -667,6 +669,7 @@ impl Links {
                 udp_rx_oversize: io.udp_rx_oversize(),
                 udp_rx_errors: io.udp_rx_errors(),
                 udp_gso_refused: io.udp_gso_refused(),
+                udp_gso_sends: io.udp_gso_sends(),
                 drops: drop_counts(&drops),
                 events_lost,
             },

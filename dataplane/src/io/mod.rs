@@ -39,7 +39,7 @@ pub use tap::{
     TapConfig, TapDevice, TapQueue, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4,
     TUN_F_USO6,
 };
-pub use udp::{RecvBatch, SendBatch, SendOutcome, UdpSocket};
+pub use udp::{RecvBatch, SendBatch, SendOutcome, UdpOffloads, UdpSocket};
 
 /// Why an I/O shell operation failed, with what it was operating on.
 ///

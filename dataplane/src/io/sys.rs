@@ -433,6 +433,24 @@ pub(crate) fn set_socket_option_int(
     Ok(())
 }
 
+/// `getsockopt` of an `int` option.
+pub(crate) fn socket_option_int(
+    socket: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let (value_ptr, len_ptr): (*mut libc::c_int, *mut libc::socklen_t) = (&mut value, &mut len);
+    retry_eintr(|| {
+        // SAFETY: the kernel writes at most `*len_ptr` (`sizeof(int)`) bytes to `value_ptr`
+        // and the length back to `len_ptr`, both live locals on our stack; `socket` is
+        // borrowed, hence open.
+        cvt(unsafe { libc::getsockopt(socket.as_raw_fd(), level, name, value_ptr.cast(), len_ptr) })
+    })?;
+    Ok(value)
+}
+
 /// Waits up to `timeout_ms` for `fd` to become readable (tests only: the runtime uses mio).
 #[cfg(test)]
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {

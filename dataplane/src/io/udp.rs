@@ -2,7 +2,11 @@
 //!
 //! - [`UdpSocket`]: bound once, non-blocking, close-on-exec, with 4 MiB socket buffers
 //!   requested (the kernel grants up to `net.core.{r,w}mem_max`), `SO_REUSEPORT` on request
-//!   and UDP GRO on request.
+//!   and UDP GRO on request. Which UDP offloads the kernel has is probed when the socket is
+//!   made and kept with it ([`UdpOffloads`], like quinn-udp's `max_gso_segments`): a kernel
+//!   before 4.18 silently ignores a `UDP_SEGMENT` control message and sends the whole train
+//!   as one IP-fragmented datagram, so GSO is used only where the probe says the kernel
+//!   knows it, never learnt from a refusal.
 //! - [`RecvBatch`]: up to `count` datagrams per `recvmmsg`, into buffers and header scratch
 //!   allocated once; with GRO on, one slot may hold several datagrams of `segment_size`
 //!   bytes coalesced by the kernel.
@@ -29,11 +33,40 @@ pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// The most parts one datagram in a [`SendBatch`] may have.
 pub const MAX_PARTS: usize = sys::MAX_PARTS;
 
+/// The UDP offloads a socket runs with, as probed from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UdpOffloads {
+    /// The kernel knows `UDP_SEGMENT` (Linux 4.18+): GSO sends may be used. Probed at
+    /// [`UdpSocket::bind`] with `getsockopt(SOL_UDP, UDP_SEGMENT)`, which older kernels
+    /// refuse with `ENOPROTOOPT`.
+    pub gso: bool,
+    /// `UDP_GRO` is on (Linux 5.0+): received slots may hold coalesced trains. Set by
+    /// [`UdpSocket::enable_gro`].
+    pub gro: bool,
+}
+
+impl UdpOffloads {
+    /// Both on.
+    pub const ALL: UdpOffloads = UdpOffloads {
+        gso: true,
+        gro: true,
+    };
+
+    /// What both `self` and `other` have (for a set of sockets: what all of them have).
+    pub fn and(self, other: UdpOffloads) -> UdpOffloads {
+        UdpOffloads {
+            gso: self.gso && other.gso,
+            gro: self.gro && other.gro,
+        }
+    }
+}
+
 /// A bound, non-blocking IPv4 UDP socket.
 #[derive(Debug)]
 pub struct UdpSocket {
     socket: std::net::UdpSocket,
     local: SocketAddrV4,
+    offloads: UdpOffloads,
 }
 
 impl UdpSocket {
@@ -81,10 +114,18 @@ impl UdpSocket {
                     "the kernel reported a non-IPv4 local address",
                 ))
             })?;
+        let gso = probe_gso(socket.as_fd()).map_err(option_error("UDP_SEGMENT"))?;
         Ok(UdpSocket {
             socket: socket.into(),
             local,
+            offloads: UdpOffloads { gso, gro: false },
         })
+    }
+
+    /// The UDP offloads this socket runs with: GSO as probed at `bind`, GRO once
+    /// [`enable_gro`](Self::enable_gro) turned it on.
+    pub fn offloads(&self) -> UdpOffloads {
+        self.offloads
     }
 
     /// The address the socket is bound to (with the port the kernel picked, if any).
@@ -115,10 +156,14 @@ impl UdpSocket {
 
     /// Turns on UDP GRO: the kernel may then hand several datagrams of one flow to one
     /// [`RecvBatch`] slot, each `segment_size` bytes but the last. `Ok(false)` if the kernel
-    /// does not know the option (before Linux 5.0).
-    pub fn enable_gro(&self) -> Result<bool, IoError> {
+    /// does not know the option (before Linux 5.0). The result is kept in
+    /// [`offloads`](Self::offloads).
+    pub fn enable_gro(&mut self) -> Result<bool, IoError> {
         match sys::set_socket_option_int(self.socket.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 1) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.offloads.gro = true;
+                Ok(true)
+            }
             Err(err) if err.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(false),
             Err(source) => Err(IoError::SocketOption {
                 option: "UDP_GRO",
@@ -133,6 +178,10 @@ impl UdpSocket {
     /// datagrams of `gso_size` bytes, the last possibly shorter (UDP_SEGMENT), so a whole
     /// TSO superframe's segments leave in one call. The kernel refuses a GSO send it cannot
     /// do with `EIO` or `EINVAL`; the caller then sends the segments one by one.
+    ///
+    /// A `gso_size` on a socket whose probe found no UDP GSO is refused here, before any
+    /// syscall, with [`io::ErrorKind::Unsupported`]: an old kernel would not refuse it but
+    /// send the train as one fragmented datagram.
     pub fn send_segments(
         &self,
         dst: SocketAddrV4,
@@ -140,6 +189,12 @@ impl UdpSocket {
         parts: &[std::io::IoSlice<'_>],
         gso_size: Option<u16>,
     ) -> io::Result<usize> {
+        if gso_size.is_some() && !self.offloads.gso {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel has no UDP GSO (UDP_SEGMENT)",
+            ));
+        }
         sys::send_to(self.as_fd(), dst, source, parts, gso_size)
     }
 
@@ -158,6 +213,16 @@ impl UdpSocket {
                 "an IPv4 socket reported an IPv6 source",
             )),
         }
+    }
+}
+
+/// Whether the kernel knows `UDP_SEGMENT`: `getsockopt` succeeds from Linux 4.18 on and
+/// fails with `ENOPROTOOPT` before; any other error is the socket's and is returned.
+fn probe_gso(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    match sys::socket_option_int(socket, libc::SOL_UDP, libc::UDP_SEGMENT) {
+        Ok(_) => Ok(true),
+        Err(err) if err.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(false),
+        Err(err) => Err(err),
     }
 }
 
@@ -692,8 +757,10 @@ mod tests {
     #[test]
     fn a_gro_receiver_gets_one_coalesced_datagram() {
         let ns = TestNetns::new();
-        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        let (sender, mut receiver) = (bind_in(&ns), bind_in(&ns));
+        assert!(!receiver.offloads().gro, "GRO is off until asked for");
         let gro = receiver.enable_gro().unwrap();
+        assert_eq!(receiver.offloads().gro, gro);
         eprintln!("UDP_GRO available: {gro}");
         let payload: Vec<u8> = (0..2500usize).map(|i| (i / 1000) as u8).collect();
         let mut batch = SendBatch::new(1);
@@ -716,6 +783,43 @@ mod tests {
             assert_eq!(got[2].0.len(), 500);
         }
         assert_nothing_more(&mut recv, &receiver);
+    }
+
+    /// This kernel (6.x) has both offloads: the probe says so, and a socket whose probe
+    /// found none refuses a GSO send before it reaches the kernel.
+    #[test]
+    fn probes_find_gso_and_gro_on_this_kernel() {
+        let ns = TestNetns::new();
+        let (mut sender, mut receiver) = (bind_in(&ns), bind_in(&ns));
+        assert!(
+            sender.offloads().gso,
+            "UDP_SEGMENT is in every kernel since 4.18"
+        );
+        assert!(
+            receiver.enable_gro().unwrap(),
+            "UDP_GRO is in every kernel since 5.0"
+        );
+        assert_eq!(receiver.offloads(), UdpOffloads::ALL);
+        assert_eq!(
+            UdpOffloads::ALL.and(UdpOffloads::default()),
+            UdpOffloads::default()
+        );
+
+        sender.offloads.gso = false;
+        let parts = [std::io::IoSlice::new(&[0u8; 2000])];
+        let err = sender
+            .send_segments(receiver.local_addr(), None, &parts, Some(1000))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        let mut recv = RecvBatch::new(4, 65535);
+        assert_nothing_more(&mut recv, &receiver);
+        // Without a segment size the same socket still sends.
+        assert_eq!(
+            sender
+                .send_segments(receiver.local_addr(), None, &parts, None)
+                .unwrap(),
+            2000
+        );
     }
 
     #[test]

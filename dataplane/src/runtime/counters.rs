@@ -56,6 +56,7 @@ pub struct GlobalIoCounters {
     pub(crate) udp_rx_oversize: AtomicU64,
     pub(crate) udp_rx_errors: AtomicU64,
     pub(crate) udp_gso_refused: AtomicU64,
+    pub(crate) udp_gso_sends: AtomicU64,
 }
 
 impl GlobalIoCounters {
@@ -79,6 +80,12 @@ impl GlobalIoCounters {
     /// over the path MTU to that VTEP).
     pub fn udp_gso_refused(&self) -> u64 {
         self.udp_gso_refused.load(Relaxed)
+    }
+
+    /// Sends that carried a `UDP_SEGMENT` control message, accepted or refused. Stays 0
+    /// when the start-up probe found no UDP GSO.
+    pub fn udp_gso_sends(&self) -> u64 {
+        self.udp_gso_sends.load(Relaxed)
     }
 }
 

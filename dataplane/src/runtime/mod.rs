@@ -18,7 +18,7 @@ mod worker;
 
 pub use counters::{GlobalIoCounters, LinkIoCounters, LinkIoSnapshot};
 
-use crate::io::{IoError, TapDevice, UdpSocket};
+use crate::io::{IoError, TapDevice, UdpOffloads, UdpSocket};
 use crate::switch::{NetworkConfig, Switch, SwitchError};
 use crate::tunnel::PortRange;
 use crate::wire::Vni;
@@ -145,6 +145,7 @@ pub struct Runtime {
     workers: Vec<WorkerHandle>,
     links: HashMap<Vni, Arc<LinkIoCounters>>,
     threads: usize,
+    offloads: UdpOffloads,
 }
 
 impl Runtime {
@@ -170,14 +171,16 @@ impl Runtime {
             workers: Vec::new(),
             links: HashMap::new(),
             threads: config.threads,
+            offloads: UdpOffloads::ALL,
         };
+        // Sends leave through the source pool, receives arrive on the workers' sockets.
+        let gso = runtime.shared.senders.offloads().gso;
         for id in 0..config.threads {
-            let socket = UdpSocket::bind(addr, true)?;
+            let mut socket = UdpSocket::bind(addr, true)?;
             // GRO hands over trains of same-size datagrams at once; kernels without it give
             // single datagrams, which the workers handle alike.
-            if !socket.enable_gro()? {
-                tracing::info!("UDP GRO not available; receiving one datagram at a time");
-            }
+            let gro = socket.enable_gro()?;
+            runtime.offloads = runtime.offloads.and(UdpOffloads { gso, gro });
             let (commands, receiver) = unbounded();
             let worker = Worker::new(
                 id,
@@ -197,7 +200,21 @@ impl Runtime {
                 thread: Some(thread),
             });
         }
+        let offloads = runtime.offloads;
+        tracing::info!(
+            udp_gso = %on_off(offloads.gso),
+            udp_gro = %on_off(offloads.gro),
+            "underlay offloads (UDP_SEGMENT sends, UDP_GRO receives)"
+        );
         Ok(runtime)
+    }
+
+    /// The underlay UDP offloads the kernel granted, probed at [`start`](Self::start): GSO
+    /// if every sending socket has it, GRO if every receiving socket has it on. A worker
+    /// may still stop using GSO later if the kernel refuses a send
+    /// ([`GlobalIoCounters::udp_gso_refused`]).
+    pub fn offloads(&self) -> UdpOffloads {
+        self.offloads
     }
 
     /// Number of workers, which is the number of queues every TAP must have.
@@ -331,5 +348,13 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
     }
 }

@@ -6,7 +6,7 @@
 //! (and one socket, so its order holds), and flows spread over the whole pool.
 
 use super::RuntimeError;
-use crate::io::UdpSocket;
+use crate::io::{UdpOffloads, UdpSocket};
 use crate::tunnel::PortRange;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -59,6 +59,13 @@ impl SourcePool {
     /// The socket at `index`.
     pub(crate) fn socket(&self, index: usize) -> &UdpSocket {
         &self.sockets[index]
+    }
+
+    /// The UDP offloads every socket of the pool has (GSO is what matters: they only send).
+    pub(crate) fn offloads(&self) -> UdpOffloads {
+        self.sockets
+            .iter()
+            .fold(UdpOffloads::ALL, |all, s| all.and(s.offloads()))
     }
 
     /// Which socket sends a datagram whose flow hashed to `port`.

@@ -1,6 +1,6 @@
 //! One worker: an event loop over its UDP socket and its queue of every TAP.
 
-use super::counters::{add, LinkIoCounters};
+use super::counters::{add, GlobalIoCounters, LinkIoCounters};
 use super::{LinkOptions, RuntimeError, Shared};
 use crate::coalesce;
 use crate::io::{RecvBatch, SendBatch, TapQueue, UdpSocket};
@@ -19,7 +19,6 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 const WAKER: Token = Token(0);
@@ -128,9 +127,11 @@ pub(crate) struct Worker {
     send: Option<SendBatch<'static>>,
     /// Header blocks of the segments of one superframe.
     segments: SegmentHeaders,
-    /// Whether the kernel takes UDP_SEGMENT sends; after a refusal, segments go out with
-    /// plain `sendmmsg` through `plain`.
+    /// Whether the kernel takes UDP_SEGMENT sends: what the sockets' probe found, and false
+    /// after a refusal; without it, segments go out with plain `sendmmsg` through `plain`.
     gso: bool,
+    /// Whether the receiving socket has UDP_GRO on, so a slot may hold a coalesced train.
+    gro: bool,
     plain: Option<SendBatch<'static>>,
     ready: VecDeque<Token>,
 }
@@ -183,7 +184,7 @@ fn send_superframe(
     socket: &UdpSocket,
     gso: &mut bool,
     plain: &mut Option<SendBatch<'static>>,
-    refused: &AtomicU64,
+    counters: &GlobalIoCounters,
     sent: &mut SendTally,
 ) {
     let mut rest = segments;
@@ -200,6 +201,9 @@ fn send_superframe(
             }
             let gso_size =
                 (train.len() > 1).then(|| u16::try_from(train.gso_size()).unwrap_or(u16::MAX));
+            if gso_size.is_some() {
+                add(&counters.udp_gso_sends, 1);
+            }
             match socket.send_segments(vtep.addr(), local, &iov[..parts], gso_size) {
                 Ok(bytes) => {
                     sent.sent += train.len() as u64;
@@ -212,7 +216,7 @@ fn send_superframe(
                             Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
                         ) =>
                 {
-                    add(refused, 1);
+                    add(&counters.udp_gso_refused, 1);
                     if e.raw_os_error() != Some(libc::EMSGSIZE) {
                         tracing::warn!(error = %e, "the kernel refused UDP GSO; this worker sends segments with plain sendmmsg from now on");
                         *gso = false;
@@ -332,6 +336,7 @@ impl Worker {
             }
         };
         let sockets = shared.senders.ports().len();
+        let (gso, gro) = (shared.senders.offloads().gso, socket.offloads().gro);
         let poll = Poll::new().map_err(poll_err("epoll_create"))?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(poll_err("eventfd"))?);
         poll.registry()
@@ -365,7 +370,8 @@ impl Worker {
             },
             send: Some(SendBatch::new(batch * 4)),
             segments: SegmentHeaders::new(),
-            gso: true,
+            gso,
+            gro,
             plain: Some(SendBatch::new(GSO_MAX_SEGMENTS)),
             ready: VecDeque::new(),
         })
@@ -512,6 +518,7 @@ impl Worker {
                 let step = self
                     .rx
                     .segment_size(i)
+                    .filter(|_| self.gro)
                     .map_or(payload.len(), usize::from)
                     .max(1);
                 let src = self.rx.source(i);
@@ -732,7 +739,7 @@ impl Worker {
                             socket,
                             &mut self.gso,
                             &mut self.plain,
-                            &self.shared.global.udp_gso_refused,
+                            &self.shared.global,
                             &mut sent,
                         ),
                         Err(e) => {
