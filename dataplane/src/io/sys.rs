@@ -743,8 +743,9 @@ fn set_send_control(
     msg.msg_control = control.cast();
     msg.msg_controllen = space as _;
     // SAFETY: every caller passes a `control` that points to a live `ControlBuf` it owns
-    // exclusively (`CONTROL_LEN` bytes, aligned for `cmsghdr`), and `msg_controllen` is the sum of the
-    // CMSG_SPACE of the messages written, at most `CONTROL_LEN` (asserted at compile time).
+    // exclusively (`CONTROL_LEN` bytes, aligned for `cmsghdr`), and `msg_controllen` is the
+    // sum of the CMSG_SPACE of the messages written, at most `CONTROL_LEN` (asserted at
+    // compile time).
     // CMSG_FIRSTHDR/CMSG_NXTHDR therefore return headers inside that buffer with room for
     // their data, since each message is written within its own CMSG_SPACE and NXTHDR is taken
     // only after a header's `cmsg_len` is set.
