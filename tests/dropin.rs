@@ -61,7 +61,123 @@ fn two_vxtap_hosts_carry_the_recipe_traffic() {
     traffic::assert_tcp_transfer(&a.ns, &b.ns, b.ip, 20 * MB, TRANSFER_LIMIT);
     traffic::assert_tcp_transfer(&b.ns, &a.ns, a.ip, 20 * MB, TRANSFER_LIMIT);
 
+    // Every loss has its counter in `stats`, JSON and text (any value: TCP may overrun a
+    // queue now and then).
+    for i in 0..2 {
+        let daemon = topo.daemon(i);
+        let json = daemon.stats();
+        for field in [
+            "tap_rx_queue_full",
+            "tap_tx_queue_full",
+            "tap_tx_errors",
+            "udp_tx_errors",
+        ] {
+            let count = stats::link_counter(&json, "vxlan1", field);
+            eprintln!("daemon {i} vxlan1 {field} {count}");
+        }
+        let overflows = stats::global_counter(&json, "udp_rx_overflows");
+        eprintln!("daemon {i} udp_rx_overflows {overflows}");
+        let text = daemon.cli_ok(&["stats"]);
+        for label in ["rx queue full", "tx queue full", "receive buffer overflows"] {
+            assert!(text.contains(label), "no {label:?} in vxtap stats: {text}");
+        }
+    }
+
     topo.assert_no_kernel_vxlan();
+}
+
+/// Every loss is counted: while host B's daemon is stopped (SIGSTOP), A's container floods
+/// B's container over the overlay and B's container floods A's. B's underlay socket fills and
+/// drops (`udp_rx_overflows`, seen with the first datagram after B resumes), and B's TAP queue
+/// toward the stopped daemon fills and drops (`tap_rx_queue_full`). Nothing else is lost.
+#[test]
+fn a_stopped_daemon_counts_what_it_lost() {
+    require_root();
+    let topo = Topology::recipe(&[VXTAP, VXTAP]);
+    topo.program_static_peers(0);
+    let (a, b) = (topo.container(0, 0), topo.container(1, 0));
+    // Neighbours resolved first, so the floods reach the TAPs instead of waiting on ARP.
+    traffic::assert_ping(&a.ns, b.ip, 1, None);
+    traffic::assert_ping(&b.ns, a.ip, 1, None);
+    let (daemon_a, daemon_b) = (topo.daemon(0), topo.daemon(1));
+    let (before_a, before) = (daemon_a.stats(), daemon_b.stats());
+    let pid = daemon_b.pid().expect("B's daemon runs").to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    let from_a =
+        a.ns.run_in(|| UdpSocket::bind((a.ip, 0)))
+            .expect("a socket in A's container");
+    let from_b =
+        b.ns.run_in(|| UdpSocket::bind((b.ip, 0)))
+            .expect("a socket in B's container");
+    // B's socket may hold 8 MiB (SO_RCVBUF 4 MiB, doubled): send twice that. B's TAP ring
+    // holds 1000 frames per queue.
+    const FLOOD_A: usize = 12_000;
+    const FLOOD_B: usize = 3_000;
+    signal("-STOP");
+    let payload = [0x5a; 1400];
+    for i in 0..FLOOD_A {
+        // Both may refuse now and then (ENOBUFS); what leaves is what counts.
+        let _ = from_a.send_to(&payload, (b.ip, 9));
+        if i < FLOOD_B {
+            let _ = from_b.send_to(&payload, (a.ip, 9));
+        }
+        if i % 100 == 99 {
+            // Give A's daemon time to carry its share to B's full socket.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    signal("-CONT");
+    // B learns its socket's drop count with the next datagram after the drops.
+    let counted = wait_until(STATE_LIMIT, || {
+        // The same flow as the flood, so the same outer source port and the same one of B's
+        // SO_REUSEPORT sockets.
+        let _ = from_a.send_to(b"after", (b.ip, 9));
+        let now = daemon_b.stats();
+        stats::global_counter(&now, "udp_rx_overflows") > 0
+            && link_delta(&before, &now, "vxlan1", "tap_rx_queue_full") > 0
+    });
+    let after = daemon_b.stats();
+    eprintln!(
+        "B: udp_rx_overflows {} tap_rx_queue_full {} (+{})",
+        stats::global_counter(&after, "udp_rx_overflows"),
+        stats::link_counter(&after, "vxlan1", "tap_rx_queue_full"),
+        link_delta(&before, &after, "vxlan1", "tap_rx_queue_full"),
+    );
+    assert!(
+        counted,
+        "B's losses not counted: {after:#}\nA: {:#}",
+        daemon_a.stats()
+    );
+    // Exactly: every datagram A sent to B was either received by B or counted as an overflow
+    // (the underlay veth loses nothing). Only B's daemon reads B's sockets, and A's last
+    // datagram on the flood's flow was received after the drops, so the count is complete.
+    let global_delta = |before: &Value, after: &Value, field: &str| {
+        stats::global_counter(after, field) as i64 - stats::global_counter(before, field) as i64
+    };
+    let settled = wait_until(STATE_LIMIT, || {
+        let (now_a, now_b) = (daemon_a.stats(), daemon_b.stats());
+        link_delta(&before_a, &now_a, "vxlan1", "udp_tx_datagrams")
+            == global_delta(&before, &now_b, "udp_rx_datagrams")
+                + global_delta(&before, &now_b, "udp_rx_overflows")
+    });
+    assert!(
+        settled,
+        "A sent what B neither received nor counted:\nA {:#}\nB {:#}",
+        daemon_a.stats(),
+        daemon_b.stats()
+    );
+    for field in ["tap_tx_errors", "tap_tx_queue_full", "udp_tx_errors"] {
+        assert_eq!(link_delta(&before, &after, "vxlan1", field), 0, "{field}");
+    }
+    let text = daemon_b.cli_ok(&["stats"]);
+    assert!(text.contains("receive buffer overflows"), "{text}");
+    traffic::assert_ping(&a.ns, b.ip, 2, None);
 }
 
 /// The issue's data path: "table updates from commands apply while traffic flows, without

@@ -248,6 +248,10 @@ pub struct LinkStats {
     pub tap_rx_bytes: u64,
     /// TAP frames vxtap could not use (see `LinkIoSnapshot::tap_rx_errors`).
     pub tap_rx_errors: u64,
+    /// Frames the kernel dropped because the TAP's queue toward vxtap was full (vxtap read
+    /// too slowly): the TAP's `tx_dropped`, since the link was made.
+    #[serde(default)]
+    pub tap_rx_queue_full: u64,
     /// Frames written to the TAP (decapsulated, plus ARP replies).
     pub tap_tx_frames: u64,
     /// Bytes of those.
@@ -260,10 +264,14 @@ pub struct LinkStats {
     pub udp_tx_datagrams: u64,
     /// Bytes of those (VXLAN header included).
     pub udp_tx_bytes: u64,
-    /// Sends the kernel refused.
+    /// Datagrams not sent: refused by the kernel (other than GSO refusals, which are sent
+    /// again as plain datagrams), or left over when the socket buffer was full.
     pub udp_tx_errors: u64,
-    /// TAP writes the kernel refused.
+    /// TAP writes the kernel refused, other than for a full queue.
     pub tap_tx_errors: u64,
+    /// TAP writes refused because the TAP queue was full (`EAGAIN`/`ENOBUFS`): frames lost.
+    #[serde(default)]
+    pub tap_tx_queue_full: u64,
     /// Frames sent to one known VTEP.
     pub forwarded: u64,
     /// Frames flooded.
@@ -299,6 +307,10 @@ pub struct GlobalStats {
     pub udp_rx_oversize: u64,
     /// Receive calls that failed (other than "nothing to read").
     pub udp_rx_errors: u64,
+    /// Datagrams the underlay sockets dropped before vxtap read them, mostly for a full
+    /// receive buffer (`SO_RXQ_OVFL`).
+    #[serde(default)]
+    pub udp_rx_overflows: u64,
     /// UDP GSO sends the kernel refused (no UDP GSO, or segments over the path MTU); their
     /// segments left with plain `sendmmsg` instead.
     pub udp_gso_refused: u64,

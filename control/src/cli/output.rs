@@ -188,13 +188,15 @@ fn stats(out: &mut String, s: &LinkStats) {
     let _ = writeln!(out, "{} (vni {}):", s.name, s.vni);
     let _ = writeln!(
         out,
-        "    tap   rx {} frames {} bytes   rx errors {}   tx {} frames {} bytes   tx errors {}",
+        "    tap   rx {} frames {} bytes   rx errors {}   rx queue full {}   tx {} frames {} bytes   tx errors {}   tx queue full {}",
         s.tap_rx_frames,
         s.tap_rx_bytes,
         s.tap_rx_errors,
+        s.tap_rx_queue_full,
         s.tap_tx_frames,
         s.tap_tx_bytes,
-        s.tap_tx_errors
+        s.tap_tx_errors,
+        s.tap_tx_queue_full
     );
     let _ = writeln!(
         out,
@@ -245,10 +247,11 @@ fn store_records(out: &mut String, r: &RecordStats) {
 fn global(out: &mut String, g: &GlobalStats) {
     let _ = writeln!(
         out,
-        "underlay: rx {} datagrams, {} oversize, {} receive errors, {} events lost, {} GSO sends, {} refused",
+        "underlay: rx {} datagrams, {} oversize, {} receive errors, {} receive buffer overflows, {} events lost, {} GSO sends, {} refused",
         g.udp_rx_datagrams,
         g.udp_rx_oversize,
         g.udp_rx_errors,
+        g.udp_rx_overflows,
         g.events_lost,
         g.udp_gso_sends,
         g.udp_gso_refused

@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use vxtap_dataplane::io::{
-    netns, TapConfig, TapDevice, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4,
-    TUN_F_USO6,
+    netns, queue_full_drops, TapConfig, TapDevice, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6,
+    TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
 };
 use vxtap_dataplane::runtime::{LinkOptions, Runtime, RuntimeError};
 use vxtap_dataplane::switch::{Admission, EntryKind, FloodPolicy, Network, NetworkConfig};
@@ -163,6 +163,8 @@ fn invalid(what: &'static str, value: impl ToString, why: impl ToString) -> Requ
 
 struct Link {
     spec: LinkSpec,
+    /// The namespace of its TAP, resolved, or `None` for the daemon's own.
+    netns: Option<PathBuf>,
     vni: Vni,
     ifindex: u32,
     mac: MacAddr,
@@ -407,6 +409,7 @@ impl Links {
         if self.closed {
             return Err(RequestError::ShuttingDown);
         }
+        let netns = made.tap.netns().map(std::path::Path::to_owned);
         // On failure the TAP is dropped inside add_link, which removes it.
         self.runtime.add_link(
             vni,
@@ -422,6 +425,7 @@ impl Links {
             spec.name.clone(),
             Link {
                 spec,
+                netns,
                 vni,
                 ifindex: made.ifindex,
                 mac: made.mac,
@@ -627,6 +631,11 @@ impl Links {
                     .map(|n| (*n.counters(), n.fdb().learned_len()))
             })
             .unwrap_or_default();
+        let tap_rx_queue_full = queue_full_drops(&link.spec.name, link.netns.as_deref())
+            .unwrap_or_else(|e| {
+                tracing::warn!(link = %link.spec.name, error = %e, "TAP drop count unreadable; shown as 0");
+                0
+            });
         LinkStats {
             name: link.spec.name.clone(),
             vni: link.vni.get(),
@@ -641,6 +650,8 @@ impl Links {
             udp_tx_bytes: io.udp_tx_bytes,
             udp_tx_errors: io.udp_tx_errors,
             tap_tx_errors: io.tap_tx_errors,
+            tap_tx_queue_full: io.tap_tx_queue_full,
+            tap_rx_queue_full,
             forwarded: c.forwarded,
             flooded: c.flooded,
             flood_copies: c.flood_copies,
@@ -668,6 +679,7 @@ impl Links {
                 udp_rx_datagrams: io.udp_rx_datagrams(),
                 udp_rx_oversize: io.udp_rx_oversize(),
                 udp_rx_errors: io.udp_rx_errors(),
+                udp_rx_overflows: io.udp_rx_overflows(),
                 udp_gso_refused: io.udp_gso_refused(),
                 udp_gso_sends: io.udp_gso_sends(),
                 drops: drop_counts(&drops),

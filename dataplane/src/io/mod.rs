@@ -36,8 +36,8 @@ mod sys;
 mod testns;
 
 pub use tap::{
-    TapConfig, TapDevice, TapQueue, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4,
-    TUN_F_USO6,
+    queue_full_drops, TapConfig, TapDevice, TapQueue, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6,
+    TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
 };
 pub use udp::{RecvBatch, SendBatch, SendOutcome, UdpOffloads, UdpSocket};
 
@@ -123,6 +123,17 @@ pub enum IoError {
         name: String,
         /// The namespace, or `None` for the caller's own.
         netns: Option<PathBuf>,
+    },
+    /// The kernel's counters of an interface could not be read (`/proc/net/dev` as the
+    /// namespace sees it).
+    #[error("cannot read the counters of interface {name} in {}", NetnsName(netns.as_deref()))]
+    InterfaceCounters {
+        /// The interface name.
+        name: String,
+        /// The namespace, or `None` for the caller's own.
+        netns: Option<PathBuf>,
+        /// What reading or parsing said (`NotFound` if the interface is not listed).
+        source: std::io::Error,
     },
     /// `/dev/net/tun` could not be opened.
     #[error("cannot open /dev/net/tun for TAP {name}")]

@@ -469,12 +469,15 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<b
 
 // ---- batched UDP -----------------------------------------------------------------------
 
-/// Room for the control messages of one datagram, aligned for `cmsghdr`: one UDP_GRO
-/// (`CMSG_SPACE(4)`) on receive or one UDP_SEGMENT (`CMSG_SPACE(2)`) on send, with room for
-/// an unexpected extra message on receive.
+/// Room for the control messages of one datagram, aligned for `cmsghdr`: on receive a
+/// UDP_GRO and an SO_RXQ_OVFL (`CMSG_SPACE(4)` each) plus an IP_PKTINFO, with room for an
+/// unexpected extra message; on send an IP_PKTINFO and a UDP_SEGMENT (`CMSG_SPACE(2)`).
+/// A message that does not fit is cut by the kernel (`MSG_CTRUNC`) and lost.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct ControlBuf([u8; 64]);
+struct ControlBuf([u8; CONTROL_LEN]);
+
+const CONTROL_LEN: usize = 128;
 
 const _: () = assert!(mem::align_of::<ControlBuf>() >= mem::align_of::<libc::cmsghdr>());
 
@@ -498,6 +501,19 @@ const PKTINFO_CMSG_LEN: usize =
 
 // A datagram may carry both a source address and a segment size.
 const _: () = assert!(SEGMENT_CMSG_SPACE + PKTINFO_CMSG_SPACE <= mem::size_of::<ControlBuf>());
+
+/// `CMSG_SPACE(sizeof(u32))`: the control length of a UDP_GRO or SO_RXQ_OVFL message.
+// SAFETY: as above, pure arithmetic.
+const U32_CMSG_SPACE: usize = unsafe { libc::CMSG_SPACE(mem::size_of::<u32>() as u32) } as usize;
+/// `CMSG_LEN(sizeof(u32))`: the `cmsg_len` of a UDP_GRO or SO_RXQ_OVFL message.
+// SAFETY: as above, pure arithmetic.
+const U32_CMSG_LEN: usize = unsafe { libc::CMSG_LEN(mem::size_of::<u32>() as u32) } as usize;
+
+// A received datagram may carry a GRO segment size, the socket's drop count and (should
+// IP_PKTINFO ever be turned on for receiving) its destination address.
+const _: () = assert!(
+    2 * U32_CMSG_SPACE + PKTINFO_CMSG_SPACE + U32_CMSG_SPACE <= mem::size_of::<ControlBuf>()
+);
 
 /// An all-zero `mmsghdr`: null pointers and zero lengths.
 fn zeroed_mmsghdr() -> libc::mmsghdr {
@@ -546,6 +562,10 @@ pub(crate) struct Received {
     pub source: SocketAddrV4,
     /// The UDP_GRO segment size, if the kernel coalesced several datagrams into this one.
     pub segment_size: Option<u16>,
+    /// With SO_RXQ_OVFL on: the socket's running count of dropped datagrams (mostly a full
+    /// receive buffer) when this one was queued, a `u32` that wraps. The kernel sends it
+    /// only once the count is non-zero.
+    pub drops: Option<u32>,
 }
 
 impl Received {
@@ -555,6 +575,7 @@ impl Received {
         truncated: false,
         source: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
         segment_size: None,
+        drops: None,
     };
 }
 
@@ -578,7 +599,7 @@ impl RecvScratch {
             headers: vec![zeroed_mmsghdr(); count],
             iovecs: vec![empty_iovec(); count],
             names: vec![zeroed_sockaddr_in(); count],
-            controls: vec![ControlBuf([0; 64]); count],
+            controls: vec![ControlBuf([0; CONTROL_LEN]); count],
         }
     }
 
@@ -650,43 +671,60 @@ impl RecvScratch {
             } else {
                 Received::EMPTY.source
             };
+            let control = received_control(msg);
             *slot = Received {
                 len: (header.msg_len as usize).min(buf_size),
                 truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
                 source,
-                segment_size: gro_segment_size(msg),
+                segment_size: control.segment_size,
+                drops: control.drops,
             };
         }
         Ok(received)
     }
 }
 
-/// Finds a UDP_GRO control message in a `msghdr` that `recvmmsg` just filled.
-fn gro_segment_size(msg: &libc::msghdr) -> Option<u16> {
+/// What the control messages of one received datagram said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ReceivedControl {
+    /// UDP_GRO: the size of the coalesced datagrams.
+    segment_size: Option<u16>,
+    /// SO_RXQ_OVFL: the socket's running drop count.
+    drops: Option<u32>,
+}
+
+/// Reads the UDP_GRO and SO_RXQ_OVFL control messages of a `msghdr` that `recvmmsg` just
+/// filled (or a test crafted), ignoring any other message.
+fn received_control(msg: &libc::msghdr) -> ReceivedControl {
+    let mut control = ReceivedControl::default();
     // SAFETY: `msg.msg_control` points to a `ControlBuf` of the scratch that is still
     // borrowed by our caller, and the kernel set `msg_controllen` to the bytes it wrote
     // there (never more than we offered). CMSG_FIRSTHDR/CMSG_NXTHDR stay within
-    // `msg_controllen`, so every `cmsghdr` they return is readable; the data of a UDP_GRO
-    // message is one `int`, checked against `cmsg_len` before it is read.
+    // `msg_controllen`, so every `cmsghdr` they return is readable; the data of each message
+    // we read is one 4-byte integer, checked against `cmsg_len` before it is read.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             let header = ptr::read_unaligned(cmsg);
-            if header.cmsg_level == libc::SOL_UDP
-                && header.cmsg_type == libc::UDP_GRO
-                && header.cmsg_len as usize
-                    >= libc::CMSG_LEN(mem::size_of::<libc::c_int>() as u32) as usize
-            {
-                let size = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                return u16::try_from(size).ok();
+            if header.cmsg_len as usize >= U32_CMSG_LEN {
+                let data = libc::CMSG_DATA(cmsg);
+                match (header.cmsg_level, header.cmsg_type) {
+                    (libc::SOL_UDP, libc::UDP_GRO) => {
+                        let size = ptr::read_unaligned(data.cast::<libc::c_int>());
+                        control.segment_size = u16::try_from(size).ok();
+                    }
+                    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                        control.drops = Some(ptr::read_unaligned(data.cast::<u32>()));
+                    }
+                    _ => {}
+                }
             }
             cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    None
+    control
 }
 
-/// Points `msg` at `control` and writes the send control messages a datagram needs: an
 /// IP_PKTINFO with its source address, a UDP_SEGMENT with its segment size, both, or none
 /// (then `msg_control` is null).
 fn set_send_control(
@@ -705,8 +743,9 @@ fn set_send_control(
     msg.msg_control = control.cast();
     msg.msg_controllen = space as _;
     // SAFETY: every caller passes a `control` that points to a live `ControlBuf` it owns
-    // exclusively (64 bytes, aligned for `cmsghdr`), and `msg_controllen` is the sum of the
-    // CMSG_SPACE of the messages written, at most 64 (asserted at compile time).
+    // exclusively (`CONTROL_LEN` bytes, aligned for `cmsghdr`), and `msg_controllen` is the
+    // sum of the CMSG_SPACE of the messages written, at most `CONTROL_LEN` (asserted at
+    // compile time).
     // CMSG_FIRSTHDR/CMSG_NXTHDR therefore return headers inside that buffer with room for
     // their data, since each message is written within its own CMSG_SPACE and NXTHDR is taken
     // only after a header's `cmsg_len` is set.
@@ -746,7 +785,7 @@ pub(crate) fn send_to(
     gso_size: Option<u16>,
 ) -> io::Result<usize> {
     let mut name = sockaddr_in(dst);
-    let mut control = ControlBuf([0; 64]);
+    let mut control = ControlBuf([0; CONTROL_LEN]);
     // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_name = ptr::addr_of_mut!(name).cast();
@@ -804,7 +843,7 @@ impl<'a> SendQueue<'a> {
             headers: vec![zeroed_mmsghdr(); capacity],
             iovecs: vec![empty_iovec(); capacity * MAX_PARTS],
             names: vec![zeroed_sockaddr_in(); capacity],
-            controls: vec![ControlBuf([0; 64]); capacity],
+            controls: vec![ControlBuf([0; CONTROL_LEN]); capacity],
             pending: vec![
                 Pending {
                     parts: 0,
@@ -1025,5 +1064,102 @@ mod tests {
         assert_eq!(queue.iovecs[MAX_PARTS].iov_len, 3);
         let queue: SendQueue<'static> = queue.recycle();
         assert_eq!((queue.len(), queue.capacity()), (0, 2));
+    }
+
+    /// A `msghdr` over `control` holding the messages `(level, type, data)`, written the way
+    /// the kernel does (each at its CMSG_SPACE), as `recvmmsg` would leave it.
+    fn crafted(
+        control: &mut ControlBuf,
+        messages: &[(libc::c_int, libc::c_int, &[u8])],
+    ) -> libc::msghdr {
+        let mut msg = zeroed_mmsghdr().msg_hdr;
+        msg.msg_control = (control as *mut ControlBuf).cast();
+        msg.msg_controllen = mem::size_of::<ControlBuf>() as _;
+        let mut used = 0;
+        // SAFETY: `control` is a live, exclusively borrowed `ControlBuf` (aligned for
+        // `cmsghdr`) and `msg_controllen` is its size. Each message is written within its
+        // own CMSG_SPACE, checked against the buffer before it is written, and NXTHDR is
+        // taken only after the previous header's `cmsg_len` is set.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            for &(level, kind, data) in messages {
+                let space = libc::CMSG_SPACE(data.len() as u32) as usize;
+                assert!(
+                    !cmsg.is_null() && used + space <= CONTROL_LEN,
+                    "messages overflow"
+                );
+                (*cmsg).cmsg_len = libc::CMSG_LEN(data.len() as u32) as _;
+                (*cmsg).cmsg_level = level;
+                (*cmsg).cmsg_type = kind;
+                ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(cmsg), data.len());
+                used += space;
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        msg.msg_controllen = used as _;
+        msg
+    }
+
+    #[test]
+    fn the_drop_count_is_read_beside_gro_and_pktinfo() {
+        let mut control = ControlBuf([0; CONTROL_LEN]);
+        let pktinfo = [0xaa; mem::size_of::<libc::in_pktinfo>()];
+        let msg = crafted(
+            &mut control,
+            &[
+                (libc::IPPROTO_IP, libc::IP_PKTINFO, &pktinfo),
+                (libc::SOL_UDP, libc::UDP_GRO, &1400i32.to_ne_bytes()),
+                (
+                    libc::SOL_SOCKET,
+                    libc::SO_RXQ_OVFL,
+                    &0xfffe_0001u32.to_ne_bytes(),
+                ),
+            ],
+        );
+        assert_eq!(
+            received_control(&msg),
+            ReceivedControl {
+                segment_size: Some(1400),
+                drops: Some(0xfffe_0001),
+            }
+        );
+        // In the other order, and alone.
+        let msg = crafted(
+            &mut control,
+            &[
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &7u32.to_ne_bytes()),
+                (libc::SOL_UDP, libc::UDP_GRO, &1000i32.to_ne_bytes()),
+            ],
+        );
+        assert_eq!(received_control(&msg).drops, Some(7));
+        assert_eq!(received_control(&msg).segment_size, Some(1000));
+        let msg = crafted(
+            &mut control,
+            &[(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &3u32.to_ne_bytes())],
+        );
+        assert_eq!(
+            received_control(&msg),
+            ReceivedControl {
+                segment_size: None,
+                drops: Some(3),
+            }
+        );
+    }
+
+    #[test]
+    fn no_or_short_or_foreign_messages_say_nothing() {
+        let mut control = ControlBuf([0; CONTROL_LEN]);
+        let msg = crafted(&mut control, &[]);
+        assert_eq!(received_control(&msg), ReceivedControl::default());
+        // Too short to hold the count, and the same type at another level.
+        let msg = crafted(
+            &mut control,
+            &[
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &[1, 2]),
+                (libc::SOL_UDP, libc::SO_RXQ_OVFL, &9u32.to_ne_bytes()),
+                (libc::SOL_SOCKET, libc::SO_TIMESTAMP, &[0; 16]),
+            ],
+        );
+        assert_eq!(received_control(&msg), ReceivedControl::default());
     }
 }

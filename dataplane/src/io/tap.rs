@@ -363,6 +363,54 @@ impl TapQueue {
     }
 }
 
+/// Frames the kernel dropped on their way to vxtap since TAP `name` (in `netns`, or the
+/// caller's namespace) was created: the TAP's `tx_dropped`, which counts frames that found
+/// the queue toward vxtap full (its ring holds `txqueuelen` frames) because vxtap did not read
+/// fast enough, and the rare frame a detached queue could not take.
+///
+/// Read from `/proc/thread-self/net/dev` inside the namespace, so it costs a thread when
+/// `netns` is given: for `stats`, not for the data path.
+///
+/// # Errors
+///
+/// The namespace errors of [`netns::run_in`], or `InterfaceCounters` if the file cannot be
+/// read or does not list `name`.
+pub fn queue_full_drops(name: &str, netns: Option<&Path>) -> Result<u64, IoError> {
+    let counters_error = |source| IoError::InterfaceCounters {
+        name: name.to_owned(),
+        netns: netns.map(Path::to_owned),
+        source,
+    };
+    let dev = netns::run_maybe_in(netns, || {
+        std::fs::read_to_string("/proc/thread-self/net/dev")
+    })?
+    .map_err(counters_error)?;
+    proc_net_dev_tx_dropped(&dev, name).ok_or_else(|| {
+        counters_error(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the interface is not in /proc/net/dev",
+        ))
+    })
+}
+
+/// The `tx_dropped` of `name` in the text of `/proc/net/dev`: after `name:`, 8 receive
+/// columns, then transmit bytes, packets, errs, drop.
+fn proc_net_dev_tx_dropped(dev: &str, name: &str) -> Option<u64> {
+    dev.lines().find_map(|line| {
+        let (interface, columns) = line.split_once(':')?;
+        if interface.trim() != name {
+            return None;
+        }
+        columns.split_whitespace().nth(11)?.parse().ok()
+    })
+}
+
+/// Whether a failed TAP write was refused because the queue was full (`EAGAIN` on the
+/// non-blocking fd, `ENOBUFS`), as opposed to any other error; the frame is lost either way.
+pub fn is_queue_full(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock || err.raw_os_error() == Some(libc::ENOBUFS)
+}
+
 impl TapQueue {
     /// Writes one frame made of `header` followed by `parts`, with a single `writev` and no
     /// copy: how a superframe coalesced from many received segments reaches the kernel.
@@ -899,5 +947,155 @@ mod tests {
         fn send<T: Send>() {}
         send::<crate::io::udp::RecvBatch>();
         send::<crate::io::udp::SendBatch<'static>>();
+    }
+
+    #[test]
+    fn tx_dropped_is_read_from_proc_net_dev() {
+        // Captured from a test namespace (Linux 6.8), the TAP after 100 sends it could not
+        // queue but 4 of.
+        let dev = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+vt14982-0:       0       0    0    0    0     0          0         0      568       4    0   96    0     0       0          0
+";
+        assert_eq!(proc_net_dev_tx_dropped(dev, "vt14982-0"), Some(96));
+        assert_eq!(proc_net_dev_tx_dropped(dev, "lo"), Some(0));
+        assert_eq!(proc_net_dev_tx_dropped(dev, "vt14982"), None);
+        assert_eq!(proc_net_dev_tx_dropped(dev, "face |bytes"), None);
+        assert_eq!(proc_net_dev_tx_dropped("x: 1 2 3", "x"), None);
+    }
+
+    #[test]
+    fn frames_that_find_the_queue_full_are_counted_exactly() {
+        let ns = TestNetns::new();
+        let tap = TapDevice::create(
+            &TapConfig {
+                txqueuelen: Some(4),
+                ..config(&unique_name())
+            },
+            Some(ns.path()),
+        )
+        .unwrap();
+        bring_up(&ns, &tap);
+        ns.ip(&[
+            "neigh",
+            "add",
+            "192.0.2.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "nud",
+            "permanent",
+            "dev",
+            tap.name(),
+        ]);
+        let socket = netns::run_in(ns.path(), || {
+            crate::io::udp::UdpSocket::bind(SocketAddrV4::new(TAP_IP, 0), false)
+        })
+        .unwrap()
+        .unwrap();
+        let queue = &tap.queues()[0];
+        let mut buf = vec![0u8; 4096];
+        // Whatever the kernel sent before (IPv6 router solicitations, say) is counted too;
+        // take it out of the way.
+        while queue.recv(&mut buf).is_ok() {}
+        let before = queue_full_drops(tap.name(), Some(ns.path())).unwrap();
+        const SENT: u64 = 100;
+        let dst = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 9);
+        for _ in 0..SENT {
+            socket.send_to(&[1u8; 100], dst).unwrap();
+        }
+        // Nobody read while the datagrams went out; now read what the queue kept.
+        let mut read = 0u64;
+        loop {
+            match queue.recv(&mut buf) {
+                Ok(_) => read += 1,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("TAP read: {err}"),
+            }
+        }
+        let dropped = queue_full_drops(tap.name(), Some(ns.path())).unwrap() - before;
+        eprintln!("sent {SENT}, read {read}, counted {dropped}");
+        assert!(
+            read <= 4,
+            "the queue held {read} frames, more than txqueuelen"
+        );
+        assert_eq!(dropped, SENT - read);
+        assert!(matches!(
+            queue_full_drops("nosuchtap0", Some(ns.path())),
+            Err(IoError::InterfaceCounters { source, .. })
+                if source.kind() == io::ErrorKind::NotFound
+        ));
+    }
+
+    #[test]
+    fn writes_into_a_tap_nobody_reads_are_taken_or_refused_as_queue_full() {
+        let ns = TestNetns::new();
+        let tap = TapDevice::create(
+            &TapConfig {
+                txqueuelen: Some(2),
+                ..config(&unique_name())
+            },
+            Some(ns.path()),
+        )
+        .unwrap();
+        bring_up(&ns, &tap);
+        // A socket that is never read: every datagram written to the TAP is for it.
+        let _socket = netns::run_in(ns.path(), || {
+            crate::io::udp::UdpSocket::bind(SocketAddrV4::new(TAP_IP, 9999), false)
+        })
+        .unwrap()
+        .unwrap();
+        let frame = udp_frame_to(tap.mac(), 9999, 1000);
+        let header = VirtioNetRepr::NONE.to_bytes();
+        const WRITES: u64 = 20_000;
+        let (mut written, mut full) = (0u64, 0u64);
+        for _ in 0..WRITES {
+            match tap.queues()[0].send(&header, &frame) {
+                Ok(len) => {
+                    assert_eq!(len, VNET_HEADER_LEN + frame.len());
+                    written += 1;
+                }
+                Err(err) if is_queue_full(&err) => full += 1,
+                Err(err) => panic!("a TAP write failed otherwise than for a full queue: {err}"),
+            }
+        }
+        // Linux hands a written frame to the stack at once (the socket's full receive buffer
+        // drops it there), so writes are not refused; the full queue of a TAP is the one
+        // toward vxtap (see above).
+        eprintln!("{WRITES} writes: {written} taken, {full} refused as queue full");
+        assert_eq!(written + full, WRITES);
+    }
+
+    #[test]
+    fn queue_full_is_eagain_or_enobufs() {
+        assert!(is_queue_full(&io::Error::from_raw_os_error(libc::EAGAIN)));
+        assert!(is_queue_full(&io::Error::from_raw_os_error(libc::ENOBUFS)));
+        assert!(!is_queue_full(&io::Error::from_raw_os_error(libc::EIO)));
+        assert!(!is_queue_full(&io::Error::from_raw_os_error(libc::EINVAL)));
+    }
+
+    /// An Ethernet frame from `PEER_MAC` (192.0.2.2) to `dst_mac` (`TAP_IP`) holding a UDP
+    /// datagram of `len` bytes to `port`, checksum left out (0).
+    fn udp_frame_to(dst_mac: MacAddr, port: u16, len: usize) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(14 + 28 + len);
+        frame.extend_from_slice(&dst_mac.0);
+        frame.extend_from_slice(&PEER_MAC.0);
+        frame.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + 8 + len) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&[192, 0, 2, 2]);
+        ip[16..20].copy_from_slice(&TAP_IP.octets());
+        Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&40000u16.to_be_bytes());
+        frame.extend_from_slice(&port.to_be_bytes());
+        frame.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.resize(14 + 28 + len, 0x5a);
+        frame
     }
 }

@@ -27,6 +27,7 @@ use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The socket buffer size `bind` asks for, in bytes.
 pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
@@ -67,6 +68,8 @@ pub struct UdpSocket {
     socket: std::net::UdpSocket,
     local: SocketAddrV4,
     offloads: UdpOffloads,
+    /// The socket's drop count (SO_RXQ_OVFL) as last reported, to count only what is new.
+    drops_seen: AtomicU32,
 }
 
 impl UdpSocket {
@@ -101,6 +104,9 @@ impl UdpSocket {
         socket
             .set_send_buffer_size(SOCKET_BUFFER_BYTES)
             .map_err(option_error("SO_SNDBUF"))?;
+        // Every datagram then tells the socket's running drop count (a full receive buffer).
+        sys::set_socket_option_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+            .map_err(option_error("SO_RXQ_OVFL"))?;
         socket
             .bind(&SockAddr::from(addr))
             .map_err(|source| IoError::Bind { addr, source })?;
@@ -119,6 +125,7 @@ impl UdpSocket {
             socket: socket.into(),
             local,
             offloads: UdpOffloads { gso, gro: false },
+            drops_seen: AtomicU32::new(0),
         })
     }
 
@@ -126,6 +133,20 @@ impl UdpSocket {
     /// [`enable_gro`](Self::enable_gro) turned it on.
     pub fn offloads(&self) -> UdpOffloads {
         self.offloads
+    }
+
+    /// Takes the socket's running drop count from a received datagram and returns how many
+    /// drops are new since the last count seen. A count older than the last one seen (from
+    /// another thread's batch) adds nothing.
+    fn note_drops(&self, total: u32) -> u32 {
+        let mut new = 0;
+        let _ = self
+            .drops_seen
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+                new = drops_since(seen, total);
+                (new != 0).then_some(total)
+            });
+        new
     }
 
     /// The address the socket is bound to (with the port the kernel picked, if any).
@@ -226,6 +247,17 @@ fn probe_gso(socket: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
+/// How many drops a running `u32` count of `total` adds to `seen`, across wrap-around; 0
+/// when `total` is behind `seen` (more than half the range ahead reads as behind).
+fn drops_since(seen: u32, total: u32) -> u32 {
+    let new = total.wrapping_sub(seen);
+    if new > u32::MAX / 2 {
+        0
+    } else {
+        new
+    }
+}
+
 impl AsFd for UdpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
@@ -245,6 +277,7 @@ pub struct RecvBatch {
     scratch: sys::RecvScratch,
     received: Vec<sys::Received>,
     len: usize,
+    overflows: u32,
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -275,6 +308,7 @@ impl RecvBatch {
             scratch: sys::RecvScratch::new(count),
             received: vec![sys::Received::EMPTY; count],
             len: 0,
+            overflows: 0,
         }
     }
 
@@ -282,13 +316,25 @@ impl RecvBatch {
     /// returns how many. `WouldBlock` if nothing is. Allocates nothing.
     pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         self.len = 0;
+        self.overflows = 0;
         self.len = self.scratch.recv(
             socket.as_fd(),
             &mut self.buffers,
             self.buf_size,
             &mut self.received,
         )?;
+        // Datagrams come in queue order, so the last count is the newest.
+        if let Some(total) = self.received[..self.len].iter().rev().find_map(|r| r.drops) {
+            self.overflows = socket.note_drops(total);
+        }
         Ok(self.len)
+    }
+
+    /// Datagrams the socket dropped before the last `recv` that no earlier `recv` reported,
+    /// mostly for a full receive buffer (SO_RXQ_OVFL). The kernel tells the count with each
+    /// datagram it queues, so drops show up with the next datagram queued after them.
+    pub fn overflows(&self) -> u32 {
+        self.overflows
     }
 
     /// How many datagrams the last `recv` received.
@@ -888,5 +934,66 @@ mod tests {
             listing.contains(&socket.local_addr().to_string()),
             "{listing}"
         );
+    }
+
+    #[test]
+    fn drop_counts_add_only_what_is_new_across_wrap_around() {
+        assert_eq!(drops_since(0, 0), 0);
+        assert_eq!(drops_since(0, 5), 5);
+        assert_eq!(drops_since(5, 5), 0);
+        assert_eq!(drops_since(u32::MAX - 1, 3), 5);
+        assert_eq!(drops_since(u32::MAX, 0), 1);
+        // An older count, from a batch another thread took first, adds nothing.
+        assert_eq!(drops_since(10, 7), 0);
+        assert_eq!(drops_since(2, u32::MAX), 0);
+
+        let ns = TestNetns::new();
+        let socket = bind_in(&ns);
+        let mut total = 0u64;
+        for count in [3, 3, 10, 0x7000_0000, 0xe000_0000, u32::MAX - 1, 1, 0, 4, 2] {
+            total += u64::from(socket.note_drops(count));
+        }
+        // Every step forward counted once, across the wrap; the stale 0 and 2 add nothing.
+        assert_eq!(total, (1u64 << 32) + 4);
+    }
+
+    #[test]
+    fn receive_buffer_overflows_are_counted_exactly() {
+        let ns = TestNetns::new();
+        let (sender, receiver) = (bind_in(&ns), bind_in(&ns));
+        // The smallest buffer the kernel grants: a few datagrams, the rest dropped.
+        SockRef::from(&receiver.socket)
+            .set_recv_buffer_size(1)
+            .unwrap();
+        const SENT: usize = 200;
+        for i in 0..SENT {
+            sender
+                .send_to(&[i as u8; 200], receiver.local_addr())
+                .unwrap();
+        }
+        let mut batch = RecvBatch::new(64, 2048);
+        let (mut received, mut overflows) = (0, 0u64);
+        // Drain what was queued, then one more datagram carries the count of all drops.
+        loop {
+            match batch.recv(&receiver) {
+                Ok(n) => {
+                    received += n;
+                    overflows += u64::from(batch.overflows());
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("recvmmsg: {err}"),
+            }
+        }
+        assert!(received < SENT, "nothing was dropped: SO_RCVBUF too large?");
+        sender.send_to(b"last", receiver.local_addr()).unwrap();
+        let last = recv_n(&mut batch, &receiver, 1);
+        assert_eq!(last[0].0, b"last");
+        overflows += u64::from(batch.overflows());
+        eprintln!("received {received} of {SENT}, overflows {overflows}");
+        assert_eq!(overflows, (SENT - received) as u64);
+        // Reported once: nothing new on the next datagram.
+        sender.send_to(b"again", receiver.local_addr()).unwrap();
+        recv_n(&mut batch, &receiver, 1);
+        assert_eq!(batch.overflows(), 0);
     }
 }

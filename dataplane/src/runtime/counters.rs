@@ -9,6 +9,7 @@ pub struct LinkIoCounters {
     pub(crate) tap_tx_frames: AtomicU64,
     pub(crate) tap_tx_bytes: AtomicU64,
     pub(crate) tap_tx_errors: AtomicU64,
+    pub(crate) tap_tx_queue_full: AtomicU64,
     pub(crate) udp_tx_datagrams: AtomicU64,
     pub(crate) udp_tx_bytes: AtomicU64,
     pub(crate) udp_tx_errors: AtomicU64,
@@ -24,13 +25,18 @@ pub struct LinkIoSnapshot {
     pub tap_tx_frames: u64,
     /// Bytes of those.
     pub tap_tx_bytes: u64,
-    /// TAP writes that failed (e.g. `EIO` while the TAP is down).
+    /// TAP writes that failed for another reason than a full queue (e.g. `EIO` while the
+    /// TAP is down, `EINVAL` for a header the kernel rejects).
     pub tap_tx_errors: u64,
+    /// TAP writes refused because the queue was full (`EAGAIN`/`ENOBUFS`); the frame is lost.
+    pub tap_tx_queue_full: u64,
     /// Datagrams sent to VTEPs.
     pub udp_tx_datagrams: u64,
     /// Their UDP payload bytes.
     pub udp_tx_bytes: u64,
-    /// Datagrams the kernel refused.
+    /// Datagrams not sent: refused by the kernel (`sendmmsg`/`sendmsg` errors other than the
+    /// GSO refusals counted as `udp_gso_refused`, whose segments are sent again), left over
+    /// when the socket buffer was full, or superframes that could not be cut.
     pub udp_tx_errors: u64,
 }
 
@@ -42,6 +48,7 @@ impl LinkIoCounters {
             tap_tx_frames: self.tap_tx_frames.load(Relaxed),
             tap_tx_bytes: self.tap_tx_bytes.load(Relaxed),
             tap_tx_errors: self.tap_tx_errors.load(Relaxed),
+            tap_tx_queue_full: self.tap_tx_queue_full.load(Relaxed),
             udp_tx_datagrams: self.udp_tx_datagrams.load(Relaxed),
             udp_tx_bytes: self.udp_tx_bytes.load(Relaxed),
             udp_tx_errors: self.udp_tx_errors.load(Relaxed),
@@ -55,6 +62,7 @@ pub struct GlobalIoCounters {
     pub(crate) udp_rx_datagrams: AtomicU64,
     pub(crate) udp_rx_oversize: AtomicU64,
     pub(crate) udp_rx_errors: AtomicU64,
+    pub(crate) udp_rx_overflows: AtomicU64,
     pub(crate) udp_gso_refused: AtomicU64,
     pub(crate) udp_gso_sends: AtomicU64,
 }
@@ -73,6 +81,12 @@ impl GlobalIoCounters {
     /// Receive calls that failed with something other than `WouldBlock`.
     pub fn udp_rx_errors(&self) -> u64 {
         self.udp_rx_errors.load(Relaxed)
+    }
+
+    /// Datagrams the underlay sockets dropped before vxtap read them, mostly for a full
+    /// receive buffer (`SO_RXQ_OVFL`); seen with the next datagram that arrives after them.
+    pub fn udp_rx_overflows(&self) -> u64 {
+        self.udp_rx_overflows.load(Relaxed)
     }
 
     /// `UDP_SEGMENT` sends the kernel refused, whose segments then went out with plain

@@ -3,7 +3,7 @@
 use super::counters::{add, GlobalIoCounters, LinkIoCounters};
 use super::{LinkOptions, RuntimeError, Shared};
 use crate::coalesce;
-use crate::io::{RecvBatch, SendBatch, TapQueue, UdpSocket};
+use crate::io::{tap, RecvBatch, SendBatch, TapQueue, UdpSocket};
 use crate::offload;
 use crate::segment::{self, SegmentHeaders, Segments};
 use crate::switch::{NetworkAction, TapAction, ARP_REPLY_LEN};
@@ -285,6 +285,15 @@ fn push<'a>(
     }
 }
 
+/// Counts a failed TAP write under its reason: a full queue, or anything else.
+fn count_tap_write_error(counters: &LinkIoCounters, e: &io::Error) {
+    if tap::is_queue_full(e) {
+        add(&counters.tap_tx_queue_full, 1);
+    } else {
+        add(&counters.tap_tx_errors, 1);
+    }
+}
+
 /// What the sends of one TAP batch did.
 #[derive(Default)]
 struct SendTally {
@@ -503,6 +512,10 @@ impl Worker {
                 return Drained::Empty;
             }
         };
+        add(
+            &self.shared.global.udp_rx_overflows,
+            u64::from(self.rx.overflows()),
+        );
         self.deliveries.clear();
         let mut datagrams = 0;
         {
@@ -644,7 +657,7 @@ impl Worker {
                     add(&link.counters.tap_tx_frames, 1);
                     add(&link.counters.tap_tx_bytes, (written - VNET_LEN) as u64);
                 }
-                Err(_) => add(&link.counters.tap_tx_errors, 1),
+                Err(e) => count_tap_write_error(&link.counters, &e),
             }
         }
     }
@@ -768,7 +781,7 @@ impl Worker {
                     add(&link.counters.tap_tx_frames, 1);
                     add(&link.counters.tap_tx_bytes, ARP_REPLY_LEN as u64);
                 }
-                Err(_) => add(&link.counters.tap_tx_errors, 1),
+                Err(e) => count_tap_write_error(&link.counters, &e),
             }
         }
         drained
@@ -857,5 +870,21 @@ mod tests {
             (tap.group_start.as_slice(), tap.order.len()),
             (&[0, 0, 0][..], 0)
         );
+    }
+
+    #[test]
+    fn failed_tap_writes_are_counted_by_reason() {
+        let counters = LinkIoCounters::default();
+        for errno in [
+            libc::EAGAIN,
+            libc::ENOBUFS,
+            libc::EIO,
+            libc::EAGAIN,
+            libc::EINVAL,
+        ] {
+            count_tap_write_error(&counters, &io::Error::from_raw_os_error(errno));
+        }
+        let snapshot = counters.snapshot();
+        assert_eq!((snapshot.tap_tx_queue_full, snapshot.tap_tx_errors), (3, 2));
     }
 }
