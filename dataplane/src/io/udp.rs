@@ -120,7 +120,7 @@ impl UdpSocket {
                     "the kernel reported a non-IPv4 local address",
                 ))
             })?;
-        let gso = probe_gso(socket.as_fd()).map_err(option_error("UDP_SEGMENT"))?;
+        let gso = probe_gso(socket.as_fd());
         Ok(UdpSocket {
             socket: socket.into(),
             local,
@@ -238,12 +238,16 @@ impl UdpSocket {
 }
 
 /// Whether the kernel knows `UDP_SEGMENT`: `getsockopt` succeeds from Linux 4.18 on and
-/// fails with `ENOPROTOOPT` before; any other error is the socket's and is returned.
-fn probe_gso(socket: BorrowedFd<'_>) -> io::Result<bool> {
+/// fails with `ENOPROTOOPT` before. Any other refusal (a sandbox answering `EPERM`, say) also
+/// means "off", logged, rather than a daemon that cannot start: only a success turns GSO on.
+fn probe_gso(socket: BorrowedFd<'_>) -> bool {
     match sys::socket_option_int(socket, libc::SOL_UDP, libc::UDP_SEGMENT) {
-        Ok(_) => Ok(true),
-        Err(err) if err.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(false),
-        Err(err) => Err(err),
+        Ok(_) => true,
+        Err(err) if err.raw_os_error() == Some(libc::ENOPROTOOPT) => false,
+        Err(err) => {
+            tracing::warn!(error = %err, "probing UDP_SEGMENT failed; UDP GSO stays off");
+            false
+        }
     }
 }
 
