@@ -19,6 +19,20 @@ use vxtap_suite::harness::docker::{
 use vxtap_suite::harness::topology::{HostKind, Topology};
 
 /// `ls -A /run/docker/plugins` as the process `pid` sees it (its mount namespace).
+/// `docker run --rm --network none IMAGE sh -c SCRIPT` on `engine`; its output.
+fn run_sh(engine: &DockerEngine, image: &str, script: &str) -> String {
+    engine.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "sh",
+        "-c",
+        script,
+    ])
+}
+
 fn plugins_seen_by(pid: u32) -> Vec<String> {
     cmd::checked(Command::new("nsenter").args([
         "-t",
@@ -115,29 +129,11 @@ fn two_engines_on_two_hosts_run_busybox_and_leave_nothing() {
         assert_eq!(busybox_image(engine), image, "busybox_image is idempotent");
         let images = engine.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
         assert_eq!(images.trim(), image, "one image in {}", engine.host());
-        let out = engine.docker_ok(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            image,
-            "sh",
-            "-c",
-            "echo ok",
-        ]);
+        let out = run_sh(engine, image, "echo ok");
         assert_eq!(out.trim(), "ok", "busybox in {}", engine.host());
         let wanted = "sh ping ip nslookup wget nc sleep cat";
         let script = format!("for a in {wanted}; do [ -x /bin/$a ] && echo $a; done; true");
-        let applets = engine.docker_ok(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            image,
-            "sh",
-            "-c",
-            &script,
-        ]);
+        let applets = run_sh(engine, image, &script);
         assert_eq!(
             applets.split_whitespace().collect::<Vec<_>>().join(" "),
             wanted,

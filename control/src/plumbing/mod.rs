@@ -156,6 +156,16 @@ pub fn check_netns(path: &Path) -> Result<NetnsFile, PlumbingError> {
     }
 }
 
+/// A path to the namespace `file` holds open (`/proc/PID/fd/N`), for commands this process
+/// runs: they enter what was checked, whatever the original path names by then.
+pub fn held_path(file: &NetnsFile) -> String {
+    format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        file.as_fd().as_raw_fd()
+    )
+}
+
 /// Runs `ip ARGS` inside the network namespace at `netns` and returns its stdout.
 ///
 /// # Errors
@@ -168,11 +178,7 @@ pub fn ip(netns: &Path, args: &[&str]) -> Result<String, PlumbingError> {
     let file = check_netns(netns)?;
     let mut command = Command::new("nsenter");
     command
-        .arg(format!(
-            "--net=/proc/{}/fd/{}",
-            std::process::id(),
-            file.as_fd().as_raw_fd()
-        ))
+        .arg(format!("--net={}", held_path(&file)))
         .arg("ip")
         .args(args);
     let line = format!("ip {} (in {})", args.join(" "), netns.display());

@@ -87,8 +87,9 @@ pub fn connect_container(
     overlay: &Path,
     link: &ContainerLink<'_>,
 ) -> Result<String, PlumbingError> {
-    // Before anything is created: nothing there, or not a network namespace.
-    super::check_netns(link.container)?;
+    // Before anything is created: nothing there, or not a network namespace. The veth is
+    // moved into the namespace held here, not into whatever the path names later.
+    let container = super::check_netns(link.container)?;
     let ifname = free_ifname(&interfaces(link.container)?)
         .ok_or_else(|| PlumbingError::NoIfname(link.container.to_owned()))?;
     let outer = format!("ve{}", link.tag);
@@ -102,8 +103,8 @@ pub fn connect_container(
     )?;
     let configured = (|| {
         ip(overlay, &["link", "set", &outer, "master", BRIDGE, "up"])?;
-        let container = link.container.to_string_lossy();
-        ip(overlay, &["link", "set", &inner, "netns", &container])?;
+        let held = super::held_path(&container);
+        ip(overlay, &["link", "set", &inner, "netns", &held])?;
         // From here the pair spans both namespaces; deleting either end removes both.
         let in_container = (|| {
             ip(

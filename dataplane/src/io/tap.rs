@@ -888,11 +888,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_short_buffer_truncates_silently() {
-        let ns = TestNetns::new();
-        let tap = TapDevice::create(&config(&unique_name()), Some(ns.path())).unwrap();
-        bring_up(&ns, &tap);
+    /// Brings `tap` up with a static neighbour 192.0.2.2 behind it and returns a socket in
+    /// `ns` whose datagrams to 192.0.2.2 leave through the TAP (toward vxtap's reads).
+    fn sender_through(ns: &TestNetns, tap: &TapDevice) -> crate::io::udp::UdpSocket {
+        bring_up(ns, tap);
         ns.ip(&[
             "neigh",
             "add",
@@ -904,11 +903,18 @@ mod tests {
             "dev",
             tap.name(),
         ]);
-        let socket = netns::run_in(ns.path(), || {
+        netns::run_in(ns.path(), || {
             crate::io::udp::UdpSocket::bind(SocketAddrV4::new(TAP_IP, 0), false)
         })
         .unwrap()
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_short_buffer_truncates_silently() {
+        let ns = TestNetns::new();
+        let tap = TapDevice::create(&config(&unique_name()), Some(ns.path())).unwrap();
+        let socket = sender_through(&ns, &tap);
         let dst = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 9);
         socket.send_to(&[1u8; 500], dst).unwrap();
         let queue = &tap.queues()[0];
@@ -977,23 +983,7 @@ vt14982-0:       0       0    0    0    0     0          0         0      568   
             Some(ns.path()),
         )
         .unwrap();
-        bring_up(&ns, &tap);
-        ns.ip(&[
-            "neigh",
-            "add",
-            "192.0.2.2",
-            "lladdr",
-            "02:00:00:00:00:02",
-            "nud",
-            "permanent",
-            "dev",
-            tap.name(),
-        ]);
-        let socket = netns::run_in(ns.path(), || {
-            crate::io::udp::UdpSocket::bind(SocketAddrV4::new(TAP_IP, 0), false)
-        })
-        .unwrap()
-        .unwrap();
+        let socket = sender_through(&ns, &tap);
         let queue = &tap.queues()[0];
         let mut buf = vec![0u8; 4096];
         // Whatever the kernel sent before (IPv6 router solicitations, say) is counted too;
