@@ -303,8 +303,14 @@ fn drop_and_check(engine: DockerEngine) {
 fn live_restore_keeps_containers_running_across_a_dockerd_restart() {
     docker::require_docker();
     let topo = Topology::new(&[HostKind::Kernel]);
-    let mut engine =
-        DockerEngine::start_with(&topo.hosts[0].ns, None, StartOptions { live_restore: true });
+    let mut engine = DockerEngine::start_with(
+        &topo.hosts[0].ns,
+        None,
+        StartOptions {
+            live_restore: true,
+            ..StartOptions::default()
+        },
+    );
     assert!(engine.live_restore());
     let id = sleeper(&engine, &[]);
     let (running, pid) = state_of(&engine, &id);

@@ -84,6 +84,7 @@ fn intruder(network: &str, id: char, name: &str, ip: Ipv4Addr, mac: &str) -> End
         vtep: EVIL_VTEP,
         netns: "x".to_owned(),
         ifname: "eth0".to_owned(),
+        aliases: Vec::new(),
     }
 }
 

@@ -10,5 +10,7 @@ pub mod client;
 pub mod cluster;
 pub mod daemon;
 pub mod demo;
+pub mod docker;
+pub mod http;
 pub mod plumbing;
 pub mod store;

@@ -26,55 +26,74 @@ struct Cli {
     command: Command,
 }
 
+/// `vxtap daemon`'s flags.
+#[derive(Debug, clap::Args)]
+struct DaemonArgs {
+    /// Underlay UDP port to listen on.
+    #[arg(long, default_value_t = 4789)]
+    pub port: u16,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// This host's VTEP address: turns on the control plane (overlay networks from the
+    /// store). Without it the daemon only serves `link`, `fdb` and `neigh`.
+    #[arg(long, value_name = "IP")]
+    pub local_ip: Option<Ipv4Addr>,
+    /// This host's name in the store (default: the system host name).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// The cluster store: dir:PATH (one machine), etcd://HOST:PORT[,HOST:PORT...], or
+    /// etcds://HOST:PORT[,HOST:PORT...] for etcd over TLS.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "VXTAP_STORE",
+        default_value = "dir:/var/lib/vxtap/store"
+    )]
+    pub store: String,
+    /// Let members of this group (a name or a gid) use the admin socket like root: the
+    /// socket is then mode 0660 with this group instead of 0600 (root only).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// etcds://: PEM CA bundle that etcd's server certificate must chain to (required;
+    /// the system's roots are not used).
+    #[arg(long, value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
+    /// etcds://: PEM client certificate for etcd's --client-cert-auth (with --store-key).
+    #[arg(long, value_name = "FILE", requires = "store_key")]
+    pub store_cert: Option<PathBuf>,
+    /// etcds://: PEM private key of --store-cert.
+    #[arg(long, value_name = "FILE", requires = "store_cert")]
+    pub store_key: Option<PathBuf>,
+    /// etcds://: etcd user to authenticate as; its password comes from
+    /// --store-password-file or the environment variable VXTAP_STORE_PASSWORD (never
+    /// from the command line).
+    #[arg(long, value_name = "NAME")]
+    pub store_user: Option<String>,
+    /// File holding the --store-user password (one trailing newline is dropped).
+    #[arg(long, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// Serve Docker's remote network and IPAM drivers as `vxtap` (needs --local-ip):
+    /// `docker network create -d vxtap --ipam-driver vxtap NAME`. Every vxtap network
+    /// then shows up in the local engine, and containers' names resolve across hosts.
+    #[arg(long, requires = "local_ip")]
+    pub docker: bool,
+    /// --docker: where Docker looks for plugin sockets; vxtap.sock goes there.
+    #[arg(long, value_name = "DIR", default_value = vxtap::docker::DEFAULT_PLUGIN_DIR)]
+    pub docker_plugin_dir: PathBuf,
+    /// --docker: the local Docker engine's API socket.
+    #[arg(long, value_name = "URL", default_value = vxtap::docker::DEFAULT_ENGINE)]
+    pub docker_host: String,
+    /// --docker: DNS servers the resolver forwards names it does not own to, IP or
+    /// IP:PORT, repeatable (default: the nameservers of /etc/resolv.conf).
+    #[arg(long, value_name = "ADDR")]
+    pub dns_upstream: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the data plane in this network namespace.
-    Daemon {
-        /// Underlay UDP port to listen on.
-        #[arg(long, default_value_t = 4789)]
-        port: u16,
-        /// Worker threads (default: one per core).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// This host's VTEP address: turns on the control plane (overlay networks from the
-        /// store). Without it the daemon only serves `link`, `fdb` and `neigh`.
-        #[arg(long, value_name = "IP")]
-        local_ip: Option<Ipv4Addr>,
-        /// This host's name in the store (default: the system host name).
-        #[arg(long, value_name = "NAME")]
-        host: Option<String>,
-        /// The cluster store: dir:PATH (one machine), etcd://HOST:PORT[,HOST:PORT...], or
-        /// etcds://HOST:PORT[,HOST:PORT...] for etcd over TLS.
-        #[arg(
-            long,
-            value_name = "URL",
-            env = "VXTAP_STORE",
-            default_value = "dir:/var/lib/vxtap/store"
-        )]
-        store: String,
-        /// Let members of this group (a name or a gid) use the admin socket like root: the
-        /// socket is then mode 0660 with this group instead of 0600 (root only).
-        #[arg(long, value_name = "GROUP")]
-        socket_group: Option<String>,
-        /// etcds://: PEM CA bundle that etcd's server certificate must chain to (required;
-        /// the system's roots are not used).
-        #[arg(long, value_name = "FILE")]
-        store_ca: Option<PathBuf>,
-        /// etcds://: PEM client certificate for etcd's --client-cert-auth (with --store-key).
-        #[arg(long, value_name = "FILE", requires = "store_key")]
-        store_cert: Option<PathBuf>,
-        /// etcds://: PEM private key of --store-cert.
-        #[arg(long, value_name = "FILE", requires = "store_cert")]
-        store_key: Option<PathBuf>,
-        /// etcds://: etcd user to authenticate as; its password comes from
-        /// --store-password-file or the environment variable VXTAP_STORE_PASSWORD (never
-        /// from the command line).
-        #[arg(long, value_name = "NAME")]
-        store_user: Option<String>,
-        /// File holding the --store-user password (one trailing newline is dropped).
-        #[arg(long, value_name = "FILE")]
-        store_password_file: Option<PathBuf>,
-    },
+    Daemon(Box<DaemonArgs>),
     /// Overlay networks, shared by every host on the store: create, ls, inspect, rm.
     Network {
         #[command(subcommand)]
@@ -266,19 +285,24 @@ fn main() -> ExitCode {
     std::env::remove_var(PASSWORD_VARIABLE);
     let cli = Cli::parse();
     let command = match cli.command {
-        Command::Daemon {
-            port,
-            threads,
-            local_ip,
-            host,
-            store,
-            socket_group,
-            store_ca,
-            store_cert,
-            store_key,
-            store_user,
-            store_password_file,
-        } => {
+        Command::Daemon(args) => {
+            let DaemonArgs {
+                port,
+                threads,
+                local_ip,
+                host,
+                store,
+                socket_group,
+                store_ca,
+                store_cert,
+                store_key,
+                store_user,
+                store_password_file,
+                docker,
+                docker_plugin_dir,
+                docker_host,
+                dns_upstream,
+            } = *args;
             init_logging();
             let store_options = match store_options(
                 store_ca,
@@ -303,12 +327,19 @@ fn main() -> ExitCode {
                 store_options,
                 run_dir: cli.run_dir.clone(),
             });
+            let docker = docker.then_some(vxtap::docker::DockerOptions {
+                plugin_dir: docker_plugin_dir,
+                engine: docker_host,
+                resolver: Some(vxtap::docker::RESOLVER),
+                upstreams: dns_upstream,
+            });
             let options = daemon::Options {
                 run_dir: cli.run_dir,
                 port,
                 threads,
                 agent,
                 socket_group,
+                docker,
             };
             return match daemon::run(&options) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -51,6 +51,8 @@ pub struct ClusterHost {
     /// Index of its namespace in the topology.
     pub index: usize,
     run_dir: tempfile::TempDir,
+    /// Daemon flags of this host beyond the store's (see [`Cluster::new_with`]).
+    flags: Vec<String>,
 }
 
 impl ClusterHost {
@@ -148,6 +150,21 @@ impl Cluster {
     ///
     /// Without root, without etcd for [`StoreKind::Etcd`], or if any step fails.
     pub fn new(hosts: usize, kind: StoreKind) -> Cluster {
+        Self::new_with(hosts, kind, |_, _| Vec::new())
+    }
+
+    /// [`new`](Self::new), with `flags(topology, i)` called before host `i`'s daemon starts
+    /// (to start what it needs in its namespace) and returning more flags for it, which a
+    /// [`restart`](Self::restart) passes again.
+    ///
+    /// # Panics
+    ///
+    /// As [`new`](Self::new).
+    pub fn new_with(
+        hosts: usize,
+        kind: StoreKind,
+        mut flags: impl FnMut(&Topology, usize) -> Vec<String>,
+    ) -> Cluster {
         super::require_root();
         // Kernel-kind hosts are bare host namespaces: nothing runs until we start daemons.
         let mut topology = Topology::new(&vec![HostKind::Kernel; hosts]);
@@ -215,6 +232,7 @@ impl Cluster {
                 ip,
                 index,
                 run_dir,
+                flags: flags(&cluster.topology, index),
             };
             host.daemon = Some(cluster.start_daemon(&host));
             cluster.hosts.push(host);
@@ -243,6 +261,7 @@ impl Cluster {
             &self.store_url,
         ];
         args.extend(self.store_flags.iter().map(String::as_str));
+        args.extend(host.flags.iter().map(String::as_str));
         Daemon::start_cluster(
             &self.topology.hosts[host.index].ns,
             host.run_dir.path(),

@@ -103,6 +103,9 @@ pub struct StartOptions {
     /// `--live-restore`: containers keep running while dockerd is down (see
     /// [`DockerEngine::restart`]). It must be on before the containers start.
     pub live_restore: bool,
+    /// `daemon.json`'s `dns`: the server Docker's embedded DNS forwards names it does not
+    /// know to (vxtap's resolver address).
+    pub dns: Option<std::net::Ipv4Addr>,
 }
 
 /// The script the mount namespace's holder runs (`sh -c SCRIPT sh PLUGIN_DIR MARKER`): it
@@ -179,9 +182,12 @@ impl DockerEngine {
         }
         // The trust key has no command-line flag in 20.10; without this key dockerd writes
         // /etc/docker/key.json.
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "deprecated-key-path": dir.path().join("key.json"),
         });
+        if let Some(dns) = options.dns {
+            config["dns"] = serde_json::json!([dns.to_string()]);
+        }
         std::fs::write(dir.path().join("daemon.json"), format!("{config}\n")).expect("daemon.json");
         // The mountpoint must exist before the private namespace is made from the root one;
         // an empty directory there is harmless (the docker.io package makes it too).
@@ -648,6 +654,8 @@ fn remove_cgroup(path: &Path) -> std::io::Result<()> {
 pub fn processes_naming(path: &Path) -> Vec<(u32, String)> {
     // Only paths below it: another engine's directory may share a prefix with this one.
     let needle = format!("{}/", path.display());
+    // A vxtap daemon names the engine's API socket (`--docker-host`) but is no part of it.
+    let vxtap = std::fs::canonicalize(super::daemon::binary()).ok();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -655,6 +663,9 @@ pub fn processes_naming(path: &Path) -> Vec<(u32, String)> {
         .filter_map(|entry| {
             let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
             if pid == std::process::id() {
+                return None;
+            }
+            if vxtap.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == vxtap {
                 return None;
             }
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

@@ -29,6 +29,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod daemon;
 pub mod docker;
+pub mod docker_cluster;
 pub mod etcd;
 pub mod netns;
 pub mod stats;

@@ -69,6 +69,10 @@ pub struct Endpoint {
     pub netns: String,
     /// Interface name inside the container (`eth0`, `eth1`, ...).
     pub ifname: String,
+    /// More names it answers to (Docker's container name and `--network-alias` names). Not
+    /// unique: an alias on several endpoints resolves to all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// A daemon taking part in the overlay.
@@ -505,6 +509,7 @@ pub fn plan_endpoint(
         vtep: request.vtep,
         netns: request.netns.clone(),
         ifname: String::new(),
+        aliases: Vec::new(),
     })
 }
 

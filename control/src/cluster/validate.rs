@@ -21,9 +21,13 @@
 //!   is the store's own creation order ([`Entry::created`]: etcd's `create_revision`, which a
 //!   writer cannot choose), ties broken by key.
 //! - **No rewriting in place**: a writer can overwrite an existing key, which keeps its
-//!   creation revision. Networks and endpoints never change once written, so each host pins
-//!   the ones it accepted ([`Pins`]); while a key lives, another value under it is refused (as
-//!   `rebound`, or for what is wrong with it) and the pinned record stays programmed. A host
+//!   creation revision. Networks never change once written, and neither does what an endpoint
+//!   says about where traffic goes (its IP, MAC, host and VTEP), so each host pins the ones it
+//!   accepted ([`Pins`]); while a key lives, another value under it is refused (as `rebound`,
+//!   or for what is wrong with it) and the pinned record stays programmed. Only an endpoint's
+//!   names (its name and aliases) and its descriptive fields (namespace, interface) may change
+//!   in place: Docker tells the owning host a container's name only after its address was
+//!   claimed. A renamed endpoint keeps its age, so first claim still wins on names. A host
 //!   that starts after such an overwrite cannot tell: only etcd auth stops a writer from
 //!   rewriting records (see the README's security model). Host records do change (a restarted
 //!   daemon writes its new pid), so they are not pinned: a host record rewritten with another
@@ -205,6 +209,11 @@ impl Pins {
 /// A record a host pins: what it says about itself in a refusal.
 trait Pinned: Clone + PartialEq {
     fn summary(&self) -> String;
+    /// Whether `new` may stand in for `self` under the same key: nothing that decides where
+    /// traffic goes has changed.
+    fn same_binding(&self, new: &Self) -> bool {
+        self == new
+    }
 }
 
 impl Pinned for Network {
@@ -231,6 +240,17 @@ impl Pinned for Endpoint {
             self.vtep
         )
     }
+
+    fn same_binding(&self, new: &Self) -> bool {
+        (
+            &self.id,
+            &self.network,
+            self.ip,
+            &self.mac,
+            &self.host,
+            self.vtep,
+        ) == (&new.id, &new.network, new.ip, &new.mac, &new.host, new.vtep)
+    }
 }
 
 /// What `entry` may stand for given the record pinned under its key: the pinned record when
@@ -244,7 +264,7 @@ fn keep_pinned<T: Pinned>(
 ) -> Option<T> {
     match (pinned, decoded) {
         (Some((created, old)), decoded) if *created == entry.created => match decoded {
-            Ok(new) if new == *old => Some(new),
+            Ok(new) if old.same_binding(&new) => Some(new),
             Ok(new) => {
                 let detail = format!(
                     "overwritten in place: was {}, now {}",
@@ -533,6 +553,10 @@ pub fn is_ifname(name: &str) -> bool {
 /// Longest namespace argument kept (a path under /proc or /var/run/netns is far shorter).
 const MAX_NETNS_LEN: usize = 4096;
 
+/// Most aliases an endpoint may carry (Docker's container name, its short id and a few
+/// `--network-alias` names fit easily).
+pub const MAX_ALIASES: usize = 32;
+
 /// The checks of one endpoint record that need no other record.
 fn check_endpoint_fields(e: &Endpoint) -> Result<(), Refusal> {
     check_id(&e.id)?;
@@ -543,6 +567,15 @@ fn check_endpoint_fields(e: &Endpoint) -> Result<(), Refusal> {
         return Err((Reason::InvalidMac, escape(&e.mac)));
     }
     check_vtep(e.vtep)?;
+    if e.aliases.len() > MAX_ALIASES {
+        return Err((
+            Reason::InvalidName,
+            format!("{} aliases, at most {MAX_ALIASES}", e.aliases.len()),
+        ));
+    }
+    for alias in &e.aliases {
+        check_named("endpoint alias", alias)?;
+    }
     if !is_ifname(&e.ifname) {
         return Err((Reason::InvalidInterface, escape(&e.ifname)));
     }
@@ -675,6 +708,7 @@ mod tests {
             vtep: Ipv4Addr::from(vtep),
             netns: format!("ns-{name}"),
             ifname: "eth0".to_owned(),
+            aliases: Vec::new(),
         }
     }
 
@@ -1084,6 +1118,39 @@ mod tests {
         // Without pins (a host that starts later) the overwrite cannot be told apart.
         let later = check(&listing(vec![put(&rewritten, 10)]), &Pins::default());
         assert_eq!(reasons(&later), []);
+    }
+
+    /// The owner may rename its endpoint in place (Docker names a container only after its
+    /// address is claimed): names, aliases, namespace and interface change, the binding does
+    /// not, so the new value is accepted and keeps its age. Bad aliases are refused.
+    #[test]
+    fn renames_in_place_are_accepted_and_aliases_checked() {
+        let e = endpoint('5', "docker-10-0-0-2", [10, 0, 0, 2], "h1", [198, 18, 0, 1]);
+        let first = check(&listing(vec![put(&e, 10)]), &Pins::default());
+        let renamed = Endpoint {
+            name: "bbox1".into(),
+            aliases: vec!["web".into(), "0123456789ab".into()],
+            netns: "docker:0123456789ab".into(),
+            ifname: "eth".into(),
+            ..e.clone()
+        };
+        let second = check(&listing(vec![put(&renamed, 10)]), &first.pins);
+        assert_eq!(reasons(&second), []);
+        let kept: Vec<&Endpoint> = second.snapshot.endpoints.values().collect();
+        assert_eq!(kept, [&renamed]);
+        for aliases in [
+            vec!["bad name".to_owned()],
+            vec!["a".to_owned(); MAX_ALIASES + 1],
+        ] {
+            let bad = Endpoint {
+                aliases,
+                ..renamed.clone()
+            };
+            let third = check(&listing(vec![put(&bad, 10)]), &second.pins);
+            assert_eq!(reasons(&third), [(e.key(), Reason::InvalidName)]);
+            let kept: Vec<&Endpoint> = third.snapshot.endpoints.values().collect();
+            assert_eq!(kept, [&renamed], "the pinned value stays");
+        }
     }
 
     /// Networks never change either: a rewritten network (say, a new subnet that would make

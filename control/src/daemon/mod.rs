@@ -44,6 +44,8 @@ pub struct Options {
     /// A group (name or gid) whose members may use the admin socket like root
     /// (`--socket-group`): the socket is then 0660 with that group instead of 0600.
     pub socket_group: Option<String>,
+    /// Serve Docker's drivers (`--docker`); needs the control plane.
+    pub docker: Option<crate::docker::DockerOptions>,
 }
 
 /// How long shutdown waits for client threads busy inside a request, after their
@@ -114,6 +116,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let docker = match (&options.docker, &agent) {
+        (Some(docker), Some((agent, _))) => Some(crate::docker::start(
+            Arc::clone(agent),
+            docker,
+            &options.run_dir,
+            Arc::clone(&stop),
+        )?),
+        (Some(_), None) => anyhow::bail!("--docker needs the control plane (--local-ip)"),
+        (None, _) => None,
+    };
     let server = AdminServer::new(
         listener,
         group,
@@ -133,6 +145,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         );
     }
     drop(server);
+    drop(docker);
     let _ = ticker.join();
     if let Some((agent, thread)) = agent {
         let _ = thread.join();

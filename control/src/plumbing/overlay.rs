@@ -137,6 +137,70 @@ pub fn connect_container(
     Ok(ifname)
 }
 
+/// The veth ends of a Docker endpoint tagged `tag`: `(outer, inner)`.
+pub fn docker_veth_names(tag: &str) -> (String, String) {
+    (format!("ve{tag}"), format!("vd{tag}"))
+}
+
+/// Creates the veth pair of a Docker endpoint: the outer end on `br0` in `overlay`, the inner
+/// end (named as returned) with `mac` and `mtu` in the daemon's own namespace, where dockerd
+/// (which runs there too) finds it and moves it into the container as `ethN`. A pair left by
+/// a daemon that was killed midway is replaced. On failure nothing is left.
+///
+/// # Errors
+///
+/// The failing `ip` command.
+pub fn docker_veth(
+    overlay: &Path,
+    tag: &str,
+    mac: &str,
+    mtu: u32,
+) -> Result<String, PlumbingError> {
+    let (outer, inner) = docker_veth_names(tag);
+    let here = super::check_netns(Path::new("/proc/self/ns/net"))?;
+    let here_path = Path::new("/proc/self/ns/net");
+    remove_docker_veth(overlay, tag)?;
+    let mtu = mtu.to_string();
+    ip(
+        overlay,
+        &[
+            "link", "add", &outer, "mtu", &mtu, "type", "veth", "peer", "name", &inner, "mtu",
+            &mtu, "address", mac,
+        ],
+    )?;
+    let configured = ip(overlay, &["link", "set", &outer, "master", BRIDGE, "up"])
+        .and_then(|_| {
+            ip(
+                overlay,
+                &["link", "set", &inner, "netns", &super::held_path(&here)],
+            )
+        })
+        .and_then(|_| ip(here_path, &["link", "set", &inner, "up"]));
+    if let Err(e) = configured {
+        let _ = ip(overlay, &["link", "del", &outer]);
+        return Err(e);
+    }
+    Ok(inner)
+}
+
+/// Removes a Docker endpoint's veth pair, wherever its inner end is (back in the daemon's
+/// namespace after Docker's Leave, or still in a container); a pair already gone is fine.
+///
+/// # Errors
+///
+/// The `ip link del` failure, when an end exists but cannot be removed.
+pub fn remove_docker_veth(overlay: &Path, tag: &str) -> Result<(), PlumbingError> {
+    let (outer, inner) = docker_veth_names(tag);
+    if overlay.exists() && interfaces(overlay)?.contains(&outer) {
+        ip(overlay, &["link", "del", &outer])?;
+    }
+    let here = Path::new("/proc/self/ns/net");
+    if interfaces(here)?.contains(&inner) {
+        ip(here, &["link", "del", &inner])?;
+    }
+    Ok(())
+}
+
 /// Removes the container's `ifname` (and with it the veth end on `br0`). A container
 /// namespace or interface that is already gone is fine.
 ///

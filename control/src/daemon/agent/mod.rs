@@ -10,7 +10,10 @@
 //! When the store is unreachable nothing is torn down: forwarding keeps the last programmed
 //! state until the store answers again, and requests fail with a clear error.
 
+mod docker;
 mod reconcile;
+
+pub use docker::{is_docker, tag_of, DOCKER_NETNS};
 
 use super::links::Links;
 use crate::api::{DropCount, NetworkView, RecordStats, RefusedRecord, Reply, Request};
@@ -214,6 +217,9 @@ pub struct Agent {
     /// What the checks of store records remember between listings. A lock of its own, never
     /// held across I/O, so `stats` answers while a request waits on the store.
     records: Mutex<RecordChecks>,
+    /// The records accepted at the last check, for readers that must not wait on the store
+    /// (the resolvers).
+    latest: RwLock<Arc<Snapshot>>,
     started: u64,
 }
 
@@ -269,6 +275,7 @@ impl Agent {
                 ..State::default()
             }),
             records: Mutex::new(RecordChecks::default()),
+            latest: RwLock::new(Arc::new(Snapshot::default())),
             started: now_secs(),
             config,
         });
@@ -328,7 +335,9 @@ impl Agent {
     /// accepted before (so an overwrite in place keeps the pinned endpoint). Everything that
     /// programs this host's tables goes through here.
     pub(super) fn check_records(&self, listing: &crate::store::Listing) -> Snapshot {
-        lock(&self.records).check(listing)
+        let snapshot = lock(&self.records).check(listing);
+        *self.latest.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot.clone());
+        snapshot
     }
 
     /// Counters of the store records this host refused, and the ones refused now.

@@ -211,18 +211,19 @@ impl Agent {
     /// removes the ones we wrote for namespaces that have none left.
     pub(super) fn write_hosts_files(&self, state: &mut State, snapshot: &Snapshot) {
         let mut files: BTreeMap<PathBuf, (String, Vec<(Ipv4Addr, String)>)> = BTreeMap::new();
-        for e in state.local.values() {
+        // Docker containers resolve names through Docker's DNS and vxtap's resolver.
+        for e in state.local.values().filter(|e| !super::is_docker(e)) {
             let Some(path) = hosts::path_for(&e.netns) else {
                 continue;
             };
             let (_, peers) = files
                 .entry(path)
                 .or_insert_with(|| (e.netns.clone(), Vec::new()));
-            peers.extend(
-                snapshot
-                    .endpoints_of(&e.network)
-                    .map(|p| (p.ip, p.name.clone())),
-            );
+            peers.extend(snapshot.endpoints_of(&e.network).flat_map(|p| {
+                std::iter::once(&p.name)
+                    .chain(&p.aliases)
+                    .map(|name| (p.ip, name.clone()))
+            }));
             // Our own endpoint, even before the store shows it.
             peers.push((e.ip, e.name.clone()));
         }

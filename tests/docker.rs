@@ -1,0 +1,299 @@
+//! vxtap as Docker's network and IPAM driver (issue 11), with real engines: one dockerd per
+//! test host, each beside its host's `vxtap daemon --docker`, on a directory store (two
+//! hosts) and on etcd (three hosts).
+//!
+//! Needs root, Debian's docker.io and busybox-static (./test.sh installs them); fails
+//! loudly without them. Every wait is bounded; no assertion depends on timing.
+
+use serde_json::Value;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use vxtap_suite::harness::cluster::StoreKind;
+use vxtap_suite::harness::docker::busybox_image;
+use vxtap_suite::harness::docker_cluster::DockerCluster;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits (bounded by `limit`) until `check` holds; panics with `what` otherwise.
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn network_names(dc: &DockerCluster, host: usize) -> Vec<String> {
+    dc.docker_ok(host, &["network", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn has_network(dc: &DockerCluster, host: usize, name: &str) -> bool {
+    network_names(dc, host).iter().any(|n| n == name)
+}
+
+/// The IP of `container` on `network` (docker inspect).
+fn ip_of(dc: &DockerCluster, host: usize, container: &str, network: &str) -> String {
+    let template = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    dc.docker_ok(host, &["inspect", "-f", &template, container])
+        .trim()
+        .to_owned()
+}
+
+/// `docker run -d --name NAME --network NETWORK EXTRA... busybox sleep 1000` on `host`.
+fn run(dc: &DockerCluster, host: usize, name: &str, network: &str, extra: &[&str]) -> Output {
+    let image = busybox_image(&dc.engines[host]);
+    let mut args = vec![
+        "run",
+        "-d",
+        "--stop-timeout",
+        "1",
+        "--name",
+        name,
+        "--network",
+        network,
+    ];
+    args.extend(extra);
+    args.extend([image, "sleep", "1000"]);
+    dc.docker(host, &args)
+}
+
+fn run_ok(dc: &DockerCluster, host: usize, name: &str, network: &str, extra: &[&str]) {
+    let out = run(dc, host, name, network, extra);
+    assert!(
+        out.status.success(),
+        "docker run {name} on h{}: {}\n--- vxtap log ---\n{}",
+        host + 1,
+        String::from_utf8_lossy(&out.stderr),
+        dc.cluster.hosts[host].daemon().log()
+    );
+}
+
+/// `docker exec CONTAINER ping -c 1 -W 1 TARGET`, retried until it answers (bounded).
+fn pings(dc: &DockerCluster, host: usize, container: &str, target: &str) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if dc
+            .docker(
+                host,
+                &["exec", container, "ping", "-c", "1", "-W", "1", target],
+            )
+            .status
+            .success()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether a single ping from `container` to `target` is answered.
+fn ping_once(dc: &DockerCluster, host: usize, container: &str, target: &str) -> bool {
+    dc.docker(
+        host,
+        &["exec", container, "ping", "-c", "2", "-W", "1", target],
+    )
+    .status
+    .success()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The endpoints of `network` in the store, as host `host`'s daemon sees them.
+fn store_endpoints(dc: &DockerCluster, host: usize, network: &str) -> Vec<Value> {
+    let view = dc.cluster.hosts[host].inspect(network);
+    view["endpoints"].as_array().cloned().unwrap_or_default()
+}
+
+fn store_names(dc: &DockerCluster, host: usize, network: &str) -> Vec<String> {
+    let mut names: Vec<String> = store_endpoints(dc, host, network)
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+fn fdb_has(dc: &DockerCluster, host: usize, mac: &str) -> bool {
+    dc.cluster.hosts[host]
+        .fdb_entries()
+        .iter()
+        .any(|(m, _)| m == mac)
+}
+
+fn in_container(dc: &DockerCluster, host: usize, container: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["exec", container];
+    args.extend(cmd);
+    dc.docker_ok(host, &args).trim().to_owned()
+}
+
+/// Networks appear on every host; containers get vxtap addresses, derived MACs and MTU
+/// 1450, reach each other across hosts, and every lifecycle step (stop, start, restart, rm,
+/// connect, disconnect) updates every host's tables; networks stay isolated; `network rm`
+/// is refused while another host has endpoints and then removes the network everywhere.
+#[test]
+fn user_view_on_a_dir_store() {
+    let dc = DockerCluster::new(2, StoreKind::Dir);
+    dc.docker_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "vxtap",
+            "--ipam-driver",
+            "vxtap",
+            "ov_net1",
+        ],
+    );
+    wait_for("ov_net1 on h2", WAIT, || has_network(&dc, 1, "ov_net1"));
+    let inspect: Value =
+        serde_json::from_str(&dc.docker_ok(1, &["network", "inspect", "ov_net1"])).unwrap();
+    assert_eq!(inspect[0]["Driver"], "vxtap");
+    assert_eq!(inspect[0]["IPAM"]["Driver"], "vxtap");
+    assert_eq!(inspect[0]["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24");
+
+    run_ok(&dc, 0, "bbox1", "ov_net1", &[]);
+    run_ok(&dc, 1, "bbox2", "ov_net1", &[]);
+    let ip1 = ip_of(&dc, 0, "bbox1", "ov_net1");
+    let ip2 = ip_of(&dc, 1, "bbox2", "ov_net1");
+    assert_eq!(
+        (ip1.as_str(), ip2.as_str()),
+        ("10.0.0.2", "10.0.0.3"),
+        "addresses from vxtap's store, unique across hosts"
+    );
+    assert_eq!(
+        in_container(&dc, 0, "bbox1", &["cat", "/sys/class/net/eth0/address"]),
+        "02:42:0a:00:00:02"
+    );
+    assert_eq!(
+        in_container(&dc, 1, "bbox2", &["cat", "/sys/class/net/eth0/mtu"]),
+        "1450"
+    );
+    assert!(
+        pings(&dc, 0, "bbox1", &ip2),
+        "bbox1 -> bbox2 by IP across hosts"
+    );
+    assert!(
+        pings(&dc, 1, "bbox2", &ip1),
+        "bbox2 -> bbox1 by IP across hosts"
+    );
+    wait_for("the container names in the store", WAIT, || {
+        store_names(&dc, 0, "ov_net1") == ["bbox1", "bbox2"]
+    });
+
+    // Lifecycle: stop removes the endpoint everywhere, start brings it back.
+    let mac2 = "02:42:0a:00:00:03";
+    assert!(fdb_has(&dc, 0, mac2));
+    dc.docker_ok(1, &["stop", "bbox2"]);
+    wait_for("bbox2's endpoint to leave h1's fdb", WAIT, || {
+        !fdb_has(&dc, 0, mac2)
+    });
+    assert_eq!(store_names(&dc, 0, "ov_net1"), ["bbox1"]);
+    dc.docker_ok(1, &["start", "bbox2"]);
+    let ip2 = ip_of(&dc, 1, "bbox2", "ov_net1");
+    assert!(
+        pings(&dc, 0, "bbox1", &ip2),
+        "bbox2 reachable again after start"
+    );
+    dc.docker_ok(1, &["restart", "-t", "1", "bbox2"]);
+    let ip2 = ip_of(&dc, 1, "bbox2", "ov_net1");
+    assert!(
+        pings(&dc, 0, "bbox1", &ip2),
+        "bbox2 reachable again after restart"
+    );
+
+    // --ip is honoured and checked; isolation between networks; connect and disconnect.
+    dc.docker_ok(
+        1,
+        &[
+            "network",
+            "create",
+            "-d",
+            "vxtap",
+            "--ipam-driver",
+            "vxtap",
+            "--subnet",
+            "10.0.1.0/24",
+            "ov_net2",
+        ],
+    );
+    wait_for("ov_net2 on h1", WAIT, || has_network(&dc, 0, "ov_net2"));
+    run_ok(&dc, 0, "bbox3", "ov_net2", &["--ip", "10.0.1.50"]);
+    assert_eq!(ip_of(&dc, 0, "bbox3", "ov_net2"), "10.0.1.50");
+    let taken = run(&dc, 1, "bbox4", "ov_net2", &["--ip", "10.0.1.50"]);
+    assert!(!taken.status.success());
+    assert!(
+        stderr(&taken).contains("10.0.1.50 is already used"),
+        "{}",
+        stderr(&taken)
+    );
+    let outside = run(&dc, 1, "bbox5", "ov_net2", &["--ip", "10.0.1.0"]);
+    assert!(!outside.status.success());
+    assert!(
+        stderr(&outside).contains("not a usable address") || stderr(&outside).contains("10.0.1.0"),
+        "{}",
+        stderr(&outside)
+    );
+    for name in ["bbox4", "bbox5"] {
+        let _ = dc.docker(1, &["rm", "-f", name]);
+    }
+    assert_eq!(
+        store_names(&dc, 0, "ov_net2").len(),
+        1,
+        "failed runs leave no claim: {:?}",
+        store_names(&dc, 0, "ov_net2")
+    );
+    run_ok(&dc, 1, "bbox6", "ov_net2", &[]);
+    let ip6 = ip_of(&dc, 1, "bbox6", "ov_net2");
+    assert!(pings(&dc, 0, "bbox3", &ip6), "ov_net2 across hosts");
+    assert!(
+        !ping_once(&dc, 0, "bbox1", &ip6),
+        "ov_net1 cannot reach ov_net2"
+    );
+    assert!(
+        !ping_once(&dc, 1, "bbox6", &ip1),
+        "ov_net2 cannot reach ov_net1"
+    );
+    dc.docker_ok(1, &["network", "connect", "ov_net1", "bbox6"]);
+    assert!(in_container(&dc, 1, "bbox6", &["ls", "/sys/class/net"]).contains("eth1"));
+    assert!(
+        pings(&dc, 1, "bbox6", &ip1),
+        "bbox6 reaches ov_net1 once connected"
+    );
+    dc.docker_ok(1, &["network", "disconnect", "ov_net1", "bbox6"]);
+    assert!(!in_container(&dc, 1, "bbox6", &["ls", "/sys/class/net"]).contains("eth1"));
+    assert!(!ping_once(&dc, 1, "bbox6", &ip1), "disconnected again");
+
+    // network rm: refused while another host has endpoints, then removed everywhere.
+    let refused = dc.docker(1, &["network", "rm", "ov_net1"]);
+    assert!(
+        !refused.status.success(),
+        "network rm with bbox1 on h1 must fail"
+    );
+    assert!(
+        stderr(&refused).contains("endpoint"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        has_network(&dc, 1, "ov_net1"),
+        "still there after the refusal"
+    );
+    assert!(pings(&dc, 1, "bbox2", &ip1), "and still working");
+    dc.docker_ok(0, &["rm", "-f", "bbox1"]);
+    dc.docker_ok(1, &["rm", "-f", "bbox2"]);
+    dc.docker_ok(1, &["network", "rm", "ov_net1"]);
+    wait_for("ov_net1 to leave h1", WAIT, || {
+        !has_network(&dc, 0, "ov_net1")
+    });
+    let listed = dc.cluster.hosts[0].cli_ok(&["network", "ls"]);
+    assert!(!listed.contains("ov_net1"), "{listed}");
+}
