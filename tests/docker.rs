@@ -8,6 +8,7 @@
 use serde_json::Value;
 use std::process::Output;
 use std::time::{Duration, Instant};
+use vxtap::http::UnixClient;
 use vxtap_suite::harness::cluster::StoreKind;
 use vxtap_suite::harness::docker::busybox_image;
 use vxtap_suite::harness::docker_cluster::DockerCluster;
@@ -296,4 +297,205 @@ fn user_view_on_a_dir_store() {
     });
     let listed = dc.cluster.hosts[0].cli_ok(&["network", "ls"]);
     assert!(!listed.contains("ov_net1"), "{listed}");
+}
+
+/// `docker network create -d vxtap --ipam-driver vxtap ARGS... NAME` on `host`.
+fn create(dc: &DockerCluster, host: usize, name: &str, args: &[&str]) -> Output {
+    let mut all = vec!["network", "create", "-d", "vxtap", "--ipam-driver", "vxtap"];
+    all.extend(args);
+    all.push(name);
+    dc.docker(host, &all)
+}
+
+/// Every bad request gets Docker's error path with vxtap's one-line reason, and leaves
+/// nothing: no Docker network on any host, no store record, and the name and subnet stay
+/// free for a correct request.
+#[test]
+fn bad_input_is_refused_with_a_reason_and_nothing_half_made() {
+    let dc = DockerCluster::new(2, StoreKind::Dir);
+    let ok = create(
+        &dc,
+        0,
+        "base",
+        &["--subnet", "10.30.0.0/16", "-o", "vxtap.vni=500"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    wait_for("base on h2", WAIT, || has_network(&dc, 1, "base"));
+    // The user mistake from the seeds: Docker's CLI catches it before anything is sent...
+    let mistake = create(
+        &dc,
+        1,
+        "bad",
+        &["--subnet", "10.22.1.0/24", "--gateway", "10.22.2.1"],
+    );
+    assert!(!mistake.status.success());
+    assert!(
+        stderr(&mistake).contains("10.22.2.1"),
+        "{}",
+        stderr(&mistake)
+    );
+    // ...and a client that sends it to the engine's API anyway gets vxtap's reason.
+    let api = UnixClient::from_url(&dc.engines[1].docker_host(), Duration::from_secs(30)).unwrap();
+    let body = serde_json::json!({
+        "Name": "bad", "Driver": "vxtap",
+        "IPAM": {"Driver": "vxtap", "Config": [{"Subnet": "10.22.1.0/24", "Gateway": "10.22.2.1"}]},
+    });
+    let reply = api
+        .post_json("/networks/create", body.to_string().as_bytes())
+        .unwrap();
+    let message = String::from_utf8_lossy(&reply.body);
+    assert!(reply.status >= 400, "{message}");
+    assert!(
+        message.contains("gateway 10.22.2.1 is not a usable address of subnet 10.22.1.0/24"),
+        "{message}"
+    );
+    assert!(!has_network(&dc, 1, "bad"));
+    let cases: [(&str, Vec<&str>, &str); 5] = [
+        (
+            "overlapping subnets",
+            vec!["--subnet", "10.30.1.0/24"],
+            "overlaps network \"base\"",
+        ),
+        (
+            "a VNI in use",
+            vec!["-o", "vxtap.vni=500"],
+            "VNI 500 is already used by network \"base\"",
+        ),
+        (
+            "an unknown option",
+            vec!["-o", "color=red"],
+            "vxtap has no option color",
+        ),
+        (
+            "a VNI out of range",
+            vec!["-o", "vxtap.vni=0"],
+            "VNI 0 is out of range",
+        ),
+        (
+            "IPv6",
+            vec!["--ipv6", "--subnet", "fd00:1::/64"],
+            "IPv4 only",
+        ),
+    ];
+    for (what, args, reason) in &cases {
+        let out = create(&dc, 1, "bad", args);
+        assert!(
+            !out.status.success(),
+            "{what}: docker network create succeeded"
+        );
+        assert!(
+            stderr(&out).contains(reason),
+            "{what}: {:?} lacks {reason:?}",
+            stderr(&out)
+        );
+        assert!(
+            !has_network(&dc, 1, "bad"),
+            "{what}: a Docker network was left"
+        );
+    }
+    // Another IPAM driver cannot hand out vxtap addresses.
+    let default_ipam = dc.docker(1, &["network", "create", "-d", "vxtap", "bad"]);
+    assert!(!default_ipam.status.success());
+    assert!(
+        stderr(&default_ipam).contains("--ipam-driver vxtap"),
+        "{}",
+        stderr(&default_ipam)
+    );
+    assert!(!has_network(&dc, 1, "bad"));
+    // Nothing reached the store, and nothing spread to the other host.
+    let listed = dc.cluster.hosts[0].cli_ok(&["network", "ls"]);
+    assert!(!listed.contains("bad"), "{listed}");
+    assert!(!has_network(&dc, 0, "bad"));
+    // The refused settings are free for a correct request.
+    let fixed = create(
+        &dc,
+        1,
+        "bad",
+        &[
+            "--subnet",
+            "10.22.1.0/24",
+            "--gateway",
+            "10.22.1.254",
+            "-o",
+            "vxtap.vni=501",
+        ],
+    );
+    assert!(fixed.status.success(), "{}", stderr(&fixed));
+    wait_for("bad (fixed) on h1", WAIT, || has_network(&dc, 0, "bad"));
+    let inspect = dc.cluster.hosts[0].inspect("bad");
+    assert_eq!(inspect["gateway"], "10.22.1.254", "{inspect:#}");
+    assert_eq!(inspect["vni"], 501);
+}
+
+/// The daemon killed (SIGKILL) under running containers: they keep their interfaces and
+/// reach each other again once it is back, and Docker keeps working with the driver. Then
+/// dockerd restarted with live-restore (containers keep running and connected) and without
+/// (containers stop; `--restart always` ones come back connected); no endpoint leaks.
+#[test]
+fn restarts_of_vxtap_and_of_dockerd() {
+    let mut dc = DockerCluster::with(
+        2,
+        StoreKind::Dir,
+        &vxtap_suite::harness::docker_cluster::DockerOptions {
+            live_restore: true,
+            ..Default::default()
+        },
+    );
+    assert!(create(&dc, 0, "net", &[]).status.success());
+    wait_for("net on h2", WAIT, || has_network(&dc, 1, "net"));
+    run_ok(&dc, 0, "ca", "net", &["--restart", "always"]);
+    run_ok(&dc, 1, "cb", "net", &["--restart", "always"]);
+    let (ipa, ipb) = (ip_of(&dc, 0, "ca", "net"), ip_of(&dc, 1, "cb", "net"));
+    assert!(pings(&dc, 0, "ca", &ipb));
+
+    dc.cluster.kill(0);
+    dc.cluster.restart(0);
+    assert!(
+        pings(&dc, 0, "ca", &ipb),
+        "a -> b after vxtap on h1 came back"
+    );
+    assert!(
+        pings(&dc, 1, "cb", &ipa),
+        "b -> a after vxtap on h1 came back"
+    );
+    run_ok(&dc, 0, "cc", "net", &[]);
+    let ipc = ip_of(&dc, 0, "cc", "net");
+    assert!(
+        pings(&dc, 1, "cb", &ipc),
+        "a container started after the restart"
+    );
+    dc.docker_ok(0, &["rm", "-f", "cc"]);
+    wait_for("c's endpoint to leave the store", WAIT, || {
+        !store_names(&dc, 1, "net").contains(&"cc".to_owned())
+    });
+
+    // dockerd with live-restore: the containers never stop.
+    dc.engines[1].restart(true);
+    assert!(
+        ping_once(&dc, 0, "ca", &ipb),
+        "b kept running and connected"
+    );
+    run_ok(&dc, 1, "cd", "net", &[]);
+    let ipd = ip_of(&dc, 1, "cd", "net");
+    assert!(
+        pings(&dc, 0, "ca", &ipd),
+        "cd, started after the restart with the address cc had on h1, is reachable"
+    );
+    dc.docker_ok(1, &["rm", "-f", "cd"]);
+
+    // Without live-restore: b stops with dockerd and comes back by its restart policy.
+    dc.engines[1].restart(false);
+    wait_for("b running again", WAIT, || {
+        dc.docker_ok(1, &["inspect", "-f", "{{.State.Running}}", "cb"])
+            .trim()
+            == "true"
+    });
+    let ipb = ip_of(&dc, 1, "cb", "net");
+    assert!(
+        pings(&dc, 0, "ca", &ipb),
+        "b reachable after dockerd came back"
+    );
+    wait_for("the store to hold exactly a and b", WAIT, || {
+        store_names(&dc, 0, "net") == ["ca", "cb"]
+    });
 }

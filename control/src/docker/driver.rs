@@ -63,11 +63,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Driver {
     /// A driver over `agent`, remembering in `state`, handing slow work to the sync thread.
-    pub fn new(
-        agent: Arc<Agent>,
-        state: Arc<Mutex<DriverState>>,
-        jobs: Sender<Job>,
-    ) -> Driver {
+    pub fn new(agent: Arc<Agent>, state: Arc<Mutex<DriverState>>, jobs: Sender<Job>) -> Driver {
         Driver {
             agent,
             state,

@@ -173,15 +173,28 @@ pub fn held_path(file: &NetnsFile) -> String {
 /// `NoNetns` or `BadNetns` before anything runs, then `Spawn`, `TimedOut`, `Wait` or
 /// `Command` (with ip's stderr).
 pub fn ip(netns: &Path, args: &[&str]) -> Result<String, PlumbingError> {
+    iproute2(netns, "ip", args)
+}
+
+/// Runs `bridge ARGS` inside the network namespace at `netns`, as [`ip`] runs `ip`.
+///
+/// # Errors
+///
+/// As for [`ip`].
+pub fn bridge(netns: &Path, args: &[&str]) -> Result<String, PlumbingError> {
+    iproute2(netns, "bridge", args)
+}
+
+fn iproute2(netns: &Path, program: &str, args: &[&str]) -> Result<String, PlumbingError> {
     // nsenter enters the namespace we checked and hold open, through our own fd: a path
     // swapped after the check cannot send it anywhere else, or make it wait on a FIFO.
     let file = check_netns(netns)?;
     let mut command = Command::new("nsenter");
     command
         .arg(format!("--net={}", held_path(&file)))
-        .arg("ip")
+        .arg(program)
         .args(args);
-    let line = format!("ip {} (in {})", args.join(" "), netns.display());
+    let line = format!("{program} {} (in {})", args.join(" "), netns.display());
     let output = run(&mut command, &line, COMMAND_TIMEOUT)?;
     drop(file);
     if !output.status.success() {

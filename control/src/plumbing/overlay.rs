@@ -42,14 +42,55 @@ pub fn ensure_bridge(
     Ok(())
 }
 
-/// Attaches `dev` (the TAP) to `br0` and brings it up.
+/// Attaches `dev` (the TAP) to `br0` with learning off, and brings it up. `br0` learns
+/// nothing behind the TAP: the remote MACs are programmed there ([`bridge_remote`]), so a
+/// MAC that moves from another host to this one (an address released there and claimed
+/// here, the MAC being derived from it) is never left learned behind the TAP, where `br0`
+/// would drop every frame for the new local container.
 ///
 /// # Errors
 ///
-/// The `ip` command's failure.
+/// The failing `ip` or `bridge` command.
 pub fn attach(overlay: &Path, dev: &str) -> Result<(), PlumbingError> {
     ip(overlay, &["link", "set", dev, "master", BRIDGE, "up"])?;
+    super::bridge(overlay, &["link", "set", "dev", dev, "learning", "off"])?;
     Ok(())
+}
+
+/// Programs `br0`'s forwarding table for the remote MACs behind `dev` (the TAP): static
+/// entries for `add`, `del` removed (one already gone is fine), in one `bridge -batch`.
+///
+/// # Errors
+///
+/// The batch file cannot be written, or `bridge` fails on an addition.
+pub fn bridge_remote(
+    overlay: &Path,
+    dev: &str,
+    add: &[&str],
+    del: &[&str],
+) -> Result<(), PlumbingError> {
+    if add.is_empty() && del.is_empty() {
+        return Ok(());
+    }
+    // Deletions one by one, so one already gone does not stop the rest.
+    for mac in del {
+        let _ = super::bridge(overlay, &["fdb", "del", mac, "dev", dev, "master"]);
+    }
+    if add.is_empty() {
+        return Ok(());
+    }
+    let batch: String = add
+        .iter()
+        .map(|mac| format!("fdb replace {mac} dev {dev} master static\n"))
+        .collect();
+    static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!(".vxtap-bridge-{}-{n}", std::process::id()));
+    super::write_atomically(&file, batch.as_bytes(), 0o600)?;
+    let file_arg = file.to_string_lossy().into_owned();
+    let done = super::bridge(overlay, &["-batch", &file_arg]);
+    let _ = std::fs::remove_file(&file);
+    done.map(|_| ())
 }
 
 /// A container interface to create.

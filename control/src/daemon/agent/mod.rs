@@ -89,6 +89,8 @@ struct Overlay {
     fdb: BTreeMap<String, Ipv4Addr>,
     /// Remote IP -> MAC, as programmed.
     neigh: BTreeMap<Ipv4Addr, String>,
+    /// Remote MACs programmed in br0's table behind the TAP.
+    bridged: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]

@@ -68,6 +68,7 @@ impl Agent {
                 link,
                 fdb: BTreeMap::new(),
                 neigh: BTreeMap::new(),
+                bridged: BTreeSet::new(),
             },
         );
         Ok(())
@@ -171,6 +172,24 @@ impl Agent {
                 })
             {
                 o.neigh.insert(*ip, mac.clone());
+            }
+        }
+        drop(links);
+        let add: Vec<&str> = want_fdb
+            .keys()
+            .filter(|m| !o.bridged.contains(*m))
+            .map(String::as_str)
+            .collect();
+        let del: Vec<&str> = o
+            .bridged
+            .iter()
+            .filter(|m| !want_fdb.contains_key(*m))
+            .map(String::as_str)
+            .collect();
+        match overlay::bridge_remote(&o.netns, &o.link, &add, &del) {
+            Ok(()) => o.bridged = want_fdb.keys().cloned().collect(),
+            Err(e) => {
+                tracing::warn!(link = %o.link, error = %e, "programming br0 for remote endpoints")
             }
         }
         o.network = snapshot
