@@ -16,14 +16,19 @@
 //! - [`store_records`]: keys and values in the cluster store. Every record is accepted or
 //!   refused once; every accepted one passes an independent re-check of the rules; checking
 //!   is deterministic and stable against its own pins; names never add hosts-file lines.
+//! - [`http_messages`]: HTTP/1.1 requests (the Docker plugin socket) or answers (the Docker
+//!   engine, etcd) read one after another from a connection's bytes. Never panics; the same
+//!   whatever the read sizes; heads well-formed, bodies within the cap and as long as said.
 
 mod decap;
+mod http_messages;
 mod segment;
 mod store_records;
 mod switch_ops;
 mod tap_frame;
 
 pub use decap::decap;
+pub use http_messages::http_messages;
 pub use segment::segment;
 pub use store_records::store_records;
 pub use switch_ops::switch_ops;
@@ -39,4 +44,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("switch_ops", switch_ops),
     ("segment", segment),
     ("store_records", store_records),
+    ("http_messages", http_messages),
 ];

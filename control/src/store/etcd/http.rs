@@ -11,8 +11,9 @@
 //!
 //! Endpoints are tried in order, starting with the last one that answered; the next one is
 //! tried only when a connection cannot be made, since a request that was sent may have been
-//! applied. Parsing is generic over `BufRead` so it is tested on captured bytes; malformed
-//! framing is an `io::Error` of kind `InvalidData`, reported as [`HttpError::Malformed`].
+//! applied. The message syntax and framing are [`crate::http::wire`]'s, shared with the
+//! Docker transport and tested there on captured bytes; malformed framing is an `io::Error`
+//! of kind `InvalidData`, reported as [`HttpError::Malformed`].
 //!
 //! With TLS, each connection wraps the `TcpStream` in a `rustls::StreamOwned` and completes
 //! the handshake before the request is written; the raw socket stays reachable through a
@@ -21,15 +22,14 @@
 //! [`HttpError::Tls`], not connection trouble. A request may carry an `Authorization`
 //! header (etcd's auth token). This module knows nothing of etcd's messages.
 
+use crate::http::wire::{read_body, read_response_head, Body, NOTHING_ANSWERED};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The largest response head (status line and headers) we accept.
-const MAX_HEAD: usize = 64 * 1024;
 /// The largest body we buffer: far above any answer vxtap provokes, low enough that a
 /// broken peer cannot exhaust memory.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -115,10 +115,6 @@ impl HttpError {
             }
         }
     }
-}
-
-fn malformed(reason: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, reason.into())
 }
 
 /// Timeouts of a [`Client`].
@@ -230,8 +226,8 @@ impl Client {
         let (connection, endpoint) = self.send(path, body, token)?;
         let mut reader = BufReader::new(connection);
         let mut read = || -> io::Result<Response> {
-            let head = read_head(&mut reader)?;
-            let body = read_body(&mut reader, &head)?;
+            let head = read_response_head(&mut reader)?;
+            let body = read_body(&mut reader, head.framing, MAX_BODY)?;
             Ok(Response {
                 status: head.status,
                 body,
@@ -261,10 +257,10 @@ impl Client {
         let result = (|| -> io::Result<Stream> {
             let clone = connection.socket().try_clone()?;
             let mut reader = BufReader::new(connection);
-            let head = read_head(&mut reader)?;
+            let head = read_response_head(&mut reader)?;
             Ok(Stream {
                 status: head.status,
-                body: Body::new(reader, &head),
+                body: Body::new(reader, head.framing),
                 socket: clone,
             })
         })();
@@ -406,9 +402,6 @@ fn refusal_behind(connection: &mut Connection) -> Option<io::Error> {
     }
 }
 
-/// What [`read_head`] says when the peer closed before a single byte of the answer.
-const NOTHING_ANSWERED: &str = "the connection was closed without an answer";
-
 /// Whether a plain-HTTP answer is Go's "Client sent an HTTP request to an HTTPS server".
 fn says_tls_expected(response: &Response) -> bool {
     response.status == 400
@@ -461,348 +454,4 @@ fn keep_alive(socket: &TcpStream) -> io::Result<()> {
     sockopt::set_tcp_keepintvl(socket, Duration::from_secs(2))?;
     sockopt::set_tcp_keepcnt(socket, 3)?;
     Ok(())
-}
-
-/// The parts of a response head that frame the body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Head {
-    pub status: u16,
-    pub chunked: bool,
-    pub content_length: Option<usize>,
-}
-
-/// One line ending in CRLF (or a bare LF), without it; counts against `budget`.
-fn read_line<R: BufRead>(reader: &mut R, budget: &mut usize) -> io::Result<String> {
-    let mut line = Vec::new();
-    let limit = u64::try_from(*budget).unwrap_or(u64::MAX);
-    let read = reader.by_ref().take(limit).read_until(b'\n', &mut line)?;
-    if read == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed before the answer was complete",
-        ));
-    }
-    if line.last() != Some(&b'\n') {
-        return Err(if read as u64 >= limit {
-            malformed("header line too long")
-        } else {
-            io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-line")
-        });
-    }
-    *budget -= read;
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    String::from_utf8(line).map_err(|_| malformed("a header line is not UTF-8"))
-}
-
-/// Reads the status line and the headers.
-pub(crate) fn read_head<R: BufRead>(reader: &mut R) -> io::Result<Head> {
-    let mut budget = MAX_HEAD;
-    if reader.fill_buf()?.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            NOTHING_ANSWERED,
-        ));
-    }
-    let status_line = read_line(reader, &mut budget)?;
-    let mut words = status_line.split(' ');
-    let version = words.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(malformed(format!("status line {status_line:?}")));
-    }
-    let status = words
-        .next()
-        .and_then(|code| code.parse::<u16>().ok())
-        .filter(|code| (100..=999).contains(code))
-        .ok_or_else(|| malformed(format!("status line {status_line:?}")))?;
-    let mut head = Head {
-        status,
-        chunked: false,
-        content_length: None,
-    };
-    loop {
-        let line = read_line(reader, &mut budget)?;
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| malformed(format!("header line {line:?}")))?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = value
-                .rsplit(',')
-                .next()
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if name.eq_ignore_ascii_case("content-length") {
-            let length = value
-                .parse()
-                .map_err(|_| malformed(format!("Content-Length {value:?}")))?;
-            head.content_length = Some(length);
-        }
-    }
-    Ok(head)
-}
-
-/// Reads the whole body that `head` announces.
-pub(crate) fn read_body<R: BufRead>(reader: &mut R, head: &Head) -> io::Result<Vec<u8>> {
-    if let Some(length) = head.content_length.filter(|_| !head.chunked) {
-        if length > MAX_BODY {
-            return Err(malformed(format!("a body of {length} bytes")));
-        }
-    }
-    let mut body = Vec::new();
-    let limit = MAX_BODY as u64 + 1;
-    Body::new(reader, head).take(limit).read_to_end(&mut body)?;
-    if body.len() > MAX_BODY {
-        return Err(malformed("a body over 64 MiB"));
-    }
-    if let Some(length) = head.content_length.filter(|_| !head.chunked) {
-        if body.len() < length {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before the body was complete",
-            ));
-        }
-    }
-    Ok(body)
-}
-
-/// A response body as framed by its head: chunked, of a known length, or up to the end of
-/// the connection.
-pub(crate) enum Body<R> {
-    /// `Transfer-Encoding: chunked`.
-    Chunked(Chunked<R>),
-    /// `Content-Length`.
-    Length(io::Take<R>),
-    /// Until the peer closes.
-    UntilClose(R),
-}
-
-impl<R: BufRead> Body<R> {
-    /// The body that `head` announces, read from `reader`.
-    pub(crate) fn new(reader: R, head: &Head) -> Body<R> {
-        if head.chunked {
-            Body::Chunked(Chunked::new(reader))
-        } else if let Some(length) = head.content_length {
-            Body::Length(reader.take(length as u64))
-        } else {
-            Body::UntilClose(reader)
-        }
-    }
-}
-
-impl<R: BufRead> Read for Body<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Body::Chunked(chunked) => chunked.read(buf),
-            Body::Length(take) => take.read(buf),
-            Body::UntilClose(reader) => reader.read(buf),
-        }
-    }
-}
-
-/// Decodes `Transfer-Encoding: chunked` (RFC 9112 section 7.1): `SIZE[;ext]CRLF DATA CRLF`
-/// repeated, then `0 CRLF`, optional trailer lines and an empty line. Reads return 0 after
-/// the last chunk; a connection that ends before it is `UnexpectedEof`.
-pub(crate) struct Chunked<R> {
-    inner: R,
-    /// Bytes left in the current chunk.
-    remaining: usize,
-    /// The last chunk and the trailers have been read.
-    done: bool,
-}
-
-impl<R: BufRead> Chunked<R> {
-    pub(crate) fn new(inner: R) -> Chunked<R> {
-        Chunked {
-            inner,
-            remaining: 0,
-            done: false,
-        }
-    }
-
-    /// Reads a chunk-size line; at the last chunk, the trailers too.
-    fn next_chunk(&mut self) -> io::Result<()> {
-        let mut budget = MAX_HEAD;
-        let line = read_line(&mut self.inner, &mut budget)?;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .ok()
-            .filter(|&size| size <= MAX_BODY && !line.is_empty())
-            .ok_or_else(|| malformed(format!("chunk size line {line:?}")))?;
-        if size == 0 {
-            while !read_line(&mut self.inner, &mut budget)?.is_empty() {}
-            self.done = true;
-        }
-        self.remaining = size;
-        Ok(())
-    }
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while self.remaining == 0 {
-            if self.done {
-                return Ok(0);
-            }
-            self.next_chunk()?;
-        }
-        let want = buf.len().min(self.remaining);
-        let read = self.inner.read(&mut buf[..want])?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed inside a chunk",
-            ));
-        }
-        self.remaining -= read;
-        if self.remaining == 0 {
-            let mut budget = 2;
-            if !read_line(&mut self.inner, &mut budget)?.is_empty() {
-                return Err(malformed("chunk data longer than its size"));
-            }
-        }
-        Ok(read)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An error answer captured from etcd 3.4.23 (`/v3/kv/put` with an unknown lease).
-    const CHUNKED_WITH_TRAILER: &[u8] = b"HTTP/1.1 404 Not Found\r\n\
-        Access-Control-Allow-Origin: *\r\n\
-        Content-Type: application/json\r\n\
-        Trailer: Grpc-Trailer-Content-Type\r\n\
-        Date: Sun, 22 Nov 2026 23:45:45 GMT\r\n\
-        Transfer-Encoding: chunked\r\n\
-        \r\n\
-        6c\r\n\
-        {\"error\":\"etcdserver: requested lease not found\",\"message\":\"etcdserver: requested lease not found\",\"code\":5}\r\n\
-        0\r\n\
-        Grpc-Trailer-Content-Type: application/grpc\r\n\
-        \r\n";
-
-    /// A successful range, captured the same way.
-    const WITH_LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\n\
-        Content-Type: application/json\r\n\
-        Grpc-Metadata-Content-Type: application/grpc\r\n\
-        Content-Length: 114\r\n\
-        \r\n\
-        {\"header\":{\"cluster_id\":\"14841639068965178418\",\"member_id\":\"10276657743932975437\",\"revision\":\"2\",\"raft_term\":\"2\"}}";
-
-    /// The start of a watch stream: one JSON message per chunk, each ending in a newline.
-    const WATCH_STREAM: &[u8] = b"HTTP/1.1 200 OK\r\n\
-        Content-Type: application/json\r\n\
-        Transfer-Encoding: chunked\r\n\
-        \r\n\
-        8d\r\n\
-        {\"result\":{\"header\":{\"cluster_id\":\"14841639068965178418\",\"member_id\":\"10276657743932975437\",\"revision\":\"6\",\"raft_term\":\"2\"},\"created\":true}}\n\r\n";
-
-    fn parse(bytes: &[u8]) -> io::Result<(Head, Vec<u8>)> {
-        let mut reader = bytes;
-        let head = read_head(&mut reader)?;
-        let body = read_body(&mut reader, &head)?;
-        Ok((head, body))
-    }
-
-    #[test]
-    fn reads_chunked_bodies_with_trailers() {
-        let (head, body) = parse(CHUNKED_WITH_TRAILER).unwrap();
-        assert_eq!(head.status, 404);
-        assert!(head.chunked);
-        assert_eq!(body.len(), 0x6c);
-        assert!(body.starts_with(b"{\"error\"") && body.ends_with(b"\"code\":5}"));
-    }
-
-    #[test]
-    fn reads_bodies_with_a_length() {
-        let (head, body) = parse(WITH_LENGTH).unwrap();
-        assert_eq!((head.status, head.content_length), (200, Some(114)));
-        assert_eq!(body.len(), 114);
-        // A body cut short is an EOF error, not a short answer.
-        let cut = &WITH_LENGTH[..WITH_LENGTH.len() - 1];
-        assert_eq!(parse(cut).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
-    }
-
-    #[test]
-    fn streams_stop_with_eof_inside_a_chunk_or_before_the_next() {
-        let mut reader = WATCH_STREAM;
-        let head = read_head(&mut reader).unwrap();
-        let mut body = Body::new(reader, &head);
-        let mut message = vec![0; 0x8d];
-        body.read_exact(&mut message).unwrap();
-        assert!(message.ends_with(b"}}\n"));
-        let mut more = [0; 8];
-        assert_eq!(
-            body.read(&mut more).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof,
-            "a stream without its last chunk ended early"
-        );
-
-        let cut = &WATCH_STREAM[..WATCH_STREAM.len() - 20];
-        let mut reader = cut;
-        let head = read_head(&mut reader).unwrap();
-        let mut body = Vec::new();
-        let err = Body::new(reader, &head).read_to_end(&mut body).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-    }
-
-    #[test]
-    fn chunks_split_across_reads() {
-        let bytes = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\n";
-        let mut decoded = Vec::new();
-        let mut chunked = Chunked::new(BufReader::with_capacity(3, &bytes[..]));
-        let mut buf = [0; 2];
-        loop {
-            let n = chunked.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            decoded.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(decoded, b"Wikipedia in\r\n\r\nchunks.");
-    }
-
-    #[test]
-    fn refuses_malformed_framing() {
-        for bad in [
-            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n"[..],
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
-            b"HTTP/1.1 OK\r\n\r\n",
-            b"SSH-2.0-OpenSSH\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
-        ] {
-            let err = parse(bad).unwrap_err();
-            assert_eq!(
-                err.kind(),
-                io::ErrorKind::InvalidData,
-                "{:?}: {err}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let long = [b"HTTP/1.1 200 OK\r\nX: ".as_slice(), &vec![b'a'; MAX_HEAD]].concat();
-        assert_eq!(parse(&long).unwrap_err().kind(), io::ErrorKind::InvalidData);
-        assert_eq!(parse(b"").unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
-    }
-
-    #[test]
-    fn reads_until_close_without_framing() {
-        let (head, body) = parse(b"HTTP/1.0 200 OK\r\n\r\n{}").unwrap();
-        assert_eq!(
-            (head.status, head.content_length, head.chunked),
-            (200, None, false)
-        );
-        assert_eq!(body, b"{}");
-    }
 }
