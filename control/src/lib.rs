@@ -10,5 +10,6 @@ pub mod client;
 pub mod cluster;
 pub mod daemon;
 pub mod demo;
+pub mod dns;
 pub mod plumbing;
 pub mod store;

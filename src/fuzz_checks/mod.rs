@@ -16,14 +16,19 @@
 //! - [`store_records`]: keys and values in the cluster store. Every record is accepted or
 //!   refused once; every accepted one passes an independent re-check of the rules; checking
 //!   is deterministic and stable against its own pins; names never add hosts-file lines.
+//! - [`dns_query`]: a message to the overlay DNS resolver. Every reply is a well-formed
+//!   response with the query's ID, at most 512 bytes over UDP; answers hold exactly what the
+//!   names give, cut only with TC; only names not owned are forwarded.
 
 mod decap;
+mod dns_query;
 mod segment;
 mod store_records;
 mod switch_ops;
 mod tap_frame;
 
 pub use decap::decap;
+pub use dns_query::dns_query;
 pub use segment::segment;
 pub use store_records::store_records;
 pub use switch_ops::switch_ops;
@@ -39,4 +44,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("switch_ops", switch_ops),
     ("segment", segment),
     ("store_records", store_records),
+    ("dns_query", dns_query),
 ];
