@@ -14,7 +14,7 @@ def write(target, name, data):
     (d / name).write_bytes(bytes(data))
 
 # Start afresh, but keep the regression inputs fuzzing found (seeds/*/regress_*).
-TARGETS = ("decap", "tap_frame", "switch_ops", "segment")
+TARGETS = ("decap", "tap_frame", "switch_ops", "segment", "dns_query")
 for t in TARGETS:
     for f in (seeds / t).glob("*"):
         if not f.name.startswith("regress_"):
@@ -200,5 +200,45 @@ for name, offset in (("tcp_data", 16), ("udp_datagram", 6), ("tcp_synack", 16)):
 frame, l4 = superframe(b"hello, world", ipv6=True)[:2]
 write("segment", "csum_v6_tcp", vnet(1, 0, 0, 0, l4, 16) + frame)
 write("segment", "csum_offset_outside", vnet(1, 0, 0, 0, 60, 16) + frame[:70])
+
+# dns_query: queries to the overlay resolver as glibc (RD, no EDNS) and dig (RD and AD, an
+# EDNS OPT record with a 1232-byte payload size and a client cookie) send them, for the names
+# the check owns (web, many, reverse 10.0.0.2 and 10.0.0.3), for a name it does not, and the
+# hostile shapes it must refuse or drop.
+def dns_name(name):
+    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".") if l) + b"\x00"
+
+def dns_query(qid, name, qtype, edns=False, flags=0x0100, qdcount=1, raw_name=None):
+    q = qid.to_bytes(2, "big") + flags.to_bytes(2, "big") + qdcount.to_bytes(2, "big")
+    q += b"\x00\x00\x00\x00" + (b"\x00\x01" if edns else b"\x00\x00")
+    q += (raw_name if raw_name is not None else dns_name(name)) + qtype.to_bytes(2, "big") + b"\x00\x01"
+    if edns:
+        cookie = bytes(range(1, 9))
+        q += b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00" + (4 + len(cookie)).to_bytes(2, "big")
+        q += b"\x00\x0a" + len(cookie).to_bytes(2, "big") + cookie
+    return q
+
+A, PTR, AAAA, ANY = 1, 12, 28, 255
+DIG = 0x0120
+for name, data in [
+    ("glibc_a_web", dns_query(0x1a2b, "web", A)),
+    ("glibc_aaaa_web", dns_query(0x1a2c, "web", AAAA)),
+    ("dig_a_web_edns", dns_query(0x4f1b, "WeB", A, edns=True, flags=DIG)),
+    ("dig_any_many_edns", dns_query(0x4f1c, "many", ANY, edns=True, flags=DIG)),
+    ("dig_a_noaddr", dns_query(0x4f1d, "noaddr", A, flags=DIG)),
+    ("dig_ptr_web_edns", dns_query(0x4f1e, "2.0.0.10.in-addr.arpa", PTR, edns=True, flags=DIG)),
+    ("dig_ptr_long_name", dns_query(0x4f1f, "3.0.0.10.in-addr.arpa", PTR, edns=True, flags=DIG)),
+    ("dig_ptr_bad_name", dns_query(0x4f20, "9.0.0.10.in-addr.arpa", PTR, flags=DIG)),
+    ("dig_a_forward_edns", dns_query(0x4f21, "example.com", A, edns=True, flags=DIG)),
+    ("dig_ptr_forward", dns_query(0x4f22, "1.2.0.192.in-addr.arpa", PTR, flags=DIG)),
+    ("two_questions", dns_query(7, "web", A, qdcount=2)),
+    ("no_question", dns_query(7, "web", A, qdcount=0)),
+    ("notify_opcode", dns_query(7, "web", A, flags=4 << 11)),
+    ("response_as_query", dns_query(7, "web", A, flags=0x8180)),
+    ("pointer_to_itself", dns_query(7, "", A, raw_name=b"\xc0\x0c")),
+    ("label_past_end", dns_query(7, "", A, raw_name=b"\x3fabc")[:17]),
+    ("short_header", dns_query(7, "web", A)[:11]),
+]:
+    write("dns_query", name, data)
 
 print("seeds:", {t: len(list((seeds / t).iterdir())) for t in TARGETS})

@@ -10,6 +10,7 @@ pub mod client;
 pub mod cluster;
 pub mod daemon;
 pub mod demo;
+pub mod dns;
 pub mod docker;
 pub mod http;
 pub mod plumbing;

@@ -19,8 +19,12 @@
 //! - [`http_messages`]: HTTP/1.1 requests (the Docker plugin socket) or answers (the Docker
 //!   engine, etcd) read one after another from a connection's bytes. Never panics; the same
 //!   whatever the read sizes; heads well-formed, bodies within the cap and as long as said.
+//! - [`dns_query`]: a message to the overlay DNS resolver. Every reply is a well-formed
+//!   response with the query's ID, at most 512 bytes over UDP; answers hold exactly what the
+//!   names give, cut only with TC; only names not owned are forwarded.
 
 mod decap;
+mod dns_query;
 mod http_messages;
 mod segment;
 mod store_records;
@@ -28,6 +32,7 @@ mod switch_ops;
 mod tap_frame;
 
 pub use decap::decap;
+pub use dns_query::dns_query;
 pub use http_messages::http_messages;
 pub use segment::segment;
 pub use store_records::store_records;
@@ -45,4 +50,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("segment", segment),
     ("store_records", store_records),
     ("http_messages", http_messages),
+    ("dns_query", dns_query),
 ];
