@@ -12,6 +12,7 @@ use vxtap::http::UnixClient;
 use vxtap_suite::harness::cluster::StoreKind;
 use vxtap_suite::harness::docker::busybox_image;
 use vxtap_suite::harness::docker_cluster::DockerCluster;
+use vxtap_suite::harness::upstream_dns::{UPSTREAM_ADDRESS, UPSTREAM_NAME};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -103,6 +104,27 @@ fn ping_once(dc: &DockerCluster, host: usize, container: &str, target: &str) -> 
     .success()
 }
 
+/// The first address `nslookup NAME` gives in `container`, or `None` if it fails.
+fn resolves(dc: &DockerCluster, host: usize, container: &str, name: &str) -> Option<String> {
+    let out = dc.docker(host, &["exec", container, "nslookup", "-type=a", name]);
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // busybox prints the server first, then "Name: ..." and "Address: ..." lines.
+    text.split("Name:")
+        .nth(1)?
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Address:"))
+        .map(|a| {
+            a.trim()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -189,6 +211,40 @@ fn user_view_on_a_dir_store() {
     wait_for("the container names in the store", WAIT, || {
         store_names(&dc, 0, "ov_net1") == ["bbox1", "bbox2"]
     });
+    // By name across hosts, as the seeds do: Docker's embedded DNS forwards the names of
+    // the other host's containers to vxtap's resolver.
+    let by_name = dc.docker(0, &["exec", "bbox1", "ping", "-c", "2", "bbox2"]);
+    assert!(
+        by_name.status.success(),
+        "ping bbox2 by name: {}",
+        stderr(&by_name)
+    );
+    assert!(String::from_utf8_lossy(&by_name.stdout).contains(&format!("({ip2})")));
+    assert!(pings(&dc, 1, "bbox2", "bbox1"), "and back by name");
+    // --network-alias names too, and NAME.NETWORK.
+    run_ok(&dc, 1, "bbox7", "ov_net1", &["--network-alias", "web"]);
+    let ip7 = ip_of(&dc, 1, "bbox7", "ov_net1");
+    wait_for("web resolves from h1", WAIT, || {
+        resolves(&dc, 0, "bbox1", "web") == Some(ip7.clone())
+    });
+    assert_eq!(
+        resolves(&dc, 0, "bbox1", "bbox7.ov_net1"),
+        Some(ip7.clone())
+    );
+    // Names vxtap does not own still resolve, through the host's resolvers.
+    let upstream = &dc.upstreams[0];
+    let before = upstream.queries();
+    assert_eq!(
+        resolves(&dc, 0, "bbox1", UPSTREAM_NAME),
+        Some(UPSTREAM_ADDRESS.to_string()),
+        "a name vxtap does not own is forwarded"
+    );
+    assert!(
+        upstream.queries() > before,
+        "answered by the host's upstream"
+    );
+    assert_eq!(resolves(&dc, 0, "bbox1", "nosuch.test"), None);
+    dc.docker_ok(1, &["rm", "-f", "bbox7"]);
 
     // Lifecycle: stop removes the endpoint everywhere, start brings it back.
     let mac2 = "02:42:0a:00:00:03";

@@ -320,18 +320,28 @@ fn main() -> ExitCode {
             };
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let resolver = if docker {
+                match dns_upstreams(&dns_upstream) {
+                    Ok(upstreams) => Some(upstreams),
+                    Err(e) => {
+                        eprintln!("vxtap daemon: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                None
+            };
             let agent = local_ip.map(|vtep| daemon::AgentConfig {
                 host: host.unwrap_or_else(system_host_name),
                 vtep,
                 store_url: store,
                 store_options,
                 run_dir: cli.run_dir.clone(),
+                resolver,
             });
             let docker = docker.then_some(vxtap::docker::DockerOptions {
                 plugin_dir: docker_plugin_dir,
                 engine: docker_host,
-                resolver: Some(vxtap::docker::RESOLVER),
-                upstreams: dns_upstream,
             });
             let options = daemon::Options {
                 run_dir: cli.run_dir,
@@ -426,4 +436,21 @@ fn init_logging() {
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The resolvers' upstream servers: `--dns-upstream` (IP or IP:PORT), or the nameservers of
+/// /etc/resolv.conf.
+fn dns_upstreams(given: &[String]) -> Result<Vec<std::net::SocketAddr>, String> {
+    if given.is_empty() {
+        let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        return Ok(vxtap::dns::upstreams_from_resolv_conf(&conf));
+    }
+    given
+        .iter()
+        .map(|text| {
+            text.parse::<std::net::SocketAddr>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| format!("--dns-upstream {text:?}: give an IP address or IP:PORT"))
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@
 
 use super::cluster::{Cluster, StoreKind};
 use super::docker::{DockerEngine, StartOptions};
+use super::upstream_dns::UpstreamDns;
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::process::Output;
@@ -21,6 +22,9 @@ pub struct DockerCluster {
     pub engines: Vec<DockerEngine>,
     /// The hosts, their daemons and the store.
     pub cluster: Cluster,
+    /// Each host's stand-in for its real DNS resolvers (`--dns-upstream`), on its underlay
+    /// address, port 5353: vxtap's resolvers forward what they do not own there.
+    pub upstreams: Vec<UpstreamDns>,
     _plugin_dirs: Vec<tempfile::TempDir>,
 }
 
@@ -52,6 +56,7 @@ impl DockerCluster {
         super::docker::require_docker();
         let mut engines = Vec::new();
         let mut plugin_dirs = Vec::new();
+        let mut upstreams = Vec::new();
         let cluster = Cluster::new_with(hosts, kind, |topology, i| {
             let plugins = tempfile::Builder::new()
                 .prefix("vxtap-plugins-")
@@ -65,7 +70,14 @@ impl DockerCluster {
                     dns: Some(RESOLVER),
                 },
             );
+            let host = &topology.hosts[i];
+            let upstream = UpstreamDns::start(
+                host.ns.path(),
+                std::net::SocketAddrV4::new(host.underlay_ip, 5353),
+            );
             let mut flags = vec![
+                "--dns-upstream".to_owned(),
+                upstream.addr().to_string(),
                 "--docker".to_owned(),
                 "--docker-plugin-dir".to_owned(),
                 plugins.path().display().to_string(),
@@ -75,11 +87,13 @@ impl DockerCluster {
             flags.extend(options.daemon_flags.iter().cloned());
             engines.push(engine);
             plugin_dirs.push(plugins);
+            upstreams.push(upstream);
             flags
         });
         DockerCluster {
             engines,
             cluster,
+            upstreams,
             _plugin_dirs: plugin_dirs,
         }
     }

@@ -35,6 +35,7 @@ pub mod netns;
 pub mod stats;
 pub mod topology;
 pub mod traffic;
+pub mod upstream_dns;
 
 #[allow(unsafe_code)]
 mod sys;

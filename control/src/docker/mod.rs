@@ -19,7 +19,6 @@ pub mod sync;
 use crate::daemon::agent::Agent;
 use crate::http::{Handler, Request, Response, Server};
 use anyhow::Context;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -38,16 +37,7 @@ pub struct DockerOptions {
     pub plugin_dir: PathBuf,
     /// The local engine (`--docker-host`).
     pub engine: String,
-    /// The resolver address containers are routed to, when vxtap serves names.
-    pub resolver: Option<Ipv4Addr>,
-    /// Where the resolver forwards names it does not own (`--dns-upstream`; empty: the
-    /// nameservers of /etc/resolv.conf).
-    pub upstreams: Vec<String>,
 }
-
-/// The link-local address of the resolver in every overlay namespace: one line in
-/// `daemon.json` (`"dns": ["169.254.53.53"]`) makes Docker's embedded DNS forward to it.
-pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(169, 254, 53, 53);
 
 /// The plugin, serving until dropped.
 pub struct Docker {

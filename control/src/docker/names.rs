@@ -13,6 +13,38 @@
 use crate::cluster::{Endpoint, Snapshot};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The names one overlay namespace's resolver answers: those of network `network` as host
+/// `host` last read them from the store.
+pub struct OverlayNames {
+    /// The overlay's network id.
+    pub network: String,
+    /// This host.
+    pub host: String,
+    /// The agent's latest checked snapshot.
+    pub latest: Arc<RwLock<Arc<Snapshot>>>,
+}
+
+impl OverlayNames {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.latest.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl crate::dns::Names for OverlayNames {
+    fn lookup(&self, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let snapshot = self.snapshot();
+        let networks = client_networks(&snapshot, &self.network, &self.host, client);
+        resolve(&snapshot, &networks, name)
+    }
+
+    fn reverse(&self, client: Ipv4Addr, ip: Ipv4Addr) -> Option<String> {
+        let snapshot = self.snapshot();
+        let networks = client_networks(&snapshot, &self.network, &self.host, client);
+        reverse(&snapshot, &networks, ip)
+    }
+}
 
 /// The ids of the networks whose names `client`, an address on network `network` arriving
 /// at host `host`'s overlay, may resolve: that network, and every other network its

@@ -51,6 +51,9 @@ pub struct AgentConfig {
     pub store_options: crate::store::StoreOptions,
     /// Run directory: overlay namespaces and the local endpoint record live here.
     pub run_dir: PathBuf,
+    /// Serve names in every overlay namespace (at [`crate::dns::RESOLVER_ADDR`]), forwarding
+    /// what the store does not own to these servers (`--docker`).
+    pub resolver: Option<Vec<std::net::SocketAddr>>,
 }
 
 /// Why an overlay request failed. Nothing was left half-made.
@@ -91,6 +94,8 @@ struct Overlay {
     neigh: BTreeMap<Ipv4Addr, String>,
     /// Remote MACs programmed in br0's table behind the TAP.
     bridged: BTreeSet<String>,
+    /// The resolver answering in the overlay namespace, when names are served.
+    resolver: Option<crate::dns::Resolver>,
 }
 
 #[derive(Debug, Default)]
@@ -221,7 +226,7 @@ pub struct Agent {
     records: Mutex<RecordChecks>,
     /// The records accepted at the last check, for readers that must not wait on the store
     /// (the resolvers).
-    latest: RwLock<Arc<Snapshot>>,
+    latest: Arc<RwLock<Arc<Snapshot>>>,
     started: u64,
 }
 
@@ -277,7 +282,7 @@ impl Agent {
                 ..State::default()
             }),
             records: Mutex::new(RecordChecks::default()),
-            latest: RwLock::new(Arc::new(Snapshot::default())),
+            latest: Arc::new(RwLock::new(Arc::new(Snapshot::default()))),
             started: now_secs(),
             config,
         });

@@ -13,6 +13,11 @@ use crate::store::{Lifetime, Listing, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+fn overlay_ip(path: &std::path::Path, args: &[&str]) -> Result<(), plumbing::PlumbingError> {
+    plumbing::ip(path, args).map(|_| ())
+}
 
 impl Agent {
     /// Creates or adopts the overlay namespace, br0 and the TAP link of `network`.
@@ -26,6 +31,11 @@ impl Agent {
         let present = state.overlays.contains_key(&network.id);
         let link_alive = lock(&self.links).contains(&link);
         if present && link_alive && plumbing::netns::is_bound(&path) {
+            if let Some(o) = state.overlays.get_mut(&network.id) {
+                if o.resolver.is_none() {
+                    o.resolver = self.start_resolver(&path, &network.id);
+                }
+            }
             return Ok(());
         }
         plumbing::netns::create(&path)?;
@@ -58,7 +68,8 @@ impl Agent {
             let _ = lock(&self.links).handle(Request::LinkDel { name: link.clone() });
             return Err(e.into());
         }
-        tracing::info!(network = %network.name, netns = %path.display(), link = %link, adopted = present, "overlay ready");
+        let resolver = self.start_resolver(&path, &network.id);
+        tracing::info!(network = %network.name, netns = %path.display(), link = %link, adopted = present, resolver = resolver.is_some(), "overlay ready");
         // A new link starts with empty tables: forget what the old one had.
         state.overlays.insert(
             network.id.clone(),
@@ -69,9 +80,46 @@ impl Agent {
                 fdb: BTreeMap::new(),
                 neigh: BTreeMap::new(),
                 bridged: BTreeSet::new(),
+                resolver,
             },
         );
         Ok(())
+    }
+
+    /// Starts the resolver of the overlay namespace at `path` (network `network_id`), when
+    /// names are served: its address on `lo`, then its sockets. A failure is logged, not
+    /// fatal: forwarding does not depend on it, and the next reconcile tries again.
+    fn start_resolver(
+        &self,
+        path: &std::path::Path,
+        network_id: &str,
+    ) -> Option<crate::dns::Resolver> {
+        let upstreams = self.config.resolver.as_ref()?;
+        let listen = crate::dns::RESOLVER_ADDR;
+        let address = format!("{}/32", listen.ip());
+        let started = overlay_ip(path, &["addr", "replace", &address, "dev", "lo"])
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let names = crate::docker::names::OverlayNames {
+                    network: network_id.to_owned(),
+                    host: self.config.host.clone(),
+                    latest: Arc::clone(&self.latest),
+                };
+                let config = crate::dns::ResolverConfig {
+                    listen,
+                    upstreams: upstreams.clone(),
+                    ttl: 0,
+                };
+                crate::dns::Resolver::start(path, config, Arc::new(names))
+                    .map_err(|e| e.to_string())
+            });
+        match started {
+            Ok(resolver) => Some(resolver),
+            Err(e) => {
+                tracing::warn!(netns = %path.display(), error = %e, "starting the overlay's resolver");
+                None
+            }
+        }
     }
 
     /// Removes the overlay of `network_id`: its link (TAP) and its namespace (br0 and the
