@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(reverse(&s, &nets, ip(&c, 5)), None);
         // A client the store does not know sees its network only.
         let stranger = client_networks(&s, &a.id, "h1", ip(&a, 77));
-        assert_eq!(stranger, [a.id.clone()]);
+        assert_eq!(stranger, std::slice::from_ref(&a.id));
         assert_eq!(resolve(&s, &stranger, "db"), None);
     }
 }
