@@ -116,13 +116,7 @@ fn resolves(dc: &DockerCluster, host: usize, container: &str, name: &str) -> Opt
         .nth(1)?
         .lines()
         .find_map(|l| l.trim().strip_prefix("Address:"))
-        .map(|a| {
-            a.trim()
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
+        .map(|a| a.split_whitespace().next().unwrap_or_default().to_owned())
 }
 
 fn stderr(out: &Output) -> String {
