@@ -157,53 +157,65 @@ fn in_container(dc: &DockerCluster, host: usize, container: &str, cmd: &[&str]) 
 /// is refused while another host has endpoints and then removes the network everywhere.
 #[test]
 fn user_view_on_a_dir_store() {
-    let dc = DockerCluster::new(2, StoreKind::Dir);
-    dc.docker_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "vxtap",
-            "--ipam-driver",
-            "vxtap",
-            "ov_net1",
-        ],
-    );
-    wait_for("ov_net1 on h2", WAIT, || has_network(&dc, 1, "ov_net1"));
+    user_view(&DockerCluster::new(2, StoreKind::Dir));
+}
+
+/// The same on etcd, with a third host that sees every network and resolves every name.
+#[test]
+fn user_view_on_etcd() {
+    user_view(&DockerCluster::new(3, StoreKind::Etcd));
+}
+
+fn user_view(dc: &DockerCluster) {
+    let hosts = dc.engines.len();
+    let create = [
+        "network",
+        "create",
+        "-d",
+        "vxtap",
+        "--ipam-driver",
+        "vxtap",
+        "ov_net1",
+    ];
+    dc.docker_ok(0, &create);
+    for host in 1..hosts {
+        wait_for("ov_net1 on every host", WAIT, || {
+            has_network(dc, host, "ov_net1")
+        });
+    }
     let inspect: Value =
         serde_json::from_str(&dc.docker_ok(1, &["network", "inspect", "ov_net1"])).unwrap();
     assert_eq!(inspect[0]["Driver"], "vxtap");
     assert_eq!(inspect[0]["IPAM"]["Driver"], "vxtap");
     assert_eq!(inspect[0]["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24");
 
-    run_ok(&dc, 0, "bbox1", "ov_net1", &[]);
-    run_ok(&dc, 1, "bbox2", "ov_net1", &[]);
-    let ip1 = ip_of(&dc, 0, "bbox1", "ov_net1");
-    let ip2 = ip_of(&dc, 1, "bbox2", "ov_net1");
+    run_ok(dc, 0, "bbox1", "ov_net1", &[]);
+    run_ok(dc, 1, "bbox2", "ov_net1", &[]);
+    let ip1 = ip_of(dc, 0, "bbox1", "ov_net1");
+    let ip2 = ip_of(dc, 1, "bbox2", "ov_net1");
     assert_eq!(
         (ip1.as_str(), ip2.as_str()),
         ("10.0.0.2", "10.0.0.3"),
         "addresses from vxtap's store, unique across hosts"
     );
     assert_eq!(
-        in_container(&dc, 0, "bbox1", &["cat", "/sys/class/net/eth0/address"]),
+        in_container(dc, 0, "bbox1", &["cat", "/sys/class/net/eth0/address"]),
         "02:42:0a:00:00:02"
     );
     assert_eq!(
-        in_container(&dc, 1, "bbox2", &["cat", "/sys/class/net/eth0/mtu"]),
+        in_container(dc, 1, "bbox2", &["cat", "/sys/class/net/eth0/mtu"]),
         "1450"
     );
     assert!(
-        pings(&dc, 0, "bbox1", &ip2),
+        pings(dc, 0, "bbox1", &ip2),
         "bbox1 -> bbox2 by IP across hosts"
     );
     assert!(
-        pings(&dc, 1, "bbox2", &ip1),
+        pings(dc, 1, "bbox2", &ip1),
         "bbox2 -> bbox1 by IP across hosts"
     );
     wait_for("the container names in the store", WAIT, || {
-        store_names(&dc, 0, "ov_net1") == ["bbox1", "bbox2"]
+        store_names(dc, 0, "ov_net1") == ["bbox1", "bbox2"]
     });
     // By name across hosts, as the seeds do: Docker's embedded DNS forwards the names of
     // the other host's containers to vxtap's resolver.
@@ -214,22 +226,25 @@ fn user_view_on_a_dir_store() {
         stderr(&by_name)
     );
     assert!(String::from_utf8_lossy(&by_name.stdout).contains(&format!("({ip2})")));
-    assert!(pings(&dc, 1, "bbox2", "bbox1"), "and back by name");
+    assert!(pings(dc, 1, "bbox2", "bbox1"), "and back by name");
+    if hosts > 2 {
+        run_ok(dc, 2, "bbox8", "ov_net1", &[]);
+        assert!(pings(dc, 2, "bbox8", "bbox1"), "h3 -> h1 by name");
+        assert!(pings(dc, 0, "bbox1", "bbox8"), "h1 -> h3 by name");
+        dc.docker_ok(2, &["rm", "-f", "bbox8"]);
+    }
     // --network-alias names too, and NAME.NETWORK.
-    run_ok(&dc, 1, "bbox7", "ov_net1", &["--network-alias", "web"]);
-    let ip7 = ip_of(&dc, 1, "bbox7", "ov_net1");
+    run_ok(dc, 1, "bbox7", "ov_net1", &["--network-alias", "web"]);
+    let ip7 = ip_of(dc, 1, "bbox7", "ov_net1");
     wait_for("web resolves from h1", WAIT, || {
-        resolves(&dc, 0, "bbox1", "web") == Some(ip7.clone())
+        resolves(dc, 0, "bbox1", "web") == Some(ip7.clone())
     });
-    assert_eq!(
-        resolves(&dc, 0, "bbox1", "bbox7.ov_net1"),
-        Some(ip7.clone())
-    );
+    assert_eq!(resolves(dc, 0, "bbox1", "bbox7.ov_net1"), Some(ip7.clone()));
     // Names vxtap does not own still resolve, through the host's resolvers.
     let upstream = &dc.upstreams[0];
     let before = upstream.queries();
     assert_eq!(
-        resolves(&dc, 0, "bbox1", UPSTREAM_NAME),
+        resolves(dc, 0, "bbox1", UPSTREAM_NAME),
         Some(UPSTREAM_ADDRESS.to_string()),
         "a name vxtap does not own is forwarded"
     );
@@ -237,27 +252,27 @@ fn user_view_on_a_dir_store() {
         upstream.queries() > before,
         "answered by the host's upstream"
     );
-    assert_eq!(resolves(&dc, 0, "bbox1", "nosuch.test"), None);
+    assert_eq!(resolves(dc, 0, "bbox1", "nosuch.test"), None);
     dc.docker_ok(1, &["rm", "-f", "bbox7"]);
 
     // Lifecycle: stop removes the endpoint everywhere, start brings it back.
     let mac2 = "02:42:0a:00:00:03";
-    assert!(fdb_has(&dc, 0, mac2));
+    assert!(fdb_has(dc, 0, mac2));
     dc.docker_ok(1, &["stop", "bbox2"]);
     wait_for("bbox2's endpoint to leave h1's fdb", WAIT, || {
-        !fdb_has(&dc, 0, mac2)
+        !fdb_has(dc, 0, mac2)
     });
-    assert_eq!(store_names(&dc, 0, "ov_net1"), ["bbox1"]);
+    assert_eq!(store_names(dc, 0, "ov_net1"), ["bbox1"]);
     dc.docker_ok(1, &["start", "bbox2"]);
-    let ip2 = ip_of(&dc, 1, "bbox2", "ov_net1");
+    let ip2 = ip_of(dc, 1, "bbox2", "ov_net1");
     assert!(
-        pings(&dc, 0, "bbox1", &ip2),
+        pings(dc, 0, "bbox1", &ip2),
         "bbox2 reachable again after start"
     );
     dc.docker_ok(1, &["restart", "-t", "1", "bbox2"]);
-    let ip2 = ip_of(&dc, 1, "bbox2", "ov_net1");
+    let ip2 = ip_of(dc, 1, "bbox2", "ov_net1");
     assert!(
-        pings(&dc, 0, "bbox1", &ip2),
+        pings(dc, 0, "bbox1", &ip2),
         "bbox2 reachable again after restart"
     );
 
@@ -276,17 +291,21 @@ fn user_view_on_a_dir_store() {
             "ov_net2",
         ],
     );
-    wait_for("ov_net2 on h1", WAIT, || has_network(&dc, 0, "ov_net2"));
-    run_ok(&dc, 0, "bbox3", "ov_net2", &["--ip", "10.0.1.50"]);
-    assert_eq!(ip_of(&dc, 0, "bbox3", "ov_net2"), "10.0.1.50");
-    let taken = run(&dc, 1, "bbox4", "ov_net2", &["--ip", "10.0.1.50"]);
+    for host in (0..hosts).filter(|&h| h != 1) {
+        wait_for("ov_net2 on every host", WAIT, || {
+            has_network(dc, host, "ov_net2")
+        });
+    }
+    run_ok(dc, 0, "bbox3", "ov_net2", &["--ip", "10.0.1.50"]);
+    assert_eq!(ip_of(dc, 0, "bbox3", "ov_net2"), "10.0.1.50");
+    let taken = run(dc, 1, "bbox4", "ov_net2", &["--ip", "10.0.1.50"]);
     assert!(!taken.status.success());
     assert!(
         stderr(&taken).contains("10.0.1.50 is already used"),
         "{}",
         stderr(&taken)
     );
-    let outside = run(&dc, 1, "bbox5", "ov_net2", &["--ip", "10.0.1.0"]);
+    let outside = run(dc, 1, "bbox5", "ov_net2", &["--ip", "10.0.1.0"]);
     assert!(!outside.status.success());
     assert!(
         stderr(&outside).contains("not a usable address") || stderr(&outside).contains("10.0.1.0"),
@@ -297,31 +316,31 @@ fn user_view_on_a_dir_store() {
         let _ = dc.docker(1, &["rm", "-f", name]);
     }
     assert_eq!(
-        store_names(&dc, 0, "ov_net2").len(),
+        store_names(dc, 0, "ov_net2").len(),
         1,
         "failed runs leave no claim: {:?}",
-        store_names(&dc, 0, "ov_net2")
+        store_names(dc, 0, "ov_net2")
     );
-    run_ok(&dc, 1, "bbox6", "ov_net2", &[]);
-    let ip6 = ip_of(&dc, 1, "bbox6", "ov_net2");
-    assert!(pings(&dc, 0, "bbox3", &ip6), "ov_net2 across hosts");
+    run_ok(dc, 1, "bbox6", "ov_net2", &[]);
+    let ip6 = ip_of(dc, 1, "bbox6", "ov_net2");
+    assert!(pings(dc, 0, "bbox3", &ip6), "ov_net2 across hosts");
     assert!(
-        !ping_once(&dc, 0, "bbox1", &ip6),
+        !ping_once(dc, 0, "bbox1", &ip6),
         "ov_net1 cannot reach ov_net2"
     );
     assert!(
-        !ping_once(&dc, 1, "bbox6", &ip1),
+        !ping_once(dc, 1, "bbox6", &ip1),
         "ov_net2 cannot reach ov_net1"
     );
     dc.docker_ok(1, &["network", "connect", "ov_net1", "bbox6"]);
-    assert!(in_container(&dc, 1, "bbox6", &["ls", "/sys/class/net"]).contains("eth1"));
+    assert!(in_container(dc, 1, "bbox6", &["ls", "/sys/class/net"]).contains("eth1"));
     assert!(
-        pings(&dc, 1, "bbox6", &ip1),
+        pings(dc, 1, "bbox6", &ip1),
         "bbox6 reaches ov_net1 once connected"
     );
     dc.docker_ok(1, &["network", "disconnect", "ov_net1", "bbox6"]);
-    assert!(!in_container(&dc, 1, "bbox6", &["ls", "/sys/class/net"]).contains("eth1"));
-    assert!(!ping_once(&dc, 1, "bbox6", &ip1), "disconnected again");
+    assert!(!in_container(dc, 1, "bbox6", &["ls", "/sys/class/net"]).contains("eth1"));
+    assert!(!ping_once(dc, 1, "bbox6", &ip1), "disconnected again");
 
     // network rm: refused while another host has endpoints, then removed everywhere.
     let refused = dc.docker(1, &["network", "rm", "ov_net1"]);
@@ -335,15 +354,15 @@ fn user_view_on_a_dir_store() {
         stderr(&refused)
     );
     assert!(
-        has_network(&dc, 1, "ov_net1"),
+        has_network(dc, 1, "ov_net1"),
         "still there after the refusal"
     );
-    assert!(pings(&dc, 1, "bbox2", &ip1), "and still working");
+    assert!(pings(dc, 1, "bbox2", &ip1), "and still working");
     dc.docker_ok(0, &["rm", "-f", "bbox1"]);
     dc.docker_ok(1, &["rm", "-f", "bbox2"]);
     dc.docker_ok(1, &["network", "rm", "ov_net1"]);
     wait_for("ov_net1 to leave h1", WAIT, || {
-        !has_network(&dc, 0, "ov_net1")
+        !has_network(dc, 0, "ov_net1")
     });
     let listed = dc.cluster.hosts[0].cli_ok(&["network", "ls"]);
     assert!(!listed.contains("ov_net1"), "{listed}");
@@ -548,4 +567,148 @@ fn restarts_of_vxtap_and_of_dockerd() {
     wait_for("the store to hold exactly a and b", WAIT, || {
         store_names(&dc, 0, "net") == ["ca", "cb"]
     });
+}
+
+/// Moves `megabytes` of random bytes from `from` (on host `a`, at `ip`) to `to` (on host
+/// `b`) over TCP: busybox's httpd serves the file, busybox's wget fetches it. Returns both
+/// SHA-256 digests.
+fn transfer(
+    dc: &DockerCluster,
+    (a, from): (usize, &str),
+    (b, to): (usize, &str),
+    ip: &str,
+    megabytes: u32,
+) -> (String, String) {
+    let digest = |host: usize, container: &str, file: &str| {
+        in_container(dc, host, container, &["sha256sum", file])
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    in_container(dc, a, from, &["mkdir", "-p", "/srv"]);
+    in_container(
+        dc,
+        a,
+        from,
+        &[
+            "dd",
+            "if=/dev/urandom",
+            "of=/srv/blob",
+            "bs=1M",
+            &format!("count={megabytes}"),
+        ],
+    );
+    let sent = digest(a, from, "/srv/blob");
+    dc.docker_ok(
+        a,
+        &[
+            "exec", "-d", from, "httpd", "-f", "-p", "8080", "-h", "/srv",
+        ],
+    );
+    let url = format!("http://{ip}:8080/blob");
+    wait_for("the file fetched", WAIT, || {
+        dc.docker(b, &["exec", to, "wget", "-q", "-O", "/tmp/got", &url])
+            .status
+            .success()
+    });
+    (sent, digest(b, to, "/tmp/got"))
+}
+
+/// Three hosts on etcd: a network created on one appears on the others with its VNI and
+/// MTU; containers on all three reach each other by name; 200 MB cross intact; a host lost
+/// for good takes its endpoints with its lease (and brings them back when it returns); an
+/// unreachable store fails `docker network create` and `docker run` with vxtap's reason,
+/// while what runs keeps working.
+#[test]
+fn three_hosts_on_etcd() {
+    let mut dc = DockerCluster::new(3, StoreKind::Etcd);
+    let args = [
+        "--subnet",
+        "10.40.0.0/24",
+        "-o",
+        "vxtap.vni=42",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+    ];
+    let out = create(&dc, 1, "ov_net1", &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for host in [0, 2] {
+        wait_for("ov_net1 everywhere", WAIT, || {
+            has_network(&dc, host, "ov_net1")
+        });
+    }
+    assert_eq!(dc.cluster.hosts[0].inspect("ov_net1")["vni"], 42);
+    for (host, name) in [(0, "bbox1"), (1, "bbox2"), (2, "bbox3")] {
+        run_ok(&dc, host, name, "ov_net1", &[]);
+    }
+    assert_eq!(
+        in_container(&dc, 2, "bbox3", &["cat", "/sys/class/net/eth0/mtu"]),
+        "1400"
+    );
+    let ips: Vec<String> = [(0, "bbox1"), (1, "bbox2"), (2, "bbox3")]
+        .iter()
+        .map(|(h, n)| ip_of(&dc, *h, n, "ov_net1"))
+        .collect();
+    assert_eq!(ips, ["10.40.0.2", "10.40.0.3", "10.40.0.4"]);
+    assert!(pings(&dc, 0, "bbox1", "bbox3"), "h1 -> h3 by name");
+    assert!(pings(&dc, 2, "bbox3", "bbox2"), "h3 -> h2 by name");
+    assert!(pings(&dc, 1, "bbox2", "bbox1"), "h2 -> h1 by name");
+
+    let (sent, got) = transfer(&dc, (0, "bbox1"), (1, "bbox2"), &ips[0], 200);
+    assert_eq!(
+        sent, got,
+        "200 MB from bbox1 (h1) to bbox2 (h2), by SHA-256"
+    );
+
+    // h3's daemon lost for good: its lease expires and its endpoint leaves every table.
+    let mac3 = "02:42:0a:28:00:04";
+    assert!(fdb_has(&dc, 0, mac3));
+    dc.cluster.kill(2);
+    wait_for(
+        "bbox3's endpoint to expire with h3's lease",
+        Duration::from_secs(60),
+        || !fdb_has(&dc, 0, mac3) && !store_names(&dc, 0, "ov_net1").contains(&"bbox3".to_owned()),
+    );
+    assert!(!ping_once(&dc, 0, "bbox1", &ips[2]));
+    // ...and back when it returns: the endpoint is published again.
+    dc.cluster.restart(2);
+    wait_for("bbox3 back in h1's fdb", WAIT, || fdb_has(&dc, 0, mac3));
+    assert!(
+        pings(&dc, 0, "bbox1", &ips[2]),
+        "bbox3 reachable after h3 returned"
+    );
+
+    // The store unreachable: changes fail with vxtap's reason; forwarding goes on.
+    dc.cluster.etcd.as_mut().expect("etcd").stop();
+    let out = create(&dc, 0, "ov_net9", &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    assert!(!has_network(&dc, 0, "ov_net9"));
+    let out = run(&dc, 0, "bbox9", "ov_net1", &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    assert!(
+        ping_once(&dc, 0, "bbox1", &ips[1]),
+        "running containers keep talking"
+    );
+    dc.cluster.etcd.as_mut().expect("etcd").start_again();
+    let _ = dc.docker(0, &["rm", "-f", "bbox9"]);
+    let out = create(&dc, 0, "ov_net9", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("ov_net9 on h3", WAIT, || has_network(&dc, 2, "ov_net9"));
+
+    // Everything removed: nothing left in the store.
+    for (host, name) in [(0, "bbox1"), (1, "bbox2"), (2, "bbox3")] {
+        dc.docker_ok(host, &["rm", "-f", name]);
+    }
+    wait_for("no endpoint left in the store", WAIT, || {
+        store_names(&dc, 0, "ov_net1").is_empty()
+    });
+    dc.docker_ok(2, &["network", "rm", "ov_net1", "ov_net9"]);
+    for host in [0, 1] {
+        wait_for("the networks gone everywhere", WAIT, || {
+            !has_network(&dc, host, "ov_net1") && !has_network(&dc, host, "ov_net9")
+        });
+    }
 }
