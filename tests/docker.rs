@@ -366,6 +366,20 @@ fn user_view(dc: &DockerCluster) {
     });
     let listed = dc.cluster.hosts[0].cli_ok(&["network", "ls"]);
     assert!(!listed.contains("ov_net1"), "{listed}");
+
+    // A network made with vxtap's own CLI shows up in every engine, and goes with it.
+    dc.cluster.hosts[0].cli_ok(&["network", "create", "plain"]);
+    for host in 0..hosts {
+        wait_for("plain in every engine", WAIT, || {
+            has_network(dc, host, "plain")
+        });
+    }
+    dc.cluster.hosts[0].cli_ok(&["network", "rm", "plain"]);
+    for host in 0..hosts {
+        wait_for("plain gone from every engine", WAIT, || {
+            !has_network(dc, host, "plain")
+        });
+    }
 }
 
 /// `docker network create -d vxtap --ipam-driver vxtap ARGS... NAME` on `host`.
