@@ -15,3 +15,4 @@ pub mod docker;
 pub mod http;
 pub mod plumbing;
 pub mod store;
+pub mod unix_listener;

@@ -322,6 +322,26 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), ClusterError> {
     }
 }
 
+/// Checks that `subnet` overlaps no network of `snapshot`.
+///
+/// # Errors
+///
+/// `SubnetOverlap`, naming the first network it overlaps.
+pub fn check_subnet_free(snapshot: &Snapshot, subnet: Subnet) -> Result<(), ClusterError> {
+    match snapshot
+        .networks
+        .values()
+        .find(|n| n.subnet.overlaps(&subnet))
+    {
+        Some(other) => Err(ClusterError::SubnetOverlap {
+            subnet,
+            other: other.name.clone(),
+            other_subnet: other.subnet,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Plans `network create`: validates the request against `snapshot` and allocates what was
 /// not given. `id` and `created` come from the caller so that this stays deterministic.
 ///
@@ -363,17 +383,7 @@ pub fn plan_network(
     let subnet = match &request.subnet {
         Some(s) => {
             let subnet: Subnet = s.parse()?;
-            if let Some(other) = snapshot
-                .networks
-                .values()
-                .find(|n| n.subnet.overlaps(&subnet))
-            {
-                return Err(ClusterError::SubnetOverlap {
-                    subnet,
-                    other: other.name.clone(),
-                    other_subnet: other.subnet,
-                });
-            }
+            check_subnet_free(snapshot, subnet)?;
             subnet
         }
         None => {

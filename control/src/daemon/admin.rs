@@ -138,41 +138,22 @@ fn find_group(groups: &str, name: &str) -> Option<u32> {
 ///
 /// `Socket`, naming the step that failed; the socket file is removed again then.
 pub fn bind(path: &Path, group: Option<&SocketGroup>) -> Result<UnixListener, AdminError> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let fail = |step, source: rustix::io::Errno| AdminError::Socket {
-        step,
-        path: path.to_owned(),
-        source: source.into(),
-    };
-    let socket = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| fail("creating", e))?;
-    let address = SocketAddrUnix::new(path).map_err(|e| fail("naming", e))?;
-    rustix::net::bind(&socket, &address).map_err(|e| fail("binding", e))?;
-    let configured = (|| {
+    crate::unix_listener::listen(path, BACKLOG, |path| {
         let mode = match group {
             Some(group) => {
                 rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(group.gid)))
-                    .map_err(|e| fail("chown of", e))?;
+                    .map_err(|e| ("chown of", e))?;
                 0o660
             }
             None => 0o600,
         };
-        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
-            .map_err(|e| fail("chmod of", e))?;
-        rustix::net::listen(&socket, BACKLOG).map_err(|e| fail("listening on", e))
-    })();
-    if let Err(e) = configured {
-        if let Err(removing) = std::fs::remove_file(path) {
-            tracing::warn!(path = %path.display(), error = %removing, "removing a half-made admin socket");
-        }
-        return Err(e);
-    }
-    Ok(UnixListener::from(socket))
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| ("chmod of", e))
+    })
+    .map_err(|(step, source)| AdminError::Socket {
+        step,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Raises the soft limit on open files to the hard limit, so the admin socket, TAP queues
@@ -296,19 +277,10 @@ impl Clients {
     /// Waits until every connection's thread has ended, at most `limit`; returns how many
     /// are still running.
     fn wait_empty(&self, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        let mut table = self.table();
-        while !table.open.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            table = self
-                .left
-                .wait_timeout(table, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let (table, _) = self
+            .left
+            .wait_timeout_while(self.table(), limit, |t| !t.open.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
         table.open.len()
     }
 }

@@ -150,18 +150,7 @@ impl Driver {
         let reserved = state.reserved_subnets();
         let subnet = match request.subnet {
             Some(subnet) => {
-                if let Some(other) = snapshot
-                    .networks
-                    .values()
-                    .find(|n| n.subnet.overlaps(&subnet))
-                {
-                    return Err(ClusterError::SubnetOverlap {
-                        subnet,
-                        other: other.name.clone(),
-                        other_subnet: other.subnet,
-                    }
-                    .into());
-                }
+                crate::cluster::check_subnet_free(&snapshot, subnet)?;
                 if let Some(other) = reserved.iter().find(|r| r.overlaps(&subnet)) {
                     return Err(refused(format!(
                         "subnet {subnet} overlaps {other}, which a network being created here holds"

@@ -41,7 +41,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Most connections served at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -328,29 +328,14 @@ fn answers(path: &Path) -> io::Result<bool> {
 
 /// A listening socket at `path` with file mode `mode`, given before `listen`.
 fn listen(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let fail = |step, source: rustix::io::Errno| ServerError::Socket {
+    crate::unix_listener::listen(path, BACKLOG, |path| {
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| ("chmod of", e))
+    })
+    .map_err(|(step, source)| ServerError::Socket {
         step,
         path: path.to_owned(),
-        source: source.into(),
-    };
-    let socket = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| fail("creating a socket for", e))?;
-    let address = SocketAddrUnix::new(path).map_err(|e| fail("naming", e))?;
-    rustix::net::bind(&socket, &address).map_err(|e| fail("binding", e))?;
-    let listening = rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
-        .map_err(|e| fail("chmod of", e))
-        .and_then(|()| rustix::net::listen(&socket, BACKLOG).map_err(|e| fail("listening on", e)));
-    if let Err(e) = listening {
-        remove_socket_file(path);
-        return Err(e);
-    }
-    Ok(UnixListener::from(socket))
+        source,
+    })
 }
 
 /// What the accept thread and the connection threads share.
@@ -459,19 +444,10 @@ impl Shared {
     /// Waits until every connection has left the table, at most `limit`; returns how many
     /// are still in it.
     fn wait_empty(&self, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        let mut table = self.table();
-        while !table.open.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            table = self
-                .left
-                .wait_timeout(table, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let (table, _) = self
+            .left
+            .wait_timeout_while(self.table(), limit, |t| !t.open.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
         table.open.len()
     }
 }
@@ -546,6 +522,7 @@ mod tests {
     use std::io::{BufReader, Read, Write};
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
 
     /// A bound on any wait in these tests: far above what each needs.
     const PATIENCE: Duration = Duration::from_secs(10);

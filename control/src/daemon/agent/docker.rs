@@ -158,18 +158,7 @@ impl Agent {
             .into());
         }
         endpoint.ifname = "eth".to_owned();
-        let key = endpoint.key();
-        state.local.insert(key.clone(), endpoint.clone());
-        let published = self
-            .save_record(&state)
-            .and_then(|()| Ok(locked.put(&key, &to_json(&endpoint), Lifetime::Session)?));
-        if let Err(e) = published {
-            state.local.remove(&key);
-            if let Err(e) = self.save_record(&state) {
-                tracing::error!(error = %e, "rolling back the endpoint record");
-            }
-            return Err(e);
-        }
+        self.publish_local(&mut state, locked.as_mut(), &endpoint)?;
         tracing::info!(network = %network.name, ip = %endpoint.ip, "address claimed for Docker");
         Ok(endpoint)
     }

@@ -496,16 +496,7 @@ impl Agent {
                 return Err(e.into());
             }
         };
-        let key = endpoint.key();
-        state.local.insert(key.clone(), endpoint.clone());
-        let published = self
-            .save_record(&state)
-            .and_then(|()| Ok(locked.put(&key, &to_json(&endpoint), Lifetime::Session)?));
-        if let Err(e) = published {
-            state.local.remove(&key);
-            if let Err(e) = self.save_record(&state) {
-                tracing::error!(error = %e, "rolling back the endpoint record");
-            }
+        if let Err(e) = self.publish_local(&mut state, locked.as_mut(), &endpoint) {
             if let Err(e) = overlay::disconnect_container(&container.path, &endpoint.ifname) {
                 tracing::error!(error = %e, "rolling back the container interface");
             }
@@ -520,6 +511,28 @@ impl Agent {
         self.write_hosts_files(&mut state, &snapshot);
         tracing::info!(network = %network.name, name = %endpoint.name, ip = %endpoint.ip, netns, ifname = %endpoint.ifname, "connected");
         Ok(endpoint)
+    }
+
+    /// Records `endpoint` as local (in `RUN_DIR/endpoints.json`) and publishes it, under
+    /// the cluster lock `locked`; if either fails, the local record is rolled back.
+    fn publish_local(
+        &self,
+        state: &mut State,
+        locked: &mut dyn crate::store::Locked,
+        endpoint: &Endpoint,
+    ) -> Result<(), AgentError> {
+        let key = endpoint.key();
+        state.local.insert(key.clone(), endpoint.clone());
+        let published = self
+            .save_record(state)
+            .and_then(|()| Ok(locked.put(&key, &to_json(endpoint), Lifetime::Session)?));
+        if published.is_err() {
+            state.local.remove(&key);
+            if let Err(e) = self.save_record(state) {
+                tracing::error!(error = %e, "rolling back the endpoint record");
+            }
+        }
+        published
     }
 
     fn disconnect(&self, network: &str, netns: &str) -> Result<(), AgentError> {
