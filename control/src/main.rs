@@ -148,10 +148,16 @@ enum Command {
     },
     /// Two hosts as network namespaces, an overlay network between them, a container on
     /// each: ping across, measure throughput, show the tables, clean up (also on Ctrl-C).
+    /// `vxtap demo docker`: the same hosts with a Docker engine each, vxtap as Docker's
+    /// network and IPAM driver, and the `docker` CLI (needs docker.io and busybox-static).
     Demo {
-        /// Seconds of throughput measurement.
-        #[arg(long, default_value_t = 5)]
-        duration: u64,
+        /// `docker`: `docker network create -d vxtap`, `docker run` on each host, `docker
+        /// exec ... ping` by name across hosts, with a private dockerd per host.
+        #[arg(value_enum)]
+        variant: Option<DemoVariant>,
+        /// Seconds of throughput measurement (default 5; not in the Docker demo).
+        #[arg(long)]
+        duration: Option<u64>,
         /// Leave the hosts, daemons and containers running at the end.
         #[arg(long)]
         keep: bool,
@@ -162,6 +168,13 @@ enum Command {
         #[arg(short = 'j', long = "json")]
         json: bool,
     },
+}
+
+/// Which demo `vxtap demo` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoVariant {
+    /// Docker engines with vxtap as their network and IPAM driver.
+    Docker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,11 +373,30 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Demo { duration, keep } => {
-            return match demo::run(&demo::DemoOptions { duration, keep }) {
+        Command::Demo {
+            variant,
+            duration,
+            keep,
+        } => {
+            let docker = variant == Some(DemoVariant::Docker);
+            if docker && duration.is_some() {
+                eprintln!("vxtap demo docker: --duration is for `vxtap demo` (the Docker demo measures no throughput)");
+                return ExitCode::from(2);
+            }
+            let options = demo::DemoOptions {
+                docker,
+                duration: duration.unwrap_or(5),
+                keep,
+            };
+            return match demo::run(&options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("vxtap demo: {e:#}");
+                    let name = if docker {
+                        "vxtap demo docker"
+                    } else {
+                        "vxtap demo"
+                    };
+                    eprintln!("{name}: {e:#}");
                     // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
                     let interrupted = matches!(
                         e.downcast_ref::<demo::DemoError>(),

@@ -81,6 +81,26 @@ pub enum DemoError {
         /// What happened.
         problem: String,
     },
+    /// A Docker engine did not answer in time, or exited early.
+    #[error("the Docker engine of {host} {problem}; last lines of {}:\n{tail}", log.display())]
+    EngineStart {
+        /// The host label.
+        host: String,
+        /// `exited with ...` or `did not answer ... within N s`.
+        problem: String,
+        /// dockerd's log file.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+    /// A Docker engine did not stop cleanly.
+    #[error("the Docker engine of {host}: {problem}")]
+    EngineStop {
+        /// The host label.
+        host: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// Entering a namespace to open a socket failed.
     #[error("in network namespace {netns}: {source}")]
     Netns {
@@ -98,6 +118,14 @@ pub enum DemoError {
         reason: String,
         /// The output, shortened.
         output: String,
+    },
+    /// Something the demo waits for did not happen in time.
+    #[error("gave up after {seconds} s waiting for {what}")]
+    Wait {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        seconds: u64,
     },
     /// Pings between the containers did not get through.
     #[error("ping from {from} to {target} failed: {detail}")]

@@ -1,6 +1,7 @@
 //! The demo's world and the guard that undoes it: two "hosts" (network namespaces joined by
-//! a veth underlay), a "container" namespace per host, a vxtap daemon per host with a
-//! directory store shared in a temp dir, and whatever the demo asked those daemons to make.
+//! a veth underlay), a "container" namespace per host (not for the Docker demo, whose
+//! engines make their containers), a vxtap daemon per host with a directory store shared in
+//! a temp dir, and whatever the demo asked those daemons to make.
 //!
 //! [`Lab`] records each thing as it is created and [`Lab::teardown`] undoes them in order:
 //! endpoints, the network, the daemons (SIGTERM, then SIGKILL), the namespaces, the hosts
@@ -12,6 +13,7 @@
 use super::cmd::{self, Limits};
 use super::error::DemoError;
 use super::{check, mounts};
+use std::ffi::OsString;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -50,6 +52,15 @@ pub(crate) struct Tools {
     pub(crate) vxtap: PathBuf,
 }
 
+/// What the containers of a demo are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Containers {
+    /// Network namespaces the demo makes and `vxtap connect`s (`vxtap demo`).
+    Namespaces,
+    /// Containers each host's Docker engine makes (`vxtap demo docker`).
+    Docker,
+}
+
 /// One simulated host and the container on it.
 #[derive(Debug, Clone)]
 pub(crate) struct Host {
@@ -63,9 +74,11 @@ pub(crate) struct Host {
     pub(crate) run_dir: PathBuf,
     /// The daemon's stdout and stderr.
     pub(crate) log: PathBuf,
-    /// The container's network namespace (`vxdemo<pid>-c1`).
+    /// The container's network namespace (`vxdemo<pid>-c1`), made only for
+    /// [`Containers::Namespaces`].
     pub(crate) container: String,
-    /// The container's endpoint name on the network (`connect --name`).
+    /// The container's endpoint name on the network (`connect --name`, or the Docker
+    /// container's name).
     pub(crate) endpoint: String,
 }
 
@@ -110,6 +123,8 @@ pub(crate) struct Lab {
     pub(crate) tools: Tools,
     /// The two hosts.
     pub(crate) hosts: [Host; 2],
+    /// Whether [`build`](Self::build) makes container namespaces.
+    containers: Containers,
     /// Namespaces created so far, in creation order.
     namespaces: Vec<String>,
     daemons: Vec<Daemon>,
@@ -127,7 +142,7 @@ impl Lab {
     /// # Errors
     ///
     /// The temp dir cannot be created.
-    pub(crate) fn new(tools: Tools) -> Result<Self, DemoError> {
+    pub(crate) fn new(tools: Tools, containers: Containers) -> Result<Self, DemoError> {
         let prefix = format!("vxdemo{}", std::process::id());
         let dir = create_private_dir(&std::env::temp_dir(), &prefix)?;
         let hosts = [1u8, 2].map(|n| {
@@ -138,7 +153,11 @@ impl Lab {
                 run_dir: dir.join(&label),
                 log: dir.join(format!("{label}.log")),
                 container: format!("{prefix}-c{n}"),
-                endpoint: if n == 1 { "client" } else { "server" }.to_owned(),
+                endpoint: match (containers, n) {
+                    (Containers::Namespaces, 1) => "client".to_owned(),
+                    (Containers::Namespaces, _) => "server".to_owned(),
+                    (Containers::Docker, _) => format!("bbox{n}"),
+                },
                 label,
             }
         });
@@ -147,6 +166,7 @@ impl Lab {
             dir,
             tools,
             hosts,
+            containers,
             namespaces: Vec::new(),
             daemons: Vec::new(),
             network_on: None,
@@ -165,7 +185,8 @@ impl Lab {
         cmd::checked(Command::new(&self.tools.ip).args(args), limits)
     }
 
-    /// Creates the four namespaces and the underlay between the hosts.
+    /// Creates the namespaces (hosts, and containers unless Docker makes them) and the
+    /// underlay between the hosts.
     ///
     /// # Errors
     ///
@@ -175,7 +196,11 @@ impl Lab {
         let names: Vec<String> = self
             .hosts
             .iter()
-            .flat_map(|h| [h.netns.clone(), h.container.clone()])
+            .flat_map(|h| {
+                let container =
+                    (self.containers == Containers::Namespaces).then(|| h.container.clone());
+                std::iter::once(h.netns.clone()).chain(container)
+            })
             .collect();
         for name in &names {
             if netns_path(name).exists() {
@@ -231,13 +256,18 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts a daemon in each host namespace and waits until both answer.
+    /// Starts a daemon in each host namespace, with `extra(host index)` after the usual
+    /// flags, and waits until both answer.
     ///
     /// # Errors
     ///
     /// A daemon cannot start, exits, or does not open its admin socket in time (the error
     /// holds the end of its log).
-    pub(crate) fn start_daemons(&mut self, interrupt: &AtomicBool) -> Result<(), DemoError> {
+    pub(crate) fn start_daemons(
+        &mut self,
+        extra: impl Fn(usize) -> Vec<OsString>,
+        interrupt: &AtomicBool,
+    ) -> Result<(), DemoError> {
         let store = self.store_url();
         std::fs::create_dir(self.dir.join("store"))
             .map_err(DemoError::io("creating", self.dir.join("store")))?;
@@ -256,6 +286,7 @@ impl Lab {
                 .args(["daemon", "--host", &host.label, "--local-ip"])
                 .arg(host.underlay_ip.to_string())
                 .args(["--store", &store])
+                .args(extra(index))
                 // A log file, not a terminal: no colour codes.
                 .env("NO_COLOR", "1")
                 .env("PATH", cmd::child_path());
@@ -377,17 +408,19 @@ impl Lab {
         for name in self.namespaces.iter().rev() {
             lines.push(format!("ip netns del {name}"));
         }
-        let containers: Vec<String> = self
-            .hosts
-            .iter()
-            .map(|h| {
-                Path::new(ETC_NETNS)
-                    .join(&h.container)
-                    .display()
-                    .to_string()
-            })
-            .collect();
-        lines.push(format!("rm -rf {}", containers.join(" ")));
+        if self.containers == Containers::Namespaces {
+            let containers: Vec<String> = self
+                .hosts
+                .iter()
+                .map(|h| {
+                    Path::new(ETC_NETNS)
+                        .join(&h.container)
+                        .display()
+                        .to_string()
+                })
+                .collect();
+            lines.push(format!("rm -rf {}", containers.join(" ")));
+        }
         lines.push(format!(
             "grep -o ' {0}/[^ ]*' /proc/self/mountinfo | xargs -r umount",
             self.dir.display()
@@ -527,7 +560,11 @@ impl Drop for Lab {
 }
 
 /// Prints one cleanup step, with its remark if any, and files its failure.
-fn report(problems: &mut Vec<String>, step: &str, result: Result<Option<String>, DemoError>) {
+pub(crate) fn report(
+    problems: &mut Vec<String>,
+    step: &str,
+    result: Result<Option<String>, DemoError>,
+) {
     match result {
         Ok(None) => println!("  {step}"),
         Ok(Some(remark)) => println!("  {step}: {remark}"),
@@ -642,7 +679,7 @@ mod tests {
 
     #[test]
     fn names_carry_the_prefix_and_fit() {
-        let mut lab = Lab::new(tools()).unwrap();
+        let mut lab = Lab::new(tools(), Containers::Namespaces).unwrap();
         let prefix = lab.prefix.clone();
         for host in &lab.hosts {
             assert!(host.netns.starts_with(&format!("{prefix}-")));
@@ -656,6 +693,17 @@ mod tests {
         assert!(lab.dir.is_dir());
         let kept = lab.keep();
         assert!(kept.iter().any(|l| l.contains("rm -rf")));
+        assert!(lab.teardown().is_empty());
+        assert!(!lab.dir.exists());
+    }
+
+    #[test]
+    fn docker_labs_name_their_containers_after_the_issue() {
+        let mut lab = Lab::new(tools(), Containers::Docker).unwrap();
+        let names: Vec<&str> = lab.hosts.iter().map(|h| h.endpoint.as_str()).collect();
+        assert_eq!(names, ["bbox1", "bbox2"]);
+        // No container namespaces, so nothing under /etc/netns to remove by hand.
+        assert!(!lab.keep().iter().any(|l| l.contains(ETC_NETNS)));
         assert!(lab.teardown().is_empty());
         assert!(!lab.dir.exists());
     }

@@ -3,16 +3,23 @@
 //! directory store, creates an overlay network and connects a "container" namespace on each
 //! host through the CLI (as a user would), pings across by IP and by name, measures TCP
 //! throughput, shows the tables, and cleans everything up, also on error and on Ctrl-C.
+//! `vxtap demo docker` does the same with a Docker engine on each host and the `docker`
+//! CLI ([`docker`]).
 //!
 //! - `hosts`: the namespaces, daemons and the cleanup guard ([`hosts::Lab`]);
 //! - `cmd`: running `ip`, `nsenter`, `ping` and `vxtap` with time limits and interrupts;
 //! - `inspect`: the `network inspect` JSON, the stable contract the demo reads addresses from;
+//! - `engine`: the Docker demo's engines (one dockerd per host), from start to a clean stop;
+//! - `docker_tools`: what the Docker demo needs on the machine, and its busybox image;
 //! - `ping`, `throughput`, `mounts`: the steps' own helpers.
 //!
 //! This module never adds addresses or routes to the root namespace and never removes
 //! anything it did not create (every name carries the run's `vxdemo<pid>` prefix).
 
 mod cmd;
+mod docker;
+mod docker_tools;
+mod engine;
 mod error;
 mod hosts;
 mod inspect;
@@ -22,7 +29,9 @@ mod throughput;
 
 pub use error::DemoError;
 
-use hosts::{Lab, Tools, LOG_LINES, NETWORK, UNDERLAY_IF, UNDERLAY_PREFIX, VXTAP_SECONDS};
+use hosts::{
+    Containers, Lab, Tools, LOG_LINES, NETWORK, UNDERLAY_IF, UNDERLAY_PREFIX, VXTAP_SECONDS,
+};
 use inspect::NetworkView;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -33,7 +42,9 @@ use std::time::{Duration, Instant};
 /// What `vxtap demo` was asked to do.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Seconds of throughput measurement.
+    /// The Docker demo (`vxtap demo docker`) instead of the plain one.
+    pub docker: bool,
+    /// Seconds of throughput measurement (the plain demo only).
     pub duration: u64,
     /// Leave everything running at the end instead of cleaning up (for poking around); an
     /// interrupt still cleans up.
@@ -68,7 +79,11 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("installing a handler for signal {signal}: {e}"))?;
         handlers.push(id);
     }
-    let result = run_with(options, &interrupt);
+    let result = if options.docker {
+        docker::run_with(options, &interrupt)
+    } else {
+        run_with(options, &interrupt)
+    };
     for id in handlers {
         signal_hook::low_level::unregister(id);
     }
@@ -77,7 +92,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
 
 fn run_with(options: &DemoOptions, interrupt: &AtomicBool) -> Result<(), DemoError> {
     let tools = prerequisites()?;
-    let mut lab = Lab::new(tools)?;
+    let mut lab = Lab::new(tools, Containers::Namespaces)?;
     println!(
         "vxtap demo: two hosts, an overlay network, a container on each (run {}, files in {})",
         lab.prefix,
@@ -99,7 +114,8 @@ fn run_with(options: &DemoOptions, interrupt: &AtomicBool) -> Result<(), DemoErr
     if options.keep && !interrupted {
         keep(&mut lab);
     } else {
-        cleanup(&mut lab);
+        println!("\n== cleanup");
+        cleanup(&mut lab, Vec::new(), Vec::new());
     }
     if interrupted {
         // Whatever failed after the signal failed because of it.
@@ -129,7 +145,7 @@ fn steps(
     interrupt: &AtomicBool,
     results: &mut Results,
 ) -> Result<(), DemoError> {
-    heading(1, "hosts");
+    heading(1, STEPS, "hosts");
     lab.build(interrupt)?;
     for host in &lab.hosts {
         println!(
@@ -140,8 +156,8 @@ fn steps(
     println!("  h1 and h2 are joined by a veth pair (the underlay); this machine's own namespace is untouched");
 
     check(interrupt)?;
-    heading(2, "daemons");
-    lab.start_daemons(interrupt)?;
+    heading(2, STEPS, "daemons");
+    lab.start_daemons(|_| Vec::new(), interrupt)?;
     for (host, pid) in lab.daemon_pids() {
         println!(
             "  {}: vxtap daemon pid {pid}, log {}",
@@ -156,13 +172,13 @@ fn steps(
     );
 
     check(interrupt)?;
-    heading(3, "overlay network");
+    heading(3, STEPS, "overlay network");
     let network = create_and_connect(lab, interrupt)?;
     let client = endpoint_ip(&network, &lab.hosts[0].endpoint)?;
     let server = endpoint_ip(&network, &lab.hosts[1].endpoint)?;
 
     check(interrupt)?;
-    heading(4, "ping");
+    heading(4, STEPS, "ping");
     let mut failures = Vec::new();
     wait_for_tables(lab, &network, interrupt)?;
     let by_ip = ping_target(lab, &server.to_string(), interrupt)
@@ -177,6 +193,7 @@ fn steps(
     check(interrupt)?;
     heading(
         5,
+        STEPS,
         &format!(
             "TCP throughput, {} ({client}) -> {} ({server}), {} s",
             lab.hosts[0].endpoint, lab.hosts[1].endpoint, options.duration
@@ -193,7 +210,7 @@ fn steps(
     }
 
     check(interrupt)?;
-    heading(6, "tables");
+    heading(6, STEPS, "tables");
     let tables = show_tables(lab, interrupt);
     if let Err(e) = tables {
         if failures.is_empty() || matches!(e, DemoError::Interrupted) {
@@ -242,11 +259,24 @@ fn create_and_connect(lab: &mut Lab, interrupt: &AtomicBool) -> Result<NetworkVi
         }
         result?;
     }
+    let network = await_endpoints(lab, NETWORK, PATIENCE, interrupt)?;
+    describe_network(&network, "  ");
+    Ok(network)
+}
+
+/// `network inspect NAME` on host 1 until it lists every host's endpoint, or `patience`
+/// has passed (then with what it lists).
+fn await_endpoints(
+    lab: &Lab,
+    name: &str,
+    patience: Duration,
+    interrupt: &AtomicBool,
+) -> Result<NetworkView, DemoError> {
     let start = Instant::now();
     loop {
-        let text = lab.vxtap(0, &["network", "inspect", NETWORK], limits(interrupt))?;
+        let text = lab.vxtap(0, &["network", "inspect", name], limits(interrupt))?;
         let network = NetworkView::parse(&text).map_err(|reason| DemoError::Inspect {
-            network: NETWORK.to_owned(),
+            network: name.to_owned(),
             reason,
             output: inspect::shorten(&text, 300),
         })?;
@@ -254,28 +284,32 @@ fn create_and_connect(lab: &mut Lab, interrupt: &AtomicBool) -> Result<NetworkVi
             .hosts
             .iter()
             .all(|h| network.endpoint(&h.endpoint).is_some());
-        if complete || start.elapsed() >= PATIENCE {
-            println!(
-                "  network {}: VNI {}, subnet {}, MTU {}",
-                network.name,
-                network.vni,
-                network.subnet,
-                network
-                    .mtu
-                    .map_or_else(|| "?".to_owned(), |m| m.to_string())
-            );
-            for e in &network.endpoints {
-                println!(
-                    "  endpoint {}: {} {} on {}",
-                    e.name,
-                    e.ip,
-                    e.mac,
-                    e.host.as_deref().unwrap_or("?")
-                );
-            }
+        if complete || start.elapsed() >= patience {
             return Ok(network);
         }
         pause(Duration::from_millis(200), interrupt)?;
+    }
+}
+
+/// Prints a network's VNI, subnet and MTU and its endpoints, each line after `indent`.
+fn describe_network(network: &NetworkView, indent: &str) {
+    println!(
+        "{indent}network {}: VNI {}, subnet {}, MTU {}",
+        network.name,
+        network.vni,
+        network.subnet,
+        network
+            .mtu
+            .map_or_else(|| "?".to_owned(), |m| m.to_string())
+    );
+    for e in &network.endpoints {
+        println!(
+            "{indent}endpoint {}: {} {} on {}",
+            e.name,
+            e.ip,
+            e.mac,
+            e.host.as_deref().unwrap_or("?")
+        );
     }
 }
 
@@ -458,7 +492,11 @@ fn shell(
 /// Prints `text` indented under a command line.
 fn indented(text: &str) {
     for line in text.lines() {
-        println!("    {line}");
+        if line.trim().is_empty() {
+            println!();
+        } else {
+            println!("    {line}");
+        }
     }
 }
 
@@ -468,8 +506,8 @@ fn limits(interrupt: &AtomicBool) -> cmd::Limits<'_> {
     cmd::Limits::finishing(interrupt, VXTAP_SECONDS)
 }
 
-fn heading(step: u32, title: &str) {
-    println!("\n== {step}/{STEPS} {title}");
+fn heading(step: u32, steps: u32, title: &str) {
+    println!("\n== {step}/{steps} {title}");
 }
 
 fn check(interrupt: &AtomicBool) -> Result<(), DemoError> {
@@ -563,14 +601,14 @@ fn keep(lab: &mut Lab) {
     }
 }
 
-/// Tears everything down and checks that nothing is left.
-fn cleanup(lab: &mut Lab) {
-    println!("\n== cleanup");
-    let problems = lab.teardown();
+/// Tears the lab down and checks that nothing is left; `problems` and `left` come from what
+/// the caller undid before (the Docker demo's engines).
+fn cleanup(lab: &mut Lab, mut problems: Vec<String>, mut left: Vec<String>) {
+    problems.extend(lab.teardown());
     for problem in &problems {
         println!("  problem: {problem}");
     }
-    let left = lab.leftovers();
+    left.extend(lab.leftovers());
     if left.is_empty() {
         println!("  nothing left behind");
     } else {
