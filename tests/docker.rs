@@ -253,6 +253,21 @@ fn user_view(dc: &DockerCluster) {
         "answered by the host's upstream"
     );
     assert_eq!(resolves(dc, 0, "bbox1", "nosuch.test"), None);
+    // `vxtap stats` shows what the resolver did.
+    let stats = dc.cluster.hosts[0].daemon().stats();
+    let resolver = stats["resolvers"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["network"] == "ov_net1"))
+        .unwrap_or_else(|| panic!("no resolver of ov_net1 in stats: {stats:#}"))
+        .clone();
+    for counter in ["queries", "answered", "forwarded"] {
+        assert!(
+            resolver[counter].as_u64() > Some(0),
+            "{counter}: {resolver:#}"
+        );
+    }
+    let text = dc.cluster.hosts[0].cli_ok(&["stats"]);
+    assert!(text.contains("resolver ov_net1: "), "{text}");
     dc.docker_ok(1, &["rm", "-f", "bbox7"]);
 
     // Lifecycle: stop removes the endpoint everywhere, start brings it back.

@@ -336,6 +336,16 @@ pub struct RecordStats {
     pub current: Vec<RefusedRecord>,
 }
 
+/// What the resolver of one overlay network's namespace has done (`--docker`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolverCounters {
+    /// The network's name.
+    pub network: String,
+    /// Its counters.
+    #[serde(flatten)]
+    pub stats: crate::dns::ResolverStats,
+}
+
 /// A store record that is not programmed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusedRecord {
@@ -406,6 +416,9 @@ pub enum Reply {
         /// Store records refused by the control plane (absent without `--local-ip`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         records: Option<RecordStats>,
+        /// The overlay namespaces' resolvers (only with `--docker`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        resolvers: Vec<ResolverCounters>,
     },
 }
 

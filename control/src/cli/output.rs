@@ -2,7 +2,7 @@
 
 use crate::api::{
     DropCount, FdbRow, GlobalStats, LinkStats, LinkStatus, NeighRow, NetworkView, RecordStats,
-    Reply,
+    Reply, ResolverCounters,
 };
 use crate::cluster::{Endpoint, Host};
 use std::fmt::Write;
@@ -19,12 +19,17 @@ pub fn render(reply: &Reply, json: bool) -> String {
                 links,
                 global,
                 records,
-            } => match records {
-                Some(records) => {
-                    serde_json::json!({ "links": links, "global": global, "store_records": records })
+                resolvers,
+            } => {
+                let mut value = serde_json::json!({ "links": links, "global": global });
+                if let Some(records) = records {
+                    value["store_records"] = serde_json::json!(records);
                 }
-                None => serde_json::json!({ "links": links, "global": global }),
-            },
+                if !resolvers.is_empty() {
+                    value["resolvers"] = serde_json::json!(resolvers);
+                }
+                value
+            }
             Reply::Network(view) => serde_json::json!(view),
             Reply::Networks(views) => serde_json::json!(views),
             Reply::Endpoint(endpoint) => serde_json::json!(endpoint),
@@ -42,12 +47,14 @@ pub fn render(reply: &Reply, json: bool) -> String {
             links,
             global: g,
             records,
+            resolvers,
         } => {
             links.iter().for_each(|s| stats(&mut out, s));
             global(&mut out, g);
             if let Some(r) = records {
                 store_records(&mut out, r);
             }
+            resolvers.iter().for_each(|r| resolver(&mut out, r));
         }
         // `network create` prints the new id, as `docker network create` does.
         Reply::Network(view) => {
@@ -214,6 +221,24 @@ fn stats(out: &mut String, s: &LinkStats) {
         s.learned_entries, s.learned, s.moves, s.learn_refused, s.aged_out
     );
     nonzero_drops(out, &s.drops);
+}
+
+fn resolver(out: &mut String, r: &ResolverCounters) {
+    let s = &r.stats;
+    let _ = writeln!(
+        out,
+        "resolver {}: {} queries, {} answered, {} forwarded, {} upstream failures, {} overloaded, {} errors, {} malformed, {} TCP refused, {} send failures",
+        r.network,
+        s.queries,
+        s.answered,
+        s.forwarded,
+        s.upstream_failures,
+        s.overloaded,
+        s.errors,
+        s.malformed,
+        s.tcp_refused,
+        s.send_failures
+    );
 }
 
 fn store_records(out: &mut String, r: &RecordStats) {

@@ -680,7 +680,8 @@ fn respond(line: &[u8], context: &Context<'_>) -> Response {
     }
 }
 
-/// `stats` of a daemon running the control plane also counts the store records it refused.
+/// `stats` of a daemon running the control plane also counts the store records it refused,
+/// and what its resolvers did.
 fn with_record_stats(reply: Reply, agent: Option<&Agent>) -> Reply {
     match (reply, agent) {
         (
@@ -688,12 +689,14 @@ fn with_record_stats(reply: Reply, agent: Option<&Agent>) -> Reply {
                 links,
                 global,
                 records: None,
+                ..
             },
             Some(agent),
         ) => Reply::Stats {
             links,
             global,
             records: Some(agent.record_stats()),
+            resolvers: agent.resolver_stats(),
         },
         (reply, _) => reply,
     }

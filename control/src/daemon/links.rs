@@ -687,6 +687,7 @@ impl Links {
             },
             // The daemon adds the control plane's when it runs one.
             records: None,
+            resolvers: Vec::new(),
         }
     }
 }

@@ -61,7 +61,7 @@ pub struct ResolverConfig {
 }
 
 /// What the resolver has done since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolverStats {
     /// Messages received, over UDP and TCP.
     pub queries: u64,

@@ -94,8 +94,9 @@ struct Overlay {
     neigh: BTreeMap<Ipv4Addr, String>,
     /// Remote MACs programmed in br0's table behind the TAP.
     bridged: BTreeSet<String>,
-    /// The resolver answering in the overlay namespace, when names are served.
-    resolver: Option<crate::dns::Resolver>,
+    /// The resolver answering in the overlay namespace, when names are served; dropping
+    /// the overlay stops it.
+    resolver: Option<Arc<crate::dns::Resolver>>,
 }
 
 #[derive(Debug, Default)]
@@ -227,6 +228,9 @@ pub struct Agent {
     /// The records accepted at the last check, for readers that must not wait on the store
     /// (the resolvers).
     latest: Arc<RwLock<Arc<Snapshot>>>,
+    /// The overlays' resolvers by network id, for `stats` (which must not wait for the
+    /// state): the overlay holds each, so a torn-down one no longer upgrades.
+    resolvers: Mutex<BTreeMap<String, std::sync::Weak<crate::dns::Resolver>>>,
     started: u64,
 }
 
@@ -283,6 +287,7 @@ impl Agent {
             }),
             records: Mutex::new(RecordChecks::default()),
             latest: Arc::new(RwLock::new(Arc::new(Snapshot::default()))),
+            resolvers: Mutex::new(BTreeMap::new()),
             started: now_secs(),
             config,
         });
@@ -350,6 +355,25 @@ impl Agent {
     /// Counters of the store records this host refused, and the ones refused now.
     pub fn record_stats(&self) -> RecordStats {
         lock(&self.records).stats()
+    }
+
+    /// What the resolvers of the overlays here have done, by network name.
+    pub fn resolver_stats(&self) -> Vec<crate::api::ResolverCounters> {
+        let latest = self.latest();
+        let mut resolvers = lock(&self.resolvers);
+        resolvers.retain(|_, r| r.strong_count() > 0);
+        resolvers
+            .iter()
+            .filter_map(|(id, r)| {
+                Some(crate::api::ResolverCounters {
+                    network: latest
+                        .networks
+                        .get(id)
+                        .map_or_else(|| id.clone(), |n| n.name.clone()),
+                    stats: r.upgrade()?.stats(),
+                })
+            })
+            .collect()
     }
 
     /// Serves one overlay request.

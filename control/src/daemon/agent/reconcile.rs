@@ -93,7 +93,7 @@ impl Agent {
         &self,
         path: &std::path::Path,
         network_id: &str,
-    ) -> Option<crate::dns::Resolver> {
+    ) -> Option<Arc<crate::dns::Resolver>> {
         let upstreams = self.config.resolver.as_ref()?;
         let listen = crate::dns::RESOLVER_ADDR;
         let address = format!("{}/32", listen.ip());
@@ -114,7 +114,12 @@ impl Agent {
                     .map_err(|e| e.to_string())
             });
         match started {
-            Ok(resolver) => Some(resolver),
+            Ok(resolver) => {
+                let resolver = Arc::new(resolver);
+                super::lock(&self.resolvers)
+                    .insert(network_id.to_owned(), Arc::downgrade(&resolver));
+                Some(resolver)
+            }
             Err(e) => {
                 tracing::warn!(netns = %path.display(), error = %e, "starting the overlay's resolver");
                 None
