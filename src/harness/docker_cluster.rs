@@ -25,7 +25,7 @@ pub struct DockerCluster {
     /// Each host's stand-in for its real DNS resolvers (`--dns-upstream`), on its underlay
     /// address, port 5353: vxtap's resolvers forward what they do not own there.
     pub upstreams: Vec<UpstreamDns>,
-    _plugin_dirs: Vec<tempfile::TempDir>,
+    plugin_dirs: Vec<tempfile::TempDir>,
 }
 
 /// What [`DockerCluster::with`] sets up beyond the defaults.
@@ -94,8 +94,13 @@ impl DockerCluster {
             engines,
             cluster,
             upstreams,
-            _plugin_dirs: plugin_dirs,
+            plugin_dirs,
         }
+    }
+
+    /// Host `i`'s plugin socket (where its engine finds vxtap).
+    pub fn plugin_socket(&self, i: usize) -> std::path::PathBuf {
+        self.plugin_dirs[i].path().join("vxtap.sock")
     }
 
     /// `docker ARGS` on host `i`'s engine, whatever the exit status.

@@ -37,7 +37,7 @@ const NAMING_WAIT: Duration = Duration::from_secs(10);
 pub struct Driver {
     agent: Arc<Agent>,
     state: Arc<Mutex<DriverState>>,
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
 }
 
 fn refused(e: impl std::fmt::Display) -> Refused {
@@ -64,18 +64,16 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Driver {
     /// A driver over `agent`, remembering in `state`, handing slow work to the sync thread.
     pub fn new(agent: Arc<Agent>, state: Arc<Mutex<DriverState>>, jobs: Sender<Job>) -> Driver {
-        Driver {
-            agent,
-            state,
-            jobs: Mutex::new(jobs),
-        }
+        Driver { agent, state, jobs }
     }
 
     /// Serves `body` posted to `path`: the JSON answer, an error in the form the call's
     /// protocol reads when refused.
     pub fn serve(&self, path: &str, body: &[u8]) -> Value {
         let api = protocol::api_of(path).unwrap_or(Api::Network);
-        let answer = protocol::decode(path, body).and_then(|call| {
+        let answer = protocol::decode(path, body)
+            .inspect_err(|e| tracing::info!(path = %validate::escape(path), error = %e, "Docker call refused"))
+            .and_then(|call| {
             let name = format!("{call:?}");
             let answer = self.call(call);
             match &answer {
@@ -114,9 +112,7 @@ impl Driver {
                 address,
                 mac,
             } => self.create_endpoint(&network, &endpoint, address.as_deref(), mac.as_deref()),
-            Call::Join {
-                network, endpoint, ..
-            } => self.join(&network, &endpoint),
+            Call::Join { network, endpoint } => self.join(&network, &endpoint),
             Call::DeleteEndpoint { endpoint, .. } => {
                 let key = lock(&self.state).saved.endpoints.get(&endpoint).cloned();
                 if let Some(e) = key.and_then(|key| self.agent.local_endpoint_by_key(&key)) {
@@ -204,6 +200,10 @@ impl Driver {
             }
             return Ok(protocol::address(gateway, prefix));
         }
+        if lock(&self.state).pools.contains_key(&subnet) {
+            // Before CreateNetwork, Docker asks only for the gateway and --aux-address ones.
+            return Err(refused("vxtap does not support --aux-address"));
+        }
         let network = self.network_with(subnet)?;
         let endpoint = self.agent.docker_claim(&network.id, address)?;
         Ok(protocol::address(endpoint.ip, prefix))
@@ -266,21 +266,22 @@ impl Driver {
                 )));
             }
             let mut state = lock(&self.state);
-            state
+            let before = state
                 .saved
                 .networks
                 .insert(request.network.clone(), network.id.clone());
-            state.save().map_err(refused)?;
+            if let Err(e) = state.save() {
+                match before {
+                    Some(old) => state.saved.networks.insert(request.network.clone(), old),
+                    None => state.saved.networks.remove(&request.network),
+                };
+                return Err(refused(e));
+            }
             tracing::info!(network = %network.name, docker_id = %request.network, "Docker network attached");
             return Ok(protocol::empty());
         }
+        // Checked as 64 hex digits when decoded.
         let id = &request.network;
-        if !validate::is_id(id) {
-            return Err(refused(format!(
-                "vxtap: Docker network id {} is not 64 hex digits",
-                validate::escape(id)
-            )));
-        }
         let plan = NetworkRequest {
             // Until Docker tells the name: a valid name no network has.
             name: format!("docker-{}", &id[..12]),
@@ -292,30 +293,39 @@ impl Driver {
         self.agent.docker_check_network(&plan, id)?;
         {
             let mut state = lock(&self.state);
-            state.pools.remove(&request.subnet);
             state.saved.unnamed.insert(id.clone(), plan);
             state.saved.networks.insert(id.clone(), id.clone());
-            state.save().map_err(refused)?;
+            if let Err(e) = state.save() {
+                state.saved.unnamed.remove(id);
+                state.saved.networks.remove(id);
+                return Err(refused(e));
+            }
+            state.pools.remove(&request.subnet);
         }
         self.send(Job::NameNetwork { docker: id.clone() });
         Ok(protocol::empty())
     }
 
+    /// Docker removes the network from its engine whatever a remote driver answers (it
+    /// honours only "forbidden" errors, which a plugin cannot send), so the mapping goes in
+    /// any case. The store keeps the network while any host has endpoints on it (or cannot
+    /// be reached); the refusal is logged by both, and the sync thread creates the network
+    /// in this engine again, since it still exists.
     fn delete_network(&self, docker: &str) -> Result<Value, Refused> {
         let (vxtap, unnamed) = {
-            let state = lock(&self.state);
-            (
-                state.saved.networks.get(docker).cloned(),
-                state.saved.unnamed.contains_key(docker),
-            )
+            let mut state = lock(&self.state);
+            let vxtap = state.saved.networks.remove(docker);
+            let unnamed = state.saved.unnamed.remove(docker).is_some();
+            if vxtap.is_some() || unnamed {
+                state.save().map_err(refused)?;
+            }
+            (vxtap, unnamed)
         };
-        if let (Some(vxtap), false) = (&vxtap, unnamed) {
-            self.agent.docker_remove_network(vxtap)?;
-        }
-        let mut state = lock(&self.state);
-        state.saved.unnamed.remove(docker);
-        if state.saved.networks.remove(docker).is_some() {
-            state.save().map_err(refused)?;
+        if let (Some(vxtap), false) = (vxtap, unnamed) {
+            if let Err(e) = self.agent.docker_remove_network(&vxtap) {
+                tracing::warn!(error = %e, "Docker removed a network from its engine that stays in the store; it will be created there again");
+                return Err(e.into());
+            }
         }
         Ok(protocol::empty())
     }
@@ -366,7 +376,13 @@ impl Driver {
             self.agent.docker_unplumb(&endpoint);
             return Err(refused(e));
         }
-        Ok(protocol::endpoint(&endpoint.mac))
+        // Docker fails the endpoint ("driver modified interface MAC address") when a driver
+        // answers a MAC it was given, even the same one.
+        Ok(if mac.is_some() {
+            protocol::empty()
+        } else {
+            protocol::endpoint(&endpoint.mac)
+        })
     }
 
     fn join(&self, docker_network: &str, docker_endpoint: &str) -> Result<Value, Refused> {
@@ -400,7 +416,7 @@ impl Driver {
     }
 
     fn send(&self, job: Job) {
-        if lock(&self.jobs).send(job).is_err() {
+        if self.jobs.send(job).is_err() {
             tracing::warn!("the Docker sync thread is gone; names are not looked up");
         }
     }

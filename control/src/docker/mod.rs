@@ -86,7 +86,9 @@ pub fn start(
     let state = Arc::new(Mutex::new(state::DriverState::load(run_dir)?));
     let engine = engine::Engine::new(&options.engine)?;
     let (jobs, receiver) = std::sync::mpsc::channel();
-    let sync = sync::Sync::new(Arc::clone(&agent), engine, Arc::clone(&state));
+    let mut sync = sync::Sync::new(Arc::clone(&agent), engine, Arc::clone(&state));
+    // Before Docker can call: after a reboot emptied RUN_DIR, Docker still has the networks.
+    sync.remap_now();
     let thread = std::thread::Builder::new()
         .name("vxtap-docker".into())
         .spawn(move || sync.run(&receiver, &stop))

@@ -1,5 +1,5 @@
-//! The messages of Docker's libnetwork plugin protocols, as Docker 20.10 through 28 send
-//! them: the remote network driver (`NetworkDriver.*`) and the remote IPAM driver
+//! The messages of Docker's libnetwork plugin protocols, as dockerd 20.10 sends them
+//! (captured) and moby's API types through 28 describe them: the remote network driver (`NetworkDriver.*`) and the remote IPAM driver
 //! (`IpamDriver.*`). Pure: decoding, the checks of what a request may ask, and the answers.
 //!
 //! Docker sends JSON with Go's field names and no `Content-Type`. Errors travel in the
@@ -66,8 +66,6 @@ pub enum Call {
         network: String,
         /// Docker's endpoint id.
         endpoint: String,
-        /// The container's namespace file, as dockerd sees it.
-        sandbox: String,
     },
     /// `NetworkDriver.Leave`, `EndpointOperInfo`, `ProgramExternalConnectivity`,
     /// `RevokeExternalConnectivity`, `DiscoverNew`, `DiscoverDelete`: nothing for vxtap to do.
@@ -152,8 +150,6 @@ struct Raw {
     network_id: String,
     #[serde(rename = "EndpointID")]
     endpoint_id: String,
-    #[serde(rename = "SandboxKey")]
-    sandbox_key: String,
     #[serde(rename = "Options")]
     options: Option<Map<String, Value>>,
     #[serde(rename = "Interface")]
@@ -228,12 +224,14 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Call, Refused> {
             .map_err(|e| refused(format!("vxtap: malformed {method} request: {e}")))?
     };
     let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let network = || docker_id("network", &raw.network_id);
+    let endpoint = || docker_id("endpoint", &raw.endpoint_id);
     Ok(match method {
         "Plugin.Activate" => Call::Activate,
         "NetworkDriver.GetCapabilities" => Call::NetworkCapabilities,
         "NetworkDriver.CreateNetwork" => Call::CreateNetwork(create_network(raw)?),
         "NetworkDriver.DeleteNetwork" => Call::DeleteNetwork {
-            network: raw.network_id,
+            network: network()?,
         },
         "NetworkDriver.CreateEndpoint" => {
             let interface = raw.interface.unwrap_or_default();
@@ -241,20 +239,19 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Call, Refused> {
                 return Err(refused("vxtap networks are IPv4 only"));
             }
             Call::CreateEndpoint {
-                network: raw.network_id,
-                endpoint: raw.endpoint_id,
+                network: network()?,
+                endpoint: endpoint()?,
                 address: text(&interface.address),
                 mac: text(&interface.mac_address),
             }
         }
         "NetworkDriver.DeleteEndpoint" => Call::DeleteEndpoint {
-            network: raw.network_id,
-            endpoint: raw.endpoint_id,
+            network: network()?,
+            endpoint: endpoint()?,
         },
         "NetworkDriver.Join" => Call::Join {
-            network: raw.network_id,
-            endpoint: raw.endpoint_id,
-            sandbox: raw.sandbox_key,
+            network: network()?,
+            endpoint: endpoint()?,
         },
         "NetworkDriver.Leave" => Call::NetworkNothing("Leave"),
         "NetworkDriver.EndpointOperInfo" => Call::NetworkNothing("EndpointOperInfo"),
@@ -341,7 +338,20 @@ fn request_pool(raw: Raw) -> Result<RequestPool, Refused> {
     Ok(RequestPool { subnet, attach })
 }
 
+/// A Docker network or endpoint id: 64 lowercase hex digits, as Docker makes them.
+fn docker_id(what: &str, id: &str) -> Result<String, Refused> {
+    if crate::cluster::validate::is_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(refused(format!(
+            "vxtap: Docker {what} id {} is not 64 hex digits",
+            crate::cluster::validate::escape(id)
+        )))
+    }
+}
+
 fn create_network(raw: Raw) -> Result<CreateNetwork, Refused> {
+    let network = docker_id("network", &raw.network_id)?;
     if raw.ipv6_data.as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(refused(
             "vxtap networks are IPv4 only: leave out --ipv6 and IPv6 subnets",
@@ -395,7 +405,7 @@ fn create_network(raw: Raw) -> Result<CreateNetwork, Refused> {
         )));
     }
     Ok(CreateNetwork {
-        network: raw.network_id,
+        network,
         subnet,
         gateway,
         vni,
@@ -493,7 +503,7 @@ mod tests {
     /// What dockerd 20.10 sent for `docker network create -d vxtap --ipam-driver vxtap
     /// --subnet 10.22.0.0/24 -o vxtap.vni=77 -o com.docker.network.driver.mtu=1400 n`
     /// (captured; the ids shortened).
-    const CREATE: &str = r#"{"NetworkID":"4a3b","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{"com.docker.network.driver.mtu":"1400","vxtap.vni":"77"}},"IPv4Data":[{"AddressSpace":"vxtap","Gateway":"10.22.0.1/24","Pool":"10.22.0.0/24"}],"IPv6Data":[]}"#;
+    const CREATE: &str = r#"{"NetworkID":"4a3b000000000000000000000000000000000000000000000000000000000000","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{"com.docker.network.driver.mtu":"1400","vxtap.vni":"77"}},"IPv4Data":[{"AddressSpace":"vxtap","Gateway":"10.22.0.1/24","Pool":"10.22.0.0/24"}],"IPv6Data":[]}"#;
 
     #[test]
     fn decodes_create_network_with_its_options() {
@@ -501,7 +511,7 @@ mod tests {
         assert_eq!(
             call,
             Call::CreateNetwork(CreateNetwork {
-                network: "4a3b".into(),
+                network: format!("4a3b{}", "0".repeat(60)),
                 subnet: "10.22.0.0/24".parse().unwrap(),
                 gateway: Some(Ipv4Addr::new(10, 22, 0, 1)),
                 vni: Some(77),
@@ -565,6 +575,12 @@ mod tests {
         assert!(err.0.contains("does not implement"), "{err}");
         let err = decode("/NetworkDriver.Join", b"{\"NetworkID\":").unwrap_err();
         assert!(err.0.contains("malformed"), "{err}");
+        let err = decode(
+            "/NetworkDriver.Join",
+            br#"{"NetworkID":"../x","EndpointID":"e"}"#,
+        )
+        .unwrap_err();
+        assert!(err.0.contains("is not 64 hex digits"), "{err}");
     }
 
     #[test]

@@ -66,7 +66,11 @@ impl DriverState {
     ///
     /// The file cannot be written.
     pub fn save(&self) -> Result<(), PlumbingError> {
-        let json = serde_json::to_vec_pretty(&self.saved).unwrap_or_default();
+        let json = serde_json::to_vec_pretty(&self.saved).map_err(|e| PlumbingError::Io {
+            action: "encoding",
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
         plumbing::write_atomically(&self.path, &json, 0o600)
     }
 

@@ -83,9 +83,12 @@ pub fn bridge_remote(
         .iter()
         .map(|mac| format!("fdb replace {mac} dev {dev} master static\n"))
         .collect();
+    // Beside the overlay's namespace file, in the daemon's own run directory (root's), not
+    // in a directory others can write to.
     static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file = std::env::temp_dir().join(format!(".vxtap-bridge-{}-{n}", std::process::id()));
+    let dir = overlay.parent().unwrap_or(Path::new("/"));
+    let file = dir.join(format!(".bridge-batch-{n}"));
     super::write_atomically(&file, batch.as_bytes(), 0o600)?;
     let file_arg = file.to_string_lossy().into_owned();
     let done = super::bridge(overlay, &["-batch", &file_arg]);
@@ -184,19 +187,14 @@ pub fn docker_veth_names(tag: &str) -> (String, String) {
 }
 
 /// Creates the veth pair of a Docker endpoint: the outer end on `br0` in `overlay`, the inner
-/// end (named as returned) with `mac` and `mtu` in the daemon's own namespace, where dockerd
+/// end (see [`docker_veth_names`]) with `mac` and `mtu` in the daemon's own namespace, where dockerd
 /// (which runs there too) finds it and moves it into the container as `ethN`. A pair left by
 /// a daemon that was killed midway is replaced. On failure nothing is left.
 ///
 /// # Errors
 ///
 /// The failing `ip` command.
-pub fn docker_veth(
-    overlay: &Path,
-    tag: &str,
-    mac: &str,
-    mtu: u32,
-) -> Result<String, PlumbingError> {
+pub fn docker_veth(overlay: &Path, tag: &str, mac: &str, mtu: u32) -> Result<(), PlumbingError> {
     let (outer, inner) = docker_veth_names(tag);
     let here = super::check_netns(Path::new("/proc/self/ns/net"))?;
     let here_path = Path::new("/proc/self/ns/net");
@@ -221,7 +219,7 @@ pub fn docker_veth(
         let _ = ip(overlay, &["link", "del", &outer]);
         return Err(e);
     }
-    Ok(inner)
+    Ok(())
 }
 
 /// Removes a Docker endpoint's veth pair, wherever its inner end is (back in the daemon's

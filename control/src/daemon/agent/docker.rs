@@ -27,6 +27,11 @@ fn provisional_name(ip: Ipv4Addr) -> String {
     format!("docker-{}", ip.to_string().replace('.', "-"))
 }
 
+/// Whether Docker endpoint `e` still has its provisional name (its container not known).
+pub fn is_provisional(e: &Endpoint) -> bool {
+    is_docker(e) && e.aliases.is_empty() && e.name == provisional_name(e.ip)
+}
+
 /// The veth tag of an endpoint: its id's first 8 digits.
 pub fn tag_of(e: &Endpoint) -> &str {
     e.id.get(..8).unwrap_or(&e.id)
@@ -52,9 +57,10 @@ impl Agent {
         )
     }
 
-    /// This host's name.
-    pub fn host(&self) -> &str {
-        &self.config.host
+    /// How often the accepted records changed since the daemon started: a reader that acts
+    /// on changes compares it with what it saw last.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Checks that a network like `request` could be created now, writing nothing.
@@ -163,6 +169,16 @@ impl Agent {
         Ok(endpoint)
     }
 
+    /// This host's Docker claims.
+    pub fn docker_claims(&self) -> Vec<Endpoint> {
+        lock(&self.state)
+            .local
+            .values()
+            .filter(|e| is_docker(e))
+            .cloned()
+            .collect()
+    }
+
     /// This host's Docker endpoint with address `ip` on network `network_id`.
     pub fn docker_endpoint(&self, network_id: &str, ip: Ipv4Addr) -> Option<Endpoint> {
         lock(&self.state)
@@ -220,23 +236,20 @@ impl Agent {
     }
 
     fn docker_teardown_if_unused(&self, state: &mut State, endpoint: &Endpoint) {
-        if let Some(o) = state.overlays.get(&endpoint.network) {
-            if let Err(e) = overlay::remove_docker_veth(&o.netns, tag_of(endpoint)) {
-                tracing::warn!(error = %e, "removing a Docker endpoint's veth pair");
-            }
-        }
+        self.remove_veth(endpoint);
         if !state.local.values().any(|e| e.network == endpoint.network) {
             self.teardown(state, &endpoint.network);
         }
     }
 
     /// Makes the veth pair of the claimed endpoint `endpoint` (and its overlay, if this is
-    /// the network's first endpoint here). Returns the inner end's name, for Docker to move.
+    /// the network's first endpoint here); its inner end is named by
+    /// [`overlay::docker_veth_names`], for Docker to move.
     ///
     /// # Errors
     ///
     /// The overlay or a plumbing step failed; nothing new is left.
-    pub fn docker_plumb(&self, endpoint: &Endpoint) -> Result<String, AgentError> {
+    pub fn docker_plumb(&self, endpoint: &Endpoint) -> Result<(), AgentError> {
         let snapshot = self.snapshot()?;
         let network = snapshot.require_network(&endpoint.network)?.clone();
         let mut state = lock(&self.state);
@@ -258,22 +271,25 @@ impl Agent {
             .get(&network.id)
             .map(|o| o.netns.clone())
             .ok_or_else(|| AgentError::Dataplane("overlay vanished".to_owned()))?;
-        Ok(overlay::docker_veth(
-            &netns,
-            tag_of(endpoint),
-            &endpoint.mac,
-            network.mtu,
-        )?)
+        overlay::docker_veth(&netns, tag_of(endpoint), &endpoint.mac, network.mtu)?;
+        Ok(())
     }
 
     /// Removes the veth pair of `endpoint` (Docker's DeleteEndpoint); the claim stays until
     /// Docker releases the address.
     pub fn docker_unplumb(&self, endpoint: &Endpoint) {
-        let state = lock(&self.state);
-        if let Some(o) = state.overlays.get(&endpoint.network) {
-            if let Err(e) = overlay::remove_docker_veth(&o.netns, tag_of(endpoint)) {
-                tracing::warn!(error = %e, "removing a Docker endpoint's veth pair");
-            }
+        let _state = lock(&self.state);
+        self.remove_veth(endpoint);
+    }
+
+    /// Removes `endpoint`'s veth pair, whether or not its overlay has been set up again
+    /// since the daemon started (the namespace's path is known either way).
+    fn remove_veth(&self, endpoint: &Endpoint) {
+        let netns = self
+            .overlay_dir()
+            .join(super::overlay_name(&endpoint.network));
+        if let Err(e) = overlay::remove_docker_veth(&netns, tag_of(endpoint)) {
+            tracing::warn!(error = %e, "removing a Docker endpoint's veth pair");
         }
     }
 
@@ -299,13 +315,13 @@ impl Agent {
                 "the endpoint was released meanwhile".to_owned(),
             ));
         };
-        let mut names: Vec<String> = names
+        let mut seen = std::collections::BTreeSet::new();
+        let names: Vec<String> = names
             .iter()
-            .filter(|n| cluster::check_name("alias", n).is_ok())
+            .filter(|n| cluster::check_name("alias", n).is_ok() && seen.insert(n.as_str()))
+            .take(crate::cluster::validate::MAX_ALIASES)
             .cloned()
             .collect();
-        names.dedup();
-        names.truncate(crate::cluster::validate::MAX_ALIASES);
         let name = names
             .first()
             .filter(|n| {

@@ -13,7 +13,7 @@
 mod docker;
 mod reconcile;
 
-pub use docker::{is_docker, tag_of, DOCKER_NETNS};
+pub use docker::{is_docker, is_provisional, tag_of, DOCKER_NETNS};
 
 use super::links::Links;
 use crate::api::{DropCount, NetworkView, RecordStats, RefusedRecord, Reply, Request};
@@ -228,6 +228,8 @@ pub struct Agent {
     /// The records accepted at the last check, for readers that must not wait on the store
     /// (the resolvers).
     latest: Arc<RwLock<Arc<Snapshot>>>,
+    /// Counts the changes of `latest`: readers that act on changes compare it.
+    generation: std::sync::atomic::AtomicU64,
     /// The overlays' resolvers by network id, for `stats` (which must not wait for the
     /// state): the overlay holds each, so a torn-down one no longer upgrades.
     resolvers: Mutex<BTreeMap<String, std::sync::Weak<crate::dns::Resolver>>>,
@@ -287,6 +289,7 @@ impl Agent {
             }),
             records: Mutex::new(RecordChecks::default()),
             latest: Arc::new(RwLock::new(Arc::new(Snapshot::default()))),
+            generation: std::sync::atomic::AtomicU64::new(0),
             resolvers: Mutex::new(BTreeMap::new()),
             started: now_secs(),
             config,
@@ -348,7 +351,11 @@ impl Agent {
     /// programs this host's tables goes through here.
     pub(super) fn check_records(&self, listing: &crate::store::Listing) -> Snapshot {
         let snapshot = lock(&self.records).check(listing);
-        *self.latest.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot.clone());
+        let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+        if **latest != snapshot {
+            *latest = Arc::new(snapshot.clone());
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         snapshot
     }
 

@@ -131,11 +131,21 @@ impl Agent {
     /// overlay ends of any veth go with it).
     pub(super) fn teardown(&self, state: &mut State, network_id: &str) {
         let path = self.overlay_dir().join(overlay_name(network_id));
-        if let Some(o) = state.overlays.remove(network_id) {
+        if let Some(mut o) = state.overlays.remove(network_id) {
             if let Err(e) = lock(&self.links).handle(Request::LinkDel {
                 name: o.link.clone(),
             }) {
                 tracing::warn!(link = %o.link, error = %e, "removing overlay link");
+            }
+            // Stopping a resolver waits for its threads (a forward may be pending): not
+            // while the state is locked.
+            if let Some(resolver) = o.resolver.take() {
+                let stopped = std::thread::Builder::new()
+                    .name("vxtap-dns-stop".into())
+                    .spawn(move || drop(resolver));
+                if let Err(e) = stopped {
+                    tracing::warn!(error = %e, "stopping a resolver on a thread of its own; stopping it here");
+                }
             }
         }
         if let Err(e) = plumbing::netns::remove(&path) {
