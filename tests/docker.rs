@@ -508,6 +508,19 @@ fn bad_input_is_refused_with_a_reason_and_nothing_half_made() {
         );
     }
     // Another IPAM driver cannot hand out vxtap addresses.
+    let aux = create(
+        &dc,
+        1,
+        "bad",
+        &["--subnet", "10.23.0.0/24", "--aux-address", "a=10.23.0.9"],
+    );
+    assert!(!aux.status.success());
+    assert!(
+        stderr(&aux).contains("does not support --aux-address"),
+        "{}",
+        stderr(&aux)
+    );
+    assert!(!has_network(&dc, 1, "bad"));
     let default_ipam = dc.docker(1, &["network", "create", "-d", "vxtap", "bad"]);
     assert!(!default_ipam.status.success());
     assert!(
