@@ -180,6 +180,7 @@ fn main() {
     require_programs();
     progress("building vxtap: cargo build --release -p vxtap");
     build_vxtap();
+    let load_before = load_average();
 
     progress("Docker: two hosts, each with dockerd and vxtap daemon --docker");
     let docker = measure_docker(&plan, &progress);
@@ -189,7 +190,19 @@ fn main() {
     let kernel = Samples::new(measure_kernel(&plan));
     progress("done");
 
-    print_table(&plan, &docker, &connect, &kernel);
+    let load = [load_before, load_average()];
+    print_table(&plan, &docker, &connect, &kernel, &load);
+}
+
+/// The machine's 1-minute load average (`/proc/loadavg`), printed beside the figures: other
+/// work on the machine skews every one of them.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_else(|e| panic!("reading /proc/loadavg: {e}"));
+    text.split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("/proc/loadavg is empty"))
+        .to_owned()
 }
 
 /// Panics unless every program the benchmark runs itself is on `PATH`, naming the Debian
@@ -222,6 +235,24 @@ fn build_vxtap() {
     command
         .args(["build", "--release", "-p", "vxtap", "--bin", "vxtap"])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // What cargo sets for the running benchmark must not reach the inner build: build
+    // scripts that watch one of these (ring's watches CARGO_MANIFEST_DIR) would otherwise
+    // be rebuilt there, and again by the next `cargo bench`, on every run.
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            command.env_remove(&key);
+        }
+    }
     let status = command
         .status()
         .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", cmd::describe(&command)));
@@ -476,7 +507,13 @@ fn measure_kernel(plan: &Plan) -> Vec<f64> {
     iperf3_runs(plan, server.ns.path(), client.ns.path(), server.ip)
 }
 
-fn print_table(plan: &Plan, docker: &DockerFigures, connect: &Samples, kernel: &Samples) {
+fn print_table(
+    plan: &Plan,
+    docker: &DockerFigures,
+    connect: &Samples,
+    kernel: &Samples,
+    load: &[String; 2],
+) {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let iperf_runs = format!(
         "median of {} x {} s (min-max)",
@@ -570,6 +607,10 @@ fn print_table(plan: &Plan, docker: &DockerFigures, connect: &Samples, kernel: &
         } else {
             ""
         }
+    );
+    println!(
+        "1-minute load average before / after the measurements: {} / {}",
+        load[0], load[1]
     );
     println!("command: {}", plan.command());
     println!();
