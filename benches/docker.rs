@@ -631,4 +631,15 @@ fn print_table(
     for row in &rows[1..] {
         println!("{}", line(row));
     }
+    println!();
+    for note in [
+        "ping reply: `ping -c 1 -w 10 -i 0.01` in h1's container (nsenter), started when \
+         `docker run -d` returns; every container a new `--ip`, so a fresh ARP request",
+        "listed: h2's engine API, `GET /networks` (what `docker network ls` asks), every 20 ms",
+        "`docker run -d`: the CLI's wall time on h1's engine, vxtap and none interleaved",
+        "iperf3: the host's, in the namespaces (nsenter), client h1, server h2; references: \
+         namespaces on the same two hosts joined by `vxtap connect`, or by the kernel's vxlan",
+    ] {
+        println!("  {note}");
+    }
 }
