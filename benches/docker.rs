@@ -14,14 +14,15 @@
 //!    column measures against a container that already answers. Every container gets an
 //!    address of its own (`--ip`), so each probe starts with a fresh ARP request, as the first
 //!    client of a new container does: an ARP request that finds no entry yet is retried by the
-//!    kernel only after its retransmit time (1 s by default), which shows in p90 and max.
+//!    kernel only after its retransmit time (1 s by default), which would show in p90 and max.
 //! 2. **`docker network create` returning on h1 → the network listed on h2**, median (min,
 //!    max) of 5: h2's engine API is asked `GET /networks`, what `docker network ls` asks,
 //!    every 20 ms (the CLI alone takes tens of milliseconds to start). Each network is
 //!    removed, and gone from h2, before the next.
 //! 3. **`docker run -d` wall time (the CLI included) on h1's engine, `--network` vxtap vs
-//!    `--network none`**, 10 of each, interleaved, each container removed before the next;
-//!    medians and their ratio.
+//!    `--network none`**, 10 of each, and beside them a network of Docker's own bridge driver
+//!    (a bridge in h1's namespace: what a local network costs Docker without any plugin); in
+//!    turn, each container removed before the next; medians and their ratios.
 //! 4. **iperf3, TCP, 1 stream, 5 s, median of 3 runs**: the host's iperf3 run in the
 //!    containers' network namespaces (`nsenter --net=/proc/PID/ns/net`, client on h1, server
 //!    on h2); then between two plain namespaces joined by `vxtap connect` on a control-plane
@@ -31,7 +32,7 @@
 //!    with static fdb and neighbour entries). One setup exists at a time.
 //!
 //! `QUICK=1` shortens everything for a smoke run: 5 containers, 3 networks, 5 `docker run`s
-//! each way, one 2 s iperf3 run per setup.
+//! of each kind, one 2 s iperf3 run per setup.
 //!
 //! The `vxtap` binary the hosts run is built first (`cargo build --release -p vxtap`):
 //! `cargo bench` builds only this package's targets, and a stale binary would be measured
@@ -66,6 +67,10 @@ const PROBE_DEADLINE: &str = "10";
 const SETTLE: Duration = Duration::from_secs(30);
 const NETWORK_POLL: Duration = Duration::from_millis(20);
 const IPERF_PORT: &str = "5201";
+/// A network of Docker's own bridge driver on h1 (a bridge in h1's namespace), the
+/// reference for `docker run -d` beside `--network none`.
+const LOCAL_NETWORK: &str = "local";
+const LOCAL_SUBNET: &str = "10.61.0.0/24";
 
 /// How much to measure.
 struct Plan {
@@ -157,6 +162,7 @@ struct DockerFigures {
     prober_alone: Samples,
     spread: Samples,
     run_vxtap: Samples,
+    run_bridge: Samples,
     run_none: Samples,
     iperf: Samples,
 }
@@ -453,13 +459,27 @@ fn measure_docker(plan: &Plan, progress: &dyn Fn(&str)) -> DockerFigures {
         dc.docker_ok(1, &["rm", "-f", &name]);
     }
 
-    progress("docker run -d on h1, vxtap network vs none");
-    let (mut run_vxtap, mut run_none) = (Vec::new(), Vec::new());
+    progress("docker run -d on h1: vxtap network, Docker's bridge driver, none");
+    dc.docker_ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "bridge",
+            "--subnet",
+            LOCAL_SUBNET,
+            LOCAL_NETWORK,
+        ],
+    );
+    let (mut run_vxtap, mut run_bridge, mut run_none) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..plan.runs {
-        let mut order = [(NETWORK, &mut run_vxtap), ("none", &mut run_none)];
-        if i % 2 == 1 {
-            order.reverse();
-        }
+        let mut order = [
+            (NETWORK, &mut run_vxtap),
+            (LOCAL_NETWORK, &mut run_bridge),
+            ("none", &mut run_none),
+        ];
+        order.rotate_left(i % 3);
         for (network, samples) in order {
             let name = format!("run-{network}-{i}");
             let start = Instant::now();
@@ -476,6 +496,7 @@ fn measure_docker(plan: &Plan, progress: &dyn Fn(&str)) -> DockerFigures {
         prober_alone: Samples::millis(&prober_alone),
         spread: Samples::millis(&spread),
         run_vxtap: Samples::millis(&run_vxtap),
+        run_bridge: Samples::millis(&run_bridge),
         run_none: Samples::millis(&run_none),
         iperf: Samples::new(iperf),
     }
@@ -568,6 +589,12 @@ fn print_table(
             ratio(docker.run_vxtap.median(), docker.run_none.median()),
         ],
         [
+            String::new(),
+            String::new(),
+            format!("Docker's bridge driver: {:.0}", docker.run_bridge.median()),
+            ratio(docker.run_vxtap.median(), docker.run_bridge.median()),
+        ],
+        [
             format!("iperf3 TCP 1 stream h1 -> h2, Gbit/s: {iperf_runs}"),
             gbits(&docker.iperf),
             format!("`vxtap connect` namespaces: {}", gbits(connect)),
@@ -636,7 +663,7 @@ fn print_table(
         "ping reply: `ping -c 1 -w 10 -i 0.01` in h1's container (nsenter), started when \
          `docker run -d` returns; every container a new `--ip`, so a fresh ARP request",
         "listed: h2's engine API, `GET /networks` (what `docker network ls` asks), every 20 ms",
-        "`docker run -d`: the CLI's wall time on h1's engine, vxtap and none interleaved",
+        "`docker run -d`: the CLI's wall time on h1's engine; vxtap, bridge and none in turn",
         "iperf3: the host's, in the namespaces (nsenter), client h1, server h2; references: \
          namespaces on the same two hosts joined by `vxtap connect`, or by the kernel's vxlan",
     ] {
