@@ -26,8 +26,8 @@
 //! 4. **iperf3, TCP, 1 stream, 5 s, median of 3 runs**: the host's iperf3 run in the
 //!    containers' network namespaces (`nsenter --net=/proc/PID/ns/net`, client on h1, server
 //!    on h2); then between two plain namespaces joined by `vxtap connect` on a control-plane
-//!    [`Cluster`] of the same shape (two hosts, a directory store, the same daemon flags but
-//!    `--docker`), which isolates what Docker's plumbing costs beside vxtap's own; then
+//!    [`Cluster`] of the same shape (two hosts, a directory store, the same daemons without
+//!    the Docker flags), which isolates what Docker's plumbing costs beside vxtap's own; then
 //!    between two namespaces on the kernel's vxlan device (the harness's recipe [`Topology`]
 //!    with static fdb and neighbour entries). One setup exists at a time.
 //!
