@@ -847,10 +847,13 @@ fn the_plugin_socket_refuses_junk_and_unused_claims_are_released() {
         Duration::from_secs(120),
         || store_names(&dc, 0, "net").is_empty(),
     );
-    assert!(dc.cluster.hosts[0]
-        .daemon()
-        .log()
-        .contains("released an address no Docker endpoint used"));
+    // Logged just after the record goes.
+    wait_for("the release logged", WAIT, || {
+        dc.cluster.hosts[0]
+            .daemon()
+            .log()
+            .contains("released an address no Docker endpoint used")
+    });
     // The address is free again.
     run_ok(&dc, 0, "c1", "net", &[]);
     assert_eq!(ip_of(&dc, 0, "c1", "net"), "10.50.0.2");
