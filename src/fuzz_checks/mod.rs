@@ -19,10 +19,13 @@
 //! - [`http_messages`]: HTTP/1.1 requests (the Docker plugin socket) or answers (the Docker
 //!   engine, etcd) read one after another from a connection's bytes. Never panics; the same
 //!   whatever the read sizes; heads well-formed, bodies within the cap and as long as said.
+//! - [`cni_call`]: the CNI plugin's environment and stdin. Never panics; exits 0 or 1 with
+//!   nothing or one JSON object; a failure is the spec's error with a known code.
 //! - [`dns_query`]: a message to the overlay DNS resolver. Every reply is a well-formed
 //!   response with the query's ID, at most 512 bytes over UDP; answers hold exactly what the
 //!   names give, cut only with TC; only names not owned are forwarded.
 
+mod cni_call;
 mod decap;
 mod dns_query;
 mod http_messages;
@@ -31,6 +34,7 @@ mod store_records;
 mod switch_ops;
 mod tap_frame;
 
+pub use cni_call::cni_call;
 pub use decap::decap;
 pub use dns_query::dns_query;
 pub use http_messages::http_messages;
@@ -51,4 +55,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("store_records", store_records),
     ("http_messages", http_messages),
     ("dns_query", dns_query),
+    ("cni_call", cni_call),
 ];
