@@ -40,8 +40,8 @@ fn plugin(vars: &[(&str, &str)], conf: &str) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), value)
 }
 
-/// The netconf of network `network` for the daemon in `run_dir`, as `vxtap cni config`
-/// prints it (its single plugin, with the conflist's version and name).
+/// The netconf of network `network` for the daemon in `run_dir`, as `vxtap cni config
+/// --cni-version 1.1.0` prints it (its single plugin, with the conflist's version and name).
 fn netconf(cluster: &Cluster, host: usize, network: &str) -> Value {
     let dir = cluster.hosts[host].run_dir().display().to_string();
     let list: Value = serde_json::from_str(&cluster.hosts[host].cli_ok(&[
@@ -50,6 +50,8 @@ fn netconf(cluster: &Cluster, host: usize, network: &str) -> Value {
         network,
         "--run-dir",
         &dir,
+        "--cni-version",
+        "1.1.0",
     ]))
     .unwrap();
     let mut conf = list["plugins"][0].clone();
@@ -135,6 +137,10 @@ fn every_cni_command_by_hand() {
     assert_eq!(r1["ips"][0]["address"], "10.70.0.2/24");
     assert_eq!(r1["ips"][0]["gateway"], "10.70.0.1");
     assert_eq!(r1["interfaces"][1]["name"], "net1");
+    assert!(r1["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("ve"));
     assert_eq!(r1["interfaces"][1]["sandbox"], p1.display().to_string());
     assert_eq!(r1["interfaces"][1]["mac"], "02:42:0a:46:00:02");
     assert_eq!(r1["dns"]["nameservers"][0], "169.254.53.53");

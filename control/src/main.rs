@@ -193,6 +193,9 @@ enum CniCommand {
     Config {
         /// The vxtap network (made with `vxtap network create`, or by Docker).
         network: String,
+        /// The conflist's CNI version (1.1.0 only for runtimes whose libcni reads it).
+        #[arg(long, default_value = vxtap::cni::CONFLIST_VERSION)]
+        cni_version: String,
     },
 }
 
@@ -432,11 +435,22 @@ fn main() -> ExitCode {
         }
         Command::Network { command } => Ok(network_command(command)),
         Command::Cni {
-            command: CniCommand::Config { network },
+            command:
+                CniCommand::Config {
+                    network,
+                    cni_version,
+                },
         } => {
-            let conflist = vxtap::cni::conflist(&network, Some(&cli.run_dir));
-            println!("{conflist:#}");
-            return ExitCode::SUCCESS;
+            return match vxtap::cni::conflist(&network, Some(&cli.run_dir), &cni_version) {
+                Ok(conflist) => {
+                    println!("{conflist:#}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vxtap cni config: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Host {
             command: HostCommand::Ls { json },

@@ -6,7 +6,8 @@
 //! links and the plumbing stay in the daemon as for `vxtap connect` and Docker.
 //!
 //! The netconf names a vxtap network (`"network"`), made beforehand with `vxtap network
-//! create` or by Docker; a missing one is an error, never created implicitly. Optional:
+//! create` or by Docker; a missing one is an error, never created implicitly. `vxtap cni
+//! config` writes version 1.0.0 conflists by default ([`CONFLIST_VERSION`]). Optional:
 //! `"mtu"` (at most the network's), `"runDir"`, `"args": {"name": ...}` for the endpoint's
 //! name. An address can be asked for with `CNI_ARGS` `IP=` or runtimeConfig `ips` (the `ips`
 //! capability). Endpoint names come from `K8S_POD_NAME`/`K8S_POD_NAMESPACE` when present, else
@@ -471,7 +472,9 @@ fn result(version: &str, added: &CniAdded, attachment: &CniAttachment, netns: &s
     let mut result = json!({
         "cniVersion": version,
         "interfaces": [
-            { "name": added.host_ifname, "sandbox": added.host_netns },
+            // No `sandbox`: runtimes (podman 4) take every interface with one for a
+            // container's and want its MAC. This end lives in the overlay namespace.
+            { "name": added.host_ifname },
             { "name": attachment.ifname, "mac": e.mac, "sandbox": netns },
         ],
         "ips": [ip],
@@ -485,18 +488,33 @@ fn result(version: &str, added: &CniAdded, attachment: &CniAttachment, netns: &s
     result
 }
 
-/// `vxtap cni config NETWORK`: a conflist for `/etc/cni/net.d/`.
-pub fn conflist(network: &str, run_dir: Option<&Path>) -> Value {
+/// The conflist version `vxtap cni config` writes unless told otherwise: the newest that the
+/// runtimes in use read (podman 4's and containerd 1.6's libcni refuse 1.1.0 results; they
+/// never send STATUS or GC, which only 1.1.0 has).
+pub const CONFLIST_VERSION: &str = "1.0.0";
+
+/// `vxtap cni config NETWORK`: a conflist for `/etc/cni/net.d/` in CNI version `version`.
+///
+/// # Errors
+///
+/// A version the plugin does not write results in.
+pub fn conflist(network: &str, run_dir: Option<&Path>, version: &str) -> Result<Value, String> {
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(format!(
+            "vxtap writes CNI {} results, not {version:?}",
+            SUPPORTED_VERSIONS.join(", ")
+        ));
+    }
     let mut plugin =
         json!({ "type": "vxtap", "network": network, "capabilities": { "ips": true } });
     if let Some(dir) = run_dir {
         plugin["runDir"] = json!(dir.display().to_string());
     }
-    json!({
-        "cniVersion": SPEC_VERSION,
+    Ok(json!({
+        "cniVersion": version,
         "name": network,
         "plugins": [plugin],
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -87,6 +87,11 @@ fn add_returns_a_spec_result_and_asks_the_daemon_once() {
     assert_eq!(status, 0, "{out}");
     let r = parse(&out);
     assert_eq!(r["cniVersion"], "1.1.0");
+    assert_eq!(r["interfaces"][0]["name"], "ve11111111");
+    assert!(
+        r["interfaces"][0].get("sandbox").is_none(),
+        "podman reads a sandbox as a container's"
+    );
     assert_eq!(r["interfaces"][1]["name"], "net1");
     assert_eq!(r["interfaces"][1]["sandbox"], "/run/netns/c1");
     assert_eq!(r["interfaces"][1]["mac"], "02:42:0a:00:00:02");
@@ -265,9 +270,11 @@ fn del_check_gc_status_and_version() {
 
 #[test]
 fn conflists_name_the_network() {
-    let c = conflist("cninet", Some(Path::new("/run/vxtap-h1")));
+    let c = conflist("cninet", Some(Path::new("/run/vxtap-h1")), CONFLIST_VERSION).unwrap();
     assert_eq!(c["plugins"][0]["type"], "vxtap");
     assert_eq!(c["plugins"][0]["network"], "cninet");
     assert_eq!(c["plugins"][0]["runDir"], "/run/vxtap-h1");
-    assert_eq!(c["cniVersion"], SPEC_VERSION);
+    assert_eq!(c["cniVersion"], "1.0.0");
+    assert_eq!(conflist("n", None, "1.1.0").unwrap()["cniVersion"], "1.1.0");
+    assert!(conflist("n", None, "2.0.0").unwrap_err().contains("2.0.0"));
 }
