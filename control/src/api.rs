@@ -121,6 +121,66 @@ pub enum Request {
         /// Container namespace.
         netns: String,
     },
+    /// CNI ADD: plugs `attachment.ifname` into `netns` on `network`.
+    CniAdd {
+        /// The runtime's container and interface.
+        attachment: CniAttachment,
+        /// Network name or id.
+        network: String,
+        /// The container's namespace (`CNI_NETNS`).
+        netns: String,
+        /// Requested IP (`CNI_ARGS` `IP=`, runtimeConfig `ips`).
+        ip: Option<Ipv4Addr>,
+        /// Endpoint name.
+        name: String,
+        /// MTU of the container's interface, at most the network's.
+        mtu: Option<u32>,
+    },
+    /// CNI DEL: removes the attachment; one that is gone is fine.
+    CniDel {
+        /// The runtime's container and interface.
+        attachment: CniAttachment,
+    },
+    /// CNI CHECK: the attachment is as ADD made it.
+    CniCheck {
+        /// The runtime's container and interface.
+        attachment: CniAttachment,
+        /// The container's namespace.
+        netns: String,
+        /// The address ADD returned, `a.b.c.d/len`.
+        address: String,
+    },
+    /// CNI GC: removes this host's CNI attachments not in `valid`.
+    CniGc {
+        /// The attachments the runtime still has.
+        valid: Vec<CniAttachment>,
+    },
+}
+
+/// A CNI attachment: a container's interface, as the runtime names them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CniAttachment {
+    /// `CNI_CONTAINERID`.
+    pub container: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+}
+
+/// What CNI ADD made, for the plugin's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAdded {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// Its network's prefix length.
+    pub prefix: u8,
+    /// Its network's gateway.
+    pub gateway: Ipv4Addr,
+    /// The veth end on `br0`, and the overlay namespace it is in.
+    pub host_ifname: String,
+    /// The overlay namespace.
+    pub host_netns: String,
+    /// The resolver the container can ask, when the daemon serves names.
+    pub resolver: Option<Ipv4Addr>,
 }
 
 impl Request {
@@ -135,6 +195,10 @@ impl Request {
                 | Request::HostList
                 | Request::Connect { .. }
                 | Request::Disconnect { .. }
+                | Request::CniAdd { .. }
+                | Request::CniDel { .. }
+                | Request::CniCheck { .. }
+                | Request::CniGc { .. }
         )
     }
 
@@ -152,7 +216,11 @@ impl Request {
             | Request::NetworkCreate { .. }
             | Request::NetworkRm { .. }
             | Request::Connect { .. }
-            | Request::Disconnect { .. } => true,
+            | Request::Disconnect { .. }
+            | Request::CniAdd { .. }
+            | Request::CniDel { .. }
+            | Request::CniGc { .. } => true,
+            Request::CniCheck { .. } => false,
             Request::LinkShow { .. }
             | Request::FdbShow { .. }
             | Request::NeighShow { .. }
@@ -183,6 +251,10 @@ impl Request {
             Request::HostList => "host ls",
             Request::Connect { .. } => "connect",
             Request::Disconnect { .. } => "disconnect",
+            Request::CniAdd { .. } => "cni add",
+            Request::CniDel { .. } => "cni del",
+            Request::CniCheck { .. } => "cni check",
+            Request::CniGc { .. } => "cni gc",
         }
     }
 }
@@ -405,6 +477,8 @@ pub enum Reply {
     Networks(Vec<NetworkView>),
     /// `connect`.
     Endpoint(Endpoint),
+    /// CNI ADD.
+    CniAdded(Box<CniAdded>),
     /// `host ls`.
     Hosts(Vec<Host>),
     /// `stats`.

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod cni;
 pub mod daemon;
 pub mod demo;
 pub mod dns;

@@ -84,7 +84,11 @@ struct DaemonArgs {
     /// --docker: the local Docker engine's API socket.
     #[arg(long, value_name = "URL", default_value = vxtap::docker::DEFAULT_ENGINE)]
     pub docker_host: String,
-    /// --docker: DNS servers the resolver forwards names it does not own to, IP or
+    /// Serve names in every overlay namespace at 169.254.53.53 (endpoint names across hosts;
+    /// CNI results list it). --docker turns it on too.
+    #[arg(long, requires = "local_ip")]
+    pub dns: bool,
+    /// --dns, --docker: DNS servers the resolver forwards names it does not own to, IP or
     /// IP:PORT, repeatable (default: the nameservers of /etc/resolv.conf).
     #[arg(long, value_name = "ADDR")]
     pub dns_upstream: Vec<String>,
@@ -104,6 +108,12 @@ enum Command {
     Host {
         #[command(subcommand)]
         command: HostCommand,
+    },
+    /// CNI: `cni config NETWORK` prints a conflist for /etc/cni/net.d/. (As a CNI plugin,
+    /// install this binary as /opt/cni/bin/vxtap: runtimes call it with CNI_COMMAND set.)
+    Cni {
+        #[command(subcommand)]
+        command: CniCommand,
     },
     /// Connect a container (a network namespace) to a network: a veth on the overlay's br0,
     /// `ethN` in the container with an IP from the network, published to every host.
@@ -175,6 +185,15 @@ enum Command {
 enum DemoVariant {
     /// Docker engines with vxtap as their network and IPAM driver.
     Docker,
+}
+
+#[derive(Debug, Subcommand)]
+enum CniCommand {
+    /// Print a conflist naming vxtap network NETWORK and this daemon's run directory.
+    Config {
+        /// The vxtap network (made with `vxtap network create`, or by Docker).
+        network: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +311,10 @@ fn system_host_name() -> String {
 const PASSWORD_VARIABLE: &str = "VXTAP_STORE_PASSWORD";
 
 fn main() -> ExitCode {
+    // A CNI runtime runs its plugins with CNI_COMMAND set and no arguments.
+    if std::env::var_os("CNI_COMMAND").is_some() && std::env::args_os().len() == 1 {
+        return cni_plugin();
+    }
     // Taken out of the environment while the process has one thread, so that nsenter, ip and
     // unshare, which the daemon runs, never inherit it.
     let env_password = std::env::var(PASSWORD_VARIABLE).ok();
@@ -314,6 +337,7 @@ fn main() -> ExitCode {
                 docker,
                 docker_plugin_dir,
                 docker_host,
+                dns,
                 dns_upstream,
             } = *args;
             init_logging();
@@ -333,7 +357,7 @@ fn main() -> ExitCode {
             };
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let resolver = if docker {
+            let resolver = if docker || dns {
                 match dns_upstreams(&dns_upstream) {
                     Ok(upstreams) => Some(upstreams),
                     Err(e) => {
@@ -407,6 +431,13 @@ fn main() -> ExitCode {
             };
         }
         Command::Network { command } => Ok(network_command(command)),
+        Command::Cni {
+            command: CniCommand::Config { network },
+        } => {
+            let conflist = vxtap::cni::conflist(&network, Some(&cli.run_dir));
+            println!("{conflist:#}");
+            return ExitCode::SUCCESS;
+        }
         Command::Host {
             command: HostCommand::Ls { json },
         } => Ok(cli::args::Command {
@@ -485,4 +516,23 @@ fn dns_upstreams(given: &[String]) -> Result<Vec<std::net::SocketAddr>, String> 
                 .map_err(|_| format!("--dns-upstream {text:?}: give an IP address or IP:PORT"))
         })
         .collect()
+}
+
+/// Runs as a CNI plugin: the netconf on stdin, the result or error on stdout.
+fn cni_plugin() -> ExitCode {
+    use std::io::{Read, Write};
+    // A netconf is small; a runtime that sends more is broken, and the plugin must not hang.
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().take(1 << 20).read_to_end(&mut stdin);
+    if let Err(e) = read {
+        stdin.clear();
+        eprintln!("vxtap (CNI): reading stdin: {e}");
+    }
+    let (out, status) =
+        vxtap::cni::run(&|key| std::env::var(key).ok(), &stdin, &vxtap::cni::Socket);
+    let mut stdout = std::io::stdout();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
 }

@@ -33,6 +33,7 @@ pub fn render(reply: &Reply, json: bool) -> String {
             Reply::Network(view) => serde_json::json!(view),
             Reply::Networks(views) => serde_json::json!(views),
             Reply::Endpoint(endpoint) => serde_json::json!(endpoint),
+            Reply::CniAdded(added) => serde_json::json!(added),
             Reply::Hosts(hosts) => serde_json::json!(hosts),
         };
         return format!("{value:#}\n");
@@ -62,6 +63,7 @@ pub fn render(reply: &Reply, json: bool) -> String {
         }
         Reply::Networks(views) => networks(&mut out, views),
         Reply::Endpoint(e) => endpoint(&mut out, e),
+        Reply::CniAdded(added) => endpoint(&mut out, &added.endpoint),
         Reply::Hosts(list) => hosts(&mut out, list),
     }
     out

@@ -98,6 +98,14 @@ pub enum PlumbingError {
     /// No free interface name in the container.
     #[error("no free ethN name left in {0}")]
     NoIfname(PathBuf),
+    /// The interface name asked for is taken in the container.
+    #[error("{} already has an interface {ifname}", netns.display())]
+    IfnameTaken {
+        /// The container namespace.
+        netns: PathBuf,
+        /// The name.
+        ifname: String,
+    },
 }
 
 /// Writes `content` to `path` atomically with permissions `mode`, whatever the umask: a

@@ -111,6 +111,8 @@ pub struct ContainerLink<'a> {
     pub prefix: u8,
     /// MTU of both ends.
     pub mtu: u32,
+    /// The interface's name in the container (default: the first free `ethN`).
+    pub ifname: Option<&'a str>,
 }
 
 /// The first `ethN` not in `taken`.
@@ -134,8 +136,19 @@ pub fn connect_container(
     // Before anything is created: nothing there, or not a network namespace. The veth is
     // moved into the namespace held here, not into whatever the path names later.
     let container = super::check_netns(link.container)?;
-    let ifname = free_ifname(&interfaces(link.container)?)
-        .ok_or_else(|| PlumbingError::NoIfname(link.container.to_owned()))?;
+    let taken = interfaces(link.container)?;
+    let ifname = match link.ifname {
+        Some(name) if taken.iter().any(|t| t == name) => {
+            return Err(PlumbingError::IfnameTaken {
+                netns: link.container.to_owned(),
+                ifname: name.to_owned(),
+            })
+        }
+        Some(name) => name.to_owned(),
+        None => {
+            free_ifname(&taken).ok_or_else(|| PlumbingError::NoIfname(link.container.to_owned()))?
+        }
+    };
     let outer = format!("ve{}", link.tag);
     let inner = format!("vc{}", link.tag);
     let mtu = link.mtu.to_string();

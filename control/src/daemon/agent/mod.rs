@@ -10,6 +10,7 @@
 //! When the store is unreachable nothing is torn down: forwarding keeps the last programmed
 //! state until the store answers again, and requests fail with a clear error.
 
+mod cni;
 mod docker;
 mod reconcile;
 
@@ -185,6 +186,15 @@ impl State {
     }
 }
 
+/// How a container's interface is made, beyond the network's defaults.
+#[derive(Debug, Default)]
+struct Interface {
+    /// Its name (default: the first free `ethN`).
+    name: Option<String>,
+    /// Its MTU, at most the network's (default: the network's).
+    mtu: Option<u32>,
+}
+
 /// A container namespace as a request names it: its path, and its identity when it exists.
 #[derive(Debug)]
 struct Container {
@@ -233,6 +243,8 @@ pub struct Agent {
     /// The overlays' resolvers by network id, for `stats` (which must not wait for the
     /// state): the overlay holds each, so a torn-down one no longer upgrades.
     resolvers: Mutex<BTreeMap<String, std::sync::Weak<crate::dns::Resolver>>>,
+    /// Serialises CNI requests around `RUN_DIR/cni.json`.
+    cni: Mutex<()>,
     started: u64,
 }
 
@@ -291,6 +303,7 @@ impl Agent {
             latest: Arc::new(RwLock::new(Arc::new(Snapshot::default()))),
             generation: std::sync::atomic::AtomicU64::new(0),
             resolvers: Mutex::new(BTreeMap::new()),
+            cni: Mutex::new(()),
             started: now_secs(),
             config,
         });
@@ -404,11 +417,30 @@ impl Agent {
                 ip,
                 name,
             } => self
-                .connect(&network, &netns, ip, name.as_deref())
+                .connect(&network, &netns, ip, name.as_deref(), &Interface::default())
                 .map(Reply::Endpoint),
             Request::Disconnect { network, netns } => {
                 self.disconnect(&network, &netns).map(|()| Reply::Done)
             }
+            Request::CniAdd {
+                attachment,
+                network,
+                netns,
+                ip,
+                name,
+                mtu,
+            } => self
+                .cni_add(&attachment, &network, &netns, ip, &name, mtu)
+                .map(|added| Reply::CniAdded(Box::new(added))),
+            Request::CniDel { attachment } => self.cni_del(&attachment).map(|()| Reply::Done),
+            Request::CniCheck {
+                attachment,
+                netns,
+                address,
+            } => self
+                .cni_check(&attachment, &netns, &address)
+                .map(|()| Reply::Done),
+            Request::CniGc { valid } => self.cni_gc(&valid).map(|()| Reply::Done),
             other => Err(AgentError::Dataplane(format!(
                 "not an overlay request: {other:?}"
             ))),
@@ -461,6 +493,7 @@ impl Agent {
         netns: &str,
         ip: Option<Ipv4Addr>,
         name: Option<&str>,
+        interface: &Interface,
     ) -> Result<Endpoint, AgentError> {
         // Checked before any lock is taken: a path that is not a namespace (a FIFO, a device)
         // is refused here, never opened while the store or the state is locked.
@@ -496,6 +529,14 @@ impl Agent {
         }
         let id = cluster::new_id().map_err(AgentError::Random)?;
         let mut endpoint = cluster::plan_endpoint(&snapshot, &network, &request, id)?;
+        let mtu = interface.mtu.unwrap_or(network.mtu);
+        if mtu > network.mtu || mtu < cluster::MIN_MTU {
+            return Err(AgentError::Dataplane(format!(
+                "MTU {mtu} is not in {}-{}, the network's",
+                cluster::MIN_MTU,
+                network.mtu
+            )));
+        }
 
         let had_overlay = state.overlays.contains_key(&network.id);
         let undo_overlay = |agent: &Agent, state: &mut State| {
@@ -518,7 +559,8 @@ impl Agent {
             mac: &endpoint.mac,
             ip: endpoint.ip,
             prefix: network.subnet.prefix_len(),
-            mtu: network.mtu,
+            mtu,
+            ifname: interface.name.as_deref(),
         };
         endpoint.ifname = match overlay::connect_container(&overlay_ns, &link) {
             Ok(ifname) => ifname,
@@ -542,6 +584,36 @@ impl Agent {
         self.write_hosts_files(&mut state, &snapshot);
         tracing::info!(network = %network.name, name = %endpoint.name, ip = %endpoint.ip, netns, ifname = %endpoint.ifname, "connected");
         Ok(endpoint)
+    }
+
+    /// Removes the local `endpoint` (whose container namespace is at `container`): from
+    /// the store first (if it refuses, nothing changed anywhere), then the local record, the
+    /// container's interface (if the namespace is still there), and the overlay when no
+    /// local endpoint needs it any more.
+    fn remove_endpoint(
+        &self,
+        locked: &mut dyn crate::store::Locked,
+        state: &mut State,
+        mut snapshot: Snapshot,
+        endpoint: &Endpoint,
+        container: &Path,
+    ) -> Result<(), AgentError> {
+        locked.delete(&endpoint.key())?;
+        state.local.remove(&endpoint.key());
+        if let Err(e) = self.save_record(state) {
+            tracing::error!(error = %e, "updating the endpoint record after disconnect");
+        }
+        if let Err(e) = overlay::disconnect_container(container, &endpoint.ifname) {
+            tracing::warn!(error = %e, "removing the container interface");
+        }
+        if !state.local.values().any(|e| e.network == endpoint.network) {
+            self.teardown(state, &endpoint.network);
+        }
+        snapshot
+            .endpoints
+            .remove(&(endpoint.network.clone(), endpoint.id.clone()));
+        self.write_hosts_files(state, &snapshot);
+        Ok(())
     }
 
     /// Records `endpoint` as local (in `RUN_DIR/endpoints.json`) and publishes it, under
@@ -571,7 +643,7 @@ impl Agent {
         let store = self.store()?;
         let mut locked = store.lock(LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let mut snapshot = self.check_records(&locked.list("")?);
+        let snapshot = self.check_records(&locked.list("")?);
         let network = snapshot.require_network(network)?.clone();
         let Some(endpoint) = state.local_endpoint(&network.id, &container).cloned() else {
             return Err(ClusterError::NotConnected {
@@ -580,23 +652,13 @@ impl Agent {
             }
             .into());
         };
-        // The store first: if it refuses, nothing changed anywhere.
-        locked.delete(&endpoint.key())?;
-        drop(locked);
-        state.local.remove(&endpoint.key());
-        if let Err(e) = self.save_record(&state) {
-            tracing::error!(error = %e, "updating the endpoint record after disconnect");
-        }
-        if let Err(e) = overlay::disconnect_container(&container.path, &endpoint.ifname) {
-            tracing::warn!(error = %e, "removing the container interface");
-        }
-        if !state.local.values().any(|e| e.network == network.id) {
-            self.teardown(&mut state, &network.id);
-        }
-        snapshot
-            .endpoints
-            .remove(&(endpoint.network.clone(), endpoint.id.clone()));
-        self.write_hosts_files(&mut state, &snapshot);
+        self.remove_endpoint(
+            locked.as_mut(),
+            &mut state,
+            snapshot,
+            &endpoint,
+            &container.path,
+        )?;
         tracing::info!(network = %network.name, name = %endpoint.name, netns, "disconnected");
         Ok(())
     }
