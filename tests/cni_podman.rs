@@ -1,7 +1,16 @@
 //! vxtap as a CNI plugin under a real runtime: Debian's podman 4.3 with its CNI backend, one
 //! private engine per test host (src/harness/podman.rs), each beside its host's `vxtap
 //! daemon` on a shared directory store, configured with the conflist `vxtap cni config`
-//! prints for that daemon.
+//! prints for that daemon (with `cniVersion` lowered to 1.0.0, the highest podman 4.3's
+//! libcni knows; see [`HIGHEST_CNI_VERSION`]).
+//!
+//! One test, in order: a busybox container on each host gets an address, MAC and `eth0` from
+//! vxtap and an endpoint in the store; each host learns the other's (store and fdb); they
+//! ping each other across hosts; `podman stop` releases the address everywhere and `podman
+//! start` claims one again; `podman rm -f` of one removes its endpoint from the store and the
+//! other host's fdb, and its host's overlay namespace; after the other, nothing is left
+//! (endpoints, fdbs, overlay namespaces, the containers' namespaces, libcni's cache) and the
+//! network can be removed.
 //!
 //! Needs root, Debian's podman and busybox-static (./test.sh installs them); fails loudly
 //! without them. Every wait is bounded; no assertion depends on timing.
@@ -11,7 +20,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vxtap_suite::harness::cluster::{Cluster, StoreKind};
-use vxtap_suite::harness::podman::{require_podman, Podman};
+use vxtap_suite::harness::podman::{require_podman, Podman, HIGHEST_CNI_VERSION};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NETWORK: &str = "cninet";
@@ -75,6 +84,23 @@ fn overlay_namespaces(cluster: &Cluster, host: usize) -> Vec<PathBuf> {
     std::fs::read_dir(cluster.hosts[host].run_dir().join("netns"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
+}
+
+/// `vxtap cni config`'s conflist as podman 4.3 can use it: the same, with `cniVersion`
+/// lowered to [`HIGHEST_CNI_VERSION`] (which vxtap supports) when it is newer. Checks
+/// the shape the conflist must have on the way.
+fn for_podman_4_3(conflist: &str) -> String {
+    let mut parsed: Value = serde_json::from_str(conflist)
+        .unwrap_or_else(|e| panic!("vxtap cni config printed no JSON ({e}): {conflist}"));
+    let plugin = &parsed["plugins"][0];
+    assert_eq!(plugin["type"], "vxtap", "{conflist}");
+    assert_eq!(plugin["network"], NETWORK, "{conflist}");
+    assert_eq!(parsed["name"], NETWORK, "{conflist}");
+    let version = parsed["cniVersion"].as_str().unwrap_or_default().to_owned();
+    if version == "1.1.0" {
+        parsed["cniVersion"] = HIGHEST_CNI_VERSION.into();
+    }
+    parsed.to_string()
 }
 
 /// One container started by podman on a host, and what vxtap and podman say about it.
@@ -155,7 +181,7 @@ fn podman_containers_on_two_hosts_ping_across_and_leave_nothing() {
             let host = &cluster.hosts[i];
             let run_dir = host.run_dir().display().to_string();
             let conflist = host.cli_ok(&["cni", "config", NETWORK, "--run-dir", &run_dir]);
-            Podman::start(&cluster.topology.hosts[i].ns, &conflist)
+            Podman::start(&cluster.topology.hosts[i].ns, &for_podman_4_3(&conflist))
         })
         .collect();
 
@@ -193,6 +219,52 @@ fn podman_containers_on_two_hosts_ping_across_and_leave_nothing() {
         pings(&engines[1], c2.name, c1.ip),
         "c2 on h2 cannot ping c1 ({}) on h1",
         c1.ip
+    );
+
+    // `podman stop` releases the address (DEL) and `podman start` claims one again (ADD),
+    // which the other host reaches.
+    engines[1].podman_ok(&["stop", "-t", "0", c2.name]);
+    for host in 0..2 {
+        wait_for(
+            &format!(
+                "stopped c2's endpoint ({}) to leave h{}'s view",
+                c2.ip,
+                host + 1
+            ),
+            WAIT,
+            || endpoint_with(&cluster, host, c2.ip).is_none(),
+        );
+    }
+    assert!(
+        !c2.netns.exists(),
+        "stopped c2's network namespace {} is left",
+        c2.netns.display()
+    );
+    engines[1].podman_ok(&["start", c2.name]);
+    let c2 = Attached {
+        ip: engines[1]
+            .ip_of(c2.name, NETWORK)
+            .unwrap_or_else(|| panic!("podman has no address for restarted c2")),
+        mac: engines[1]
+            .mac_of(c2.name, NETWORK)
+            .unwrap_or_else(|| panic!("podman has no MAC for restarted c2")),
+        netns: engines[1]
+            .sandbox_key(c2.name)
+            .unwrap_or_else(|| panic!("podman has no network namespace for restarted c2")),
+        ..c2
+    };
+    assert_eq!(
+        c2.mac.to_lowercase(),
+        derived_mac(c2.ip),
+        "restarted c2's MAC"
+    );
+    wait_for("h1 to see restarted c2's endpoint", WAIT, || {
+        endpoint_with(&cluster, 0, c2.ip).is_some()
+    });
+    assert!(
+        pings(&engines[0], c1.name, c2.ip),
+        "c1 on h1 cannot ping restarted c2 ({}) on h2",
+        c2.ip
     );
 
     // `podman rm -f` of one removes its endpoint everywhere.

@@ -64,6 +64,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The tag [`Podman::busybox_image`] gives its image (podman stores it as
 /// `localhost/vxtap-busybox:test`).
 pub const BUSYBOX_IMAGE: &str = "vxtap-busybox:test";
+/// The highest CNI version podman 4.3 can use: its libcni (containernetworking/cni 1.1)
+/// refuses a 1.1.0 result (`unsupported CNI result version "1.1.0"`) after the plugin has
+/// done its work, so ADD fails (and podman's DEL undoes it). A conflist for it must say
+/// this version or an older one.
+pub const HIGHEST_CNI_VERSION: &str = "1.0.0";
 /// Where libcni (in podman 4.3) caches each attachment's result.
 pub const CNI_CACHE_RESULTS: &str = "/var/lib/cni/results";
 /// The name the plugin has in an engine's plugin directory, as in a conflist's `"type"`.
