@@ -22,6 +22,10 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 # The Docker tests start their own dockerd per test host (docker.io brings dockerd 20.10,
 # containerd and runc) and build their image from busybox-static's /bin/busybox.
 command -v dockerd >/dev/null || missing+=(docker.io)
+# The CNI tests run a private podman per test host with its CNI backend (Debian's podman 4.3
+# brings conmon and takes runc, which docker.io brings too); vxtap is the only CNI plugin
+# they use (podman brings lo up itself), so containernetworking-plugins is not needed.
+command -v podman >/dev/null || missing+=(podman)
 # (busybox-static, not busybox: the image holds no libc, so the binary must be static)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then

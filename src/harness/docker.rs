@@ -639,7 +639,7 @@ pub fn cgroups_named(name: &str) -> Vec<PathBuf> {
 
 /// Removes a cgroup directory and the empty cgroups below it, deepest first (a cgroup's
 /// control files go with its directory; `rmdir` is the only way to remove one).
-fn remove_cgroup(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_cgroup(path: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
         if entry.file_type()?.is_dir() {
@@ -741,35 +741,7 @@ pub fn busybox_image(engine: &DockerEngine) -> &'static str {
             .prefix("vxtap-busybox-")
             .tempdir_in("/tmp")
             .expect("a directory for the busybox root file system");
-        let rootfs = root.path().join("rootfs");
-        for sub in ["bin", "etc", "root", "tmp", "var", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(rootfs.join(sub)).expect("a root file system directory");
-        }
-        std::fs::copy(BUSYBOX_BINARY, rootfs.join("bin/busybox"))
-            .unwrap_or_else(|e| panic!("copying {BUSYBOX_BINARY}: {e}"));
-        let applets = cmd::run(BUSYBOX_BINARY, &["--list"]);
-        for applet in applets.lines().map(str::trim) {
-            if applet.is_empty() || applet == "busybox" || applet.contains('/') {
-                continue;
-            }
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
-                .unwrap_or_else(|e| panic!("linking applet {applet}: {e}"));
-        }
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
-            .expect("etc/passwd");
-        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("etc/group");
-        let tar = root.path().join("rootfs.tar");
-        cmd::run(
-            "tar",
-            &[
-                OsStr::new("--numeric-owner"),
-                OsStr::new("-C"),
-                rootfs.as_os_str(),
-                OsStr::new("-cf"),
-                tar.as_os_str(),
-                OsStr::new("."),
-            ],
-        );
+        let tar = busybox_tar(root.path());
         engine.docker_ok(&[
             OsStr::new("import"),
             OsStr::new("--change"),
@@ -781,4 +753,43 @@ pub fn busybox_image(engine: &DockerEngine) -> &'static str {
         ]);
     });
     BUSYBOX_IMAGE
+}
+
+/// Builds the root file system [`busybox_image`] describes under `dir` and returns the path
+/// of its tar archive (`dir/rootfs.tar`), for an engine's `import`.
+///
+/// # Panics
+///
+/// If a file cannot be written or `tar` fails.
+pub(crate) fn busybox_tar(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    for sub in ["bin", "etc", "root", "tmp", "var", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(rootfs.join(sub)).expect("a root file system directory");
+    }
+    std::fs::copy(BUSYBOX_BINARY, rootfs.join("bin/busybox"))
+        .unwrap_or_else(|e| panic!("copying {BUSYBOX_BINARY}: {e}"));
+    let applets = cmd::run(BUSYBOX_BINARY, &["--list"]);
+    for applet in applets.lines().map(str::trim) {
+        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
+            .unwrap_or_else(|e| panic!("linking applet {applet}: {e}"));
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+        .expect("etc/passwd");
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("etc/group");
+    let tar = dir.join("rootfs.tar");
+    cmd::run(
+        "tar",
+        &[
+            OsStr::new("--numeric-owner"),
+            OsStr::new("-C"),
+            rootfs.as_os_str(),
+            OsStr::new("-cf"),
+            tar.as_os_str(),
+            OsStr::new("."),
+        ],
+    );
+    tar
 }

@@ -11,6 +11,8 @@
 //!   and the `vxtap` commands that talk to it.
 //! - [`docker`]: [`DockerEngine`], a real dockerd (with its own containerd) in a host
 //!   namespace and a private mount namespace, and [`docker::busybox_image`] for it.
+//! - [`podman`]: [`Podman`], a private podman (CNI backend) per host namespace whose
+//!   containers join vxtap networks through vxtap's CNI plugin.
 //! - [`topology`]: [`Topology`], N hosts on an underlay switch, each with one or more overlay
 //!   networks (`br0` + vxtap link or kernel vxlan device + a container), and the static
 //!   entries and flood lists a control plane would program.
@@ -32,6 +34,7 @@ pub mod docker;
 pub mod docker_cluster;
 pub mod etcd;
 pub mod netns;
+pub mod podman;
 pub mod stats;
 pub mod topology;
 pub mod traffic;
@@ -44,6 +47,7 @@ pub use capture::{Capture, VxlanDatagram};
 pub use daemon::Daemon;
 pub use docker::DockerEngine;
 pub use netns::Netns;
+pub use podman::Podman;
 pub use topology::{Container, HostKind, NetworkSpec, Topology};
 
 use std::path::Path;
