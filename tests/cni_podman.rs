@@ -1,8 +1,8 @@
 //! vxtap as a CNI plugin under a real runtime: Debian's podman 4.3 with its CNI backend, one
 //! private engine per test host (src/harness/podman.rs), each beside its host's `vxtap
 //! daemon` on a shared directory store, configured with the conflist `vxtap cni config`
-//! prints for that daemon (with `cniVersion` lowered to 1.0.0, the highest podman 4.3's
-//! libcni knows; see [`HIGHEST_CNI_VERSION`]).
+//! prints for that daemon, as it prints it (version 1.0.0 by default, the highest podman
+//! 4.3's libcni reads; see [`HIGHEST_CNI_VERSION`]).
 //!
 //! One test, in order: a busybox container on each host gets an address, MAC and `eth0` from
 //! vxtap and an endpoint in the store; each host learns the other's (store and fdb); they
@@ -86,21 +86,17 @@ fn overlay_namespaces(cluster: &Cluster, host: usize) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// `vxtap cni config`'s conflist as podman 4.3 can use it: the same, with `cniVersion`
-/// lowered to [`HIGHEST_CNI_VERSION`] (which vxtap supports) when it is newer. Checks
-/// the shape the conflist must have on the way.
-fn for_podman_4_3(conflist: &str) -> String {
-    let mut parsed: Value = serde_json::from_str(conflist)
+/// `vxtap cni config`'s conflist, checked on the way: its shape, and a version podman 4.3
+/// reads (the default one).
+fn checked_conflist(conflist: &str) -> String {
+    let parsed: Value = serde_json::from_str(conflist)
         .unwrap_or_else(|e| panic!("vxtap cni config printed no JSON ({e}): {conflist}"));
     let plugin = &parsed["plugins"][0];
     assert_eq!(plugin["type"], "vxtap", "{conflist}");
     assert_eq!(plugin["network"], NETWORK, "{conflist}");
     assert_eq!(parsed["name"], NETWORK, "{conflist}");
-    let version = parsed["cniVersion"].as_str().unwrap_or_default().to_owned();
-    if version == "1.1.0" {
-        parsed["cniVersion"] = HIGHEST_CNI_VERSION.into();
-    }
-    parsed.to_string()
+    assert_eq!(parsed["cniVersion"], HIGHEST_CNI_VERSION, "{conflist}");
+    conflist.to_owned()
 }
 
 /// One container started by podman on a host, and what vxtap and podman say about it.
@@ -181,7 +177,7 @@ fn podman_containers_on_two_hosts_ping_across_and_leave_nothing() {
             let host = &cluster.hosts[i];
             let run_dir = host.run_dir().display().to_string();
             let conflist = host.cli_ok(&["cni", "config", NETWORK, "--run-dir", &run_dir]);
-            Podman::start(&cluster.topology.hosts[i].ns, &for_podman_4_3(&conflist))
+            Podman::start(&cluster.topology.hosts[i].ns, &checked_conflist(&conflist))
         })
         .collect();
 
