@@ -187,6 +187,27 @@ fn every_cni_command_by_hand() {
     check_conf["prevResult"] = r1.clone();
     let (status, out) = call(&vars("CHECK", "ctr1", &p1, "net1"), &check_conf);
     assert_eq!((status, &out), (0, &Value::Null));
+    assert_eq!(r1["routes"][0]["dst"], "169.254.53.53/32", "{r1}");
+    cluster.containers[c1].ip(&["route", "del", "169.254.53.53/32"]);
+    let (status, out) = call(&vars("CHECK", "ctr1", &p1, "net1"), &check_conf);
+    assert_eq!((status, out["code"].as_u64()), (1, Some(103)), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no route to 169.254.53.53/32"),
+        "{out}"
+    );
+    cluster.containers[c1].ip(&[
+        "route",
+        "add",
+        "169.254.53.53/32",
+        "via",
+        "10.70.0.1",
+        "dev",
+        "net1",
+    ]);
+    assert_eq!(call(&vars("CHECK", "ctr1", &p1, "net1"), &check_conf).0, 0);
     cluster.containers[c1].ip(&["addr", "flush", "dev", "net1"]);
     let (status, out) = call(&vars("CHECK", "ctr1", &p1, "net1"), &check_conf);
     assert_eq!(status, 1);

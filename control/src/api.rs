@@ -149,6 +149,9 @@ pub enum Request {
         netns: String,
         /// The address ADD returned, `a.b.c.d/len`.
         address: String,
+        /// The routes ADD returned: destination (`a.b.c.d/len`) and gateway.
+        #[serde(default)]
+        routes: Vec<(String, Option<Ipv4Addr>)>,
     },
     /// CNI GC: removes this host's CNI attachments not in `valid`.
     CniGc {

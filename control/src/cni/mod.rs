@@ -244,10 +244,12 @@ fn call(
             let netns = required("CNI_NETNS")?;
             network_of(&conf)?;
             let address = prev_address(&conf, &attachment.ifname)?;
+            let routes = prev_routes(&conf)?;
             ask(Request::CniCheck {
                 attachment,
                 netns,
                 address,
+                routes,
             })
             .map_err(|e| CniError {
                 code: if e.code == code::REFUSED {
@@ -455,6 +457,33 @@ fn prev_address(conf: &NetConf, ifname: &str) -> Result<String, CniError> {
                 "",
             )
         })
+}
+
+/// The IPv4 routes of prevResult (CHECK): destination and gateway.
+fn prev_routes(conf: &NetConf) -> Result<Vec<(String, Option<Ipv4Addr>)>, CniError> {
+    let routes = conf
+        .prev_result
+        .as_ref()
+        .and_then(|p| p["routes"].as_array().cloned())
+        .unwrap_or_default();
+    routes
+        .iter()
+        .filter(|r| r["dst"].as_str().is_some_and(|d| !d.contains(':')))
+        .map(|r| {
+            let dst = r["dst"].as_str().unwrap_or_default().to_owned();
+            let gateway = match r["gw"].as_str() {
+                Some(g) => Some(g.parse().map_err(|_| {
+                    error(
+                        code::INVALID_CONFIG,
+                        format!("prevResult route gateway {g:?}"),
+                        "",
+                    )
+                })?),
+                None => None,
+            };
+            Ok((dst, gateway))
+        })
+        .collect()
 }
 
 /// ADD's result in the form of `version`.

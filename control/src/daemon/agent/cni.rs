@@ -150,8 +150,8 @@ impl Agent {
         Ok(())
     }
 
-    /// CNI CHECK: the attachment's endpoint is in the store, and its interface in `netns`
-    /// has its MAC, is up and holds `address`.
+    /// CNI CHECK: the attachment's endpoint is in the store, its interface in `netns` has its
+    /// MAC, is up and holds `address`, and the container has `routes` through it.
     ///
     /// # Errors
     ///
@@ -161,6 +161,7 @@ impl Agent {
         attachment: &CniAttachment,
         netns: &str,
         address: &str,
+        routes: &[(String, Option<Ipv4Addr>)],
     ) -> Result<(), AgentError> {
         let fail = |what: String| Err(AgentError::Dataplane(what));
         let attachments = self.cni_attachments()?;
@@ -229,6 +230,32 @@ impl Agent {
                 "{} does not hold {address} (vxtap gave {})",
                 attachment.ifname, endpoint.ip
             ));
+        }
+        if routes.is_empty() {
+            return Ok(());
+        }
+        let json = plumbing::ip(
+            &container.path,
+            &["-j", "route", "show", "dev", &attachment.ifname],
+        )?;
+        let table: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| AgentError::Dataplane(format!("ip -j route: {e}")))?;
+        for (dst, gateway) in routes {
+            // `ip` writes a host route without its /32.
+            let short = dst.strip_suffix("/32").unwrap_or(dst);
+            let found = table.as_array().is_some_and(|rows| {
+                rows.iter().any(|r| {
+                    let to = r["dst"].as_str().unwrap_or_default();
+                    (to == dst || to == short || (dst == "0.0.0.0/0" && to == "default"))
+                        && gateway.is_none_or(|g| r["gateway"].as_str() == Some(&g.to_string()))
+                })
+            });
+            if !found {
+                return fail(format!(
+                    "the container has no route to {dst} through {}",
+                    attachment.ifname
+                ));
+            }
         }
         Ok(())
     }

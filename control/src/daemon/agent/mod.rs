@@ -437,8 +437,9 @@ impl Agent {
                 attachment,
                 netns,
                 address,
+                routes,
             } => self
-                .cni_check(&attachment, &netns, &address)
+                .cni_check(&attachment, &netns, &address, &routes)
                 .map(|()| Reply::Done),
             Request::CniGc { valid } => self.cni_gc(&valid).map(|()| Reply::Done),
             other => Err(AgentError::Dataplane(format!(
