@@ -11,7 +11,8 @@ targets=$(cargo +nightly fuzz list)
 cargo +nightly fuzz build
 # cargo-fuzz has no --locked: in CI, a build that had to change the lock file fails, so the
 # checked-in fuzz/Cargo.lock is always the one the targets build with.
-if [ "${CI:-}" = true ] && ! git diff --quiet -- Cargo.lock; then
+if [ "${CI:-}" = true ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1 \
+  && ! git diff --quiet -- Cargo.lock; then
   git diff --stat -- Cargo.lock >&2
   echo "fuzz: building the targets changed fuzz/Cargo.lock; commit the current one" >&2
   exit 1
