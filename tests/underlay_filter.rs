@@ -32,7 +32,8 @@ fn vxlan(flags: u8, reserved1: u32, vni: u32, inner: &[u8]) -> Vec<u8> {
 }
 
 /// A topology of two vxtap hosts with static peers and a stranger on the underlay, the
-/// daemons started with `VXTAP_UNDERLAY_FILTER=filter` (`on` or `off`), and `spec`.
+/// daemons started with the filter `on` (through `VXTAP_UNDERLAY_FILTER=on`) or `off`
+/// (through `--underlay-filter off`), and `spec`.
 struct Rig {
     topo: Topology,
     peer: UdpSocket,
@@ -42,8 +43,12 @@ struct Rig {
 
 fn rig(filter: &str, spec: NetworkSpec) -> Rig {
     require_root();
-    let env = format!("VXTAP_UNDERLAY_FILTER={filter}");
-    let mut topo = Topology::with_daemon_wrapper(&[VXTAP, VXTAP], false, &["env", &env]);
+    let wrapper: &[&str] = match filter {
+        "on" => &["env", "VXTAP_UNDERLAY_FILTER=on"],
+        // The flag after the harness's `daemon --threads 2`.
+        _ => &["sh", "-c", "exec \"$@\" --underlay-filter off", "sh"],
+    };
+    let mut topo = Topology::with_daemon_wrapper(&[VXTAP, VXTAP], false, wrapper);
     topo.add_network(spec);
     topo.program_static_peers(0);
     let stranger = topo.add_underlay_ns(9);

@@ -44,7 +44,8 @@ struct DaemonArgs {
         value_name = "on|off",
         env = "VXTAP_UNDERLAY_FILTER",
         default_value = "on",
-        value_parser = parse_on_off
+        value_parser = parse_on_off,
+        action = clap::ArgAction::Set
     )]
     pub underlay_filter: bool,
     /// This host's VTEP address: turns on the control plane (overlay networks from the
