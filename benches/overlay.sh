@@ -9,6 +9,7 @@
 #   vxtap         vxtap on both hosts, offloads on (the default)
 #   vxtap-off     vxtap on both hosts, `offload off` (shows what the offloads buy)
 #   vxtap-kernel  host A vxtap (offloads on), host B kernel device (wire interop)
+#   vxtap-nofilter  vxtap on both hosts, `--underlay-filter off` (every datagram to userspace)
 #
 # Metrics, container A -> container B, per configuration and run:
 #   TCP 1 stream and 4 streams (iperf3, receiver Gbit/s)
@@ -16,6 +17,12 @@
 #     iperf3 gets UDP_BUF socket buffers (-w) so that loss measures the data plane rather than the
 #     receiving iperf3 being descheduled on a busy 2-core machine (the 208 KB default holds ~2 ms)
 #   ping RTT p50 / p99 (PINGS pings at 10 ms intervals)
+#   TCP 1 stream under a flood (issue 12), with FLOOD=on (default) or only: a third namespace hX,
+#     an "unknown host" on its own veth to host B (198.19.0.9 -> 198.19.0.2), runs udp-flood
+#     (src/bin/udp-flood.rs) at FLOOD_RATE datagrams/s at host B's port 4789, half garbage and
+#     half well-formed VXLAN for VNI 42 from that unknown VTEP, during a second 1-stream TCP test;
+#     reported as the rate reached and the throughput kept, % of the flood-free 1-stream figure.
+#     FLOOD=only measures just the two TCP tests.
 #   CPU s/GB during the 1-stream TCP test:
 #     - vxtap daemons: utime+stime of every daemon thread (/proc/PID/stat), both hosts
 #     - machine: system+irq+softirq of all cores (/proc/stat), for every column, a different
@@ -29,6 +36,7 @@
 #        PINGS=200  RUNS=3
 #        CONFIGS="kernel vxtap vxtap-off vxtap-kernel"  VXTAP=path/to/vxtap (skips the build)
 #        THREADS=N (vxtap daemon worker threads; default: the daemon's own, one per core)
+#        FLOOD=on|off|only  FLOOD_RATE=150000 (datagrams/s)  FLOOD_BIN=path/to/udp-flood
 set -euo pipefail
 
 DUR=${DUR:-${1:-5}}                    # (a first argument also sets it, as the README shows)
@@ -39,8 +47,11 @@ PINGS=${PINGS:-200}
 RUNS=${RUNS:-3}
 CONFIGS=${CONFIGS:-kernel vxtap vxtap-off vxtap-kernel}
 THREADS=${THREADS:-}
+FLOOD=${FLOOD:-on}
+FLOOD_RATE=${FLOOD_RATE:-150000}
 CMDLINE="$0${*:+ $*}"
-for v in DUR UDP_DUR UDP_PROBES PINGS RUNS THREADS; do
+case $FLOOD in on|off|only) ;; *) echo "overlay.sh: FLOOD must be on, off or only (got '$FLOOD')" >&2; exit 2 ;; esac
+for v in DUR UDP_DUR UDP_PROBES PINGS RUNS THREADS FLOOD_RATE; do
   case ${!v} in *[!0-9]*) echo "overlay.sh: $v must be a whole number (got '${!v}')" >&2; exit 2 ;; esac
 done
 
@@ -53,7 +64,7 @@ done
 P=ovb$$                                # namespace / interface prefix, unique to this run
 RUN=$(mktemp -d /tmp/vxtap-bench.XXXXXX)
 RESULTS=$RUN/results.tsv               # run  config  metric  value
-NS="hA hB oA oB cA cB"
+NS="hA hB oA oB cA cB hX"
 HZ=$(getconf CLK_TCK)
 START=$(date +%s)
 
@@ -113,14 +124,24 @@ else
   V=$PWD/target/release/vxtap
 fi
 [ -x "$V" ] || die "no vxtap binary at $V"
+if [ "$FLOOD" != off ]; then
+  if [ -n "${FLOOD_BIN:-}" ]; then
+    F=$FLOOD_BIN
+  else
+    log "building the flood sender (cargo build --release -p vxtap-suite --bin udp-flood)"
+    cargo build --release -q -p vxtap-suite --bin udp-flood
+    F=$PWD/target/release/udp-flood
+  fi
+  [ -x "$F" ] || die "no udp-flood binary at $F"
+fi
 
 # --- topology -----------------------------------------------------------------------------------
 
 vx() { local s=$1; shift; VXTAP_RUN_DIR="$RUN/$s" "$V" "$@"; }
 
-# side A|B kind(kernel|vxtap) offload(on|off) local-underlay-ip container-ip container-mac
+# side A|B kind(kernel|vxtap) offload(on|off) filter(on|off) local-underlay-ip container-ip container-mac
 side() {
-  local s=$1 kind=$2 off=$3 loc=$4 cip=$5 cmac=$6 i
+  local s=$1 kind=$2 off=$3 filter=$4 loc=$5 cip=$6 cmac=$7 i
   ip -n ${P}o$s link add br0 type bridge
   ip -n ${P}o$s addr add 10.0.0.1/24 dev br0
   if [ "$kind" = kernel ]; then
@@ -129,7 +150,7 @@ side() {
   else
     mkdir -p "$RUN/$s"
     # ip netns exec and env both exec, so $! is the daemon's own pid
-    ip netns exec ${P}h$s env VXTAP_RUN_DIR="$RUN/$s" "$V" daemon ${THREADS:+--threads $THREADS} \
+    ip netns exec ${P}h$s env VXTAP_RUN_DIR="$RUN/$s" "$V" daemon ${THREADS:+--threads $THREADS} --underlay-filter $filter \
       >"$RUN/$s.log" 2>&1 &
     echo $! >"$RUN/$s.pid"
     for i in $(seq 50); do [ -S "$RUN/$s/vxtap.sock" ] && break; sleep 0.1; done
@@ -160,21 +181,22 @@ peer() {
   fi
 }
 
-# kinds CONFIG -> "kindA kindB offload"
+# kinds CONFIG -> "kindA kindB offload filter"
 kinds() {
   case $1 in
-    kernel) echo "kernel kernel on" ;;
-    vxtap) echo "vxtap vxtap on" ;;
-    vxtap-off) echo "vxtap vxtap off" ;;
-    vxtap-kernel) echo "vxtap kernel on" ;;
-    *) die "unknown configuration '$1' (kernel vxtap vxtap-off vxtap-kernel)" ;;
+    kernel) echo "kernel kernel on on" ;;
+    vxtap) echo "vxtap vxtap on on" ;;
+    vxtap-off) echo "vxtap vxtap off on" ;;
+    vxtap-kernel) echo "vxtap kernel on on" ;;
+    vxtap-nofilter) echo "vxtap vxtap on off" ;;
+    *) die "unknown configuration '$1' (kernel vxtap vxtap-off vxtap-kernel vxtap-nofilter)" ;;
   esac
 }
 
 # build CONFIG: the whole two-host topology, fresh; fails loudly if the containers cannot ping
 build() {
-  local ka kb off n i
-  read -r ka kb off <<<"$(kinds "$1")"
+  local ka kb off filter n i
+  read -r ka kb off filter <<<"$(kinds "$1")"
   for n in $NS; do
     ip netns add ${P}$n
     ip netns exec ${P}$n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
@@ -183,8 +205,13 @@ build() {
   ip -n ${P}hA addr add 198.18.0.1/24 dev ${P}uA
   ip -n ${P}hB addr add 198.18.0.2/24 dev ${P}uB
   for s in A B; do ip -n ${P}h$s link set ${P}u$s up; ip -n ${P}h$s link set lo up; done
-  side A $ka $off 198.18.0.1 10.0.0.2 02:42:0a:00:00:02
-  side B $kb $off 198.18.0.2 10.0.0.3 02:42:0a:00:00:03
+  # the unknown host of the flood test, on a link of its own to host B
+  ip link add ${P}uX netns ${P}hX type veth peer name ${P}uY netns ${P}hB
+  ip -n ${P}hX addr add 198.19.0.9/24 dev ${P}uX
+  ip -n ${P}hB addr add 198.19.0.2/24 dev ${P}uY
+  ip -n ${P}hX link set ${P}uX up; ip -n ${P}hX link set lo up; ip -n ${P}hB link set ${P}uY up
+  side A $ka $off $filter 198.18.0.1 10.0.0.2 02:42:0a:00:00:02
+  side B $kb $off $filter 198.18.0.2 10.0.0.3 02:42:0a:00:00:03
   peer A $ka 10.0.0.3 02:42:0a:00:00:03 198.18.0.2
   peer B $kb 10.0.0.2 02:42:0a:00:00:02 198.18.0.1
   for i in $(seq 10); do
@@ -296,6 +323,23 @@ q = lambda p: t[max(0, math.ceil(p / 100 * len(t)) - 1)]   # nearest rank
 print("%.3f %.3f %d" % (q(50), q(99), n - len(t)))' "$PINGS"
 }
 
+# flood RUN CONFIG FLOOD_FREE_GBPS: the 1-stream TCP test again while hX floods host B's port 4789
+flood() {
+  local run=$1 cfg=$2 free=$3 tag="run $1/$RUNS $2:" fpid out g bytes sent
+  log "$tag TCP 1 stream under a flood of $FLOOD_RATE datagrams/s, ${DUR}s"
+  ip netns exec ${P}hX "$F" 198.19.0.2:4789 "$FLOOD_RATE" $((DUR + 2)) >"$RUN/flood.out" &
+  fpid=$!
+  sleep 1
+  out=$(tcp 1)
+  read -r g bytes <<<"$out"
+  wait "$fpid" || die "$tag udp-flood failed"
+  sent=$(sed -n 's/.*: \([0-9]*\)\/s$/\1/p' "$RUN/flood.out")
+  record "$run" "$cfg" tcp1_flood "$g"
+  record "$run" "$cfg" flood_pps "$sent"
+  record "$run" "$cfg" kept "$(python3 -c "print('%.1f' % (100 * $g / $free))")"
+  log "$tag TCP 1 stream under flood = $g Gbit/s ($(python3 -c "print('%.0f' % (100 * $g / $free))")% of $free; $(cat "$RUN/flood.out"))"
+}
+
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
 
 # measure RUN CONFIG: one configuration, all metrics, on a fresh topology
@@ -303,6 +347,17 @@ measure() {
   local run=$1 cfg=$2 tag="run $1/$RUNS $2:" d0 d1 m0 m1 out g bytes p50 p99 lost
   log "$tag building topology"
   build "$cfg"
+
+  if [ "$FLOOD" = only ]; then
+    log "$tag TCP 1 stream, ${DUR}s"
+    out=$(tcp 1)
+    read -r g bytes <<<"$out"
+    record "$run" "$cfg" tcp1 "$g"
+    log "$tag TCP 1 stream = $g Gbit/s"
+    flood "$run" "$cfg" "$g"
+    teardown
+    return
+  fi
 
   # ping first, on the idle overlay
   log "$tag ping RTT, $PINGS pings"
@@ -324,6 +379,8 @@ measure() {
     record "$run" "$cfg" cpu_daemon "$(python3 -c "print('%.3f' % (($d1 - $d0) / $HZ / ($bytes / 1e9)))")"
   fi
   log "$tag TCP 1 stream = $g Gbit/s ($((bytes / 1000000)) MB; CPU: daemons $(((d1 - d0) * 1000 / HZ)) ms, machine sys+irq+softirq $(((m1 - m0) * 1000 / HZ)) ms)"
+
+  [ "$FLOOD" = on ] && flood "$run" "$cfg" "$g"
 
   log "$tag TCP 4 streams, ${DUR}s"
   out=$(tcp 4)
@@ -364,7 +421,7 @@ log "done in ${ELAPSED}s"
 
 echo "# vxtap overlay benchmark"
 echo
-echo "- command: \`$CMDLINE\` (DUR=$DUR UDP_DUR=$UDP_DUR UDP_PROBES=$UDP_PROBES UDP_BUF=$UDP_BUF PINGS=$PINGS RUNS=$RUNS${THREADS:+ THREADS=$THREADS})"
+echo "- command: \`$CMDLINE\` (DUR=$DUR UDP_DUR=$UDP_DUR UDP_PROBES=$UDP_PROBES UDP_BUF=$UDP_BUF PINGS=$PINGS RUNS=$RUNS FLOOD=$FLOOD FLOOD_RATE=$FLOOD_RATE${THREADS:+ THREADS=$THREADS})"
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); kernel: $(uname -r); $(nproc) cores; load average at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- vxtap: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes'); run time ${ELAPSED}s"
 echo
@@ -384,11 +441,14 @@ rows = [  # metric, label, format
     ("udp", "UDP 1400 B, max rate < 1% loss, Gbit/s", "%.2f"),
     ("p50", "ping RTT p50, ms", "%.3f"),
     ("p99", "ping RTT p99, ms", "%.3f"),
+    ("tcp1_flood", "TCP 1 stream under a flood, Gbit/s", "%.2f"),
+    ("flood_pps", "flood reached, datagrams/s", "%.0f"),
+    ("kept", "throughput kept under the flood, % of flood-free", "%.1f"),
     ("cpu_daemon", "CPU s/GB, vxtap daemons (utime+stime, all threads)¹", "%.2f"),
     ("cpu_machine", "CPU s/GB, whole machine system+irq+softirq²", "%.2f"),
 ]
 names = {"kernel": "kernel", "vxtap": "vxtap", "vxtap-off": "vxtap offload off",
-         "vxtap-kernel": "vxtap<->kernel"}
+         "vxtap-kernel": "vxtap<->kernel", "vxtap-nofilter": "vxtap filter off"}
 
 def med(cfg, metric):
     v = vals.get((cfg, metric))
@@ -398,6 +458,7 @@ ratio = "kernel" in cfgs and "vxtap" in cfgs
 head = ["metric (median of %d)" % runs] + [names[c] for c in cfgs] + (["vxtap/kernel"] if ratio else [])
 print("| " + " | ".join(head) + " |")
 print("|---|" + "---:|" * (len(head) - 1))
+rows = [r for r in rows if any((c, r[0]) in vals for c in cfgs)]
 for metric, label, fmt in rows:
     cells = [label]
     for c in cfgs:

@@ -297,6 +297,12 @@ pub struct LinkStatus {
     /// daemon started. The same for every link.
     #[serde(default)]
     pub udp_gro: bool,
+    /// The underlay filter, the same for every link: `on` (an eBPF program on the
+    /// underlay sockets drops garbage and datagrams for unknown VNIs or from unknown VTEPs
+    /// in the kernel), `off` (`vxtap daemon --underlay-filter off`) or `unavailable` (the
+    /// kernel refused it; the daemon's log says why). Empty from an older daemon.
+    #[serde(default)]
+    pub underlay_filter: String,
     /// Its counters.
     pub stats: LinkStats,
 }
@@ -383,9 +389,15 @@ pub struct GlobalStats {
     /// Receive calls that failed (other than "nothing to read").
     pub udp_rx_errors: u64,
     /// Datagrams the underlay sockets dropped before vxtap read them, mostly for a full
-    /// receive buffer (`SO_RXQ_OVFL`).
+    /// receive buffer (`SO_RXQ_OVFL`; with the underlay filter, the sockets' drop count
+    /// read now, less the filter's drops).
     #[serde(default)]
     pub udp_rx_overflows: u64,
+    /// Datagrams the underlay filter dropped in the kernel, every reason and link together
+    /// (they are also counted under their reasons in `drops`, here and per link, and never
+    /// in `udp_rx_datagrams`).
+    #[serde(default)]
+    pub udp_rx_filtered: u64,
     /// UDP GSO sends the kernel refused (no UDP GSO, or segments over the path MTU); their
     /// segments left with plain `sendmmsg` instead.
     pub udp_gso_refused: u64,

@@ -35,6 +35,19 @@ struct DaemonArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The underlay filter: an eBPF program on the underlay sockets that drops datagrams
+    /// that are plainly not ours (not VXLAN, unknown VNI or VTEP, reserved bits) in the
+    /// kernel. `off` checks every datagram in userspace only; with `on`, a kernel that
+    /// refuses it is logged and the daemon runs as with `off`.
+    #[arg(
+        long,
+        value_name = "on|off",
+        env = "VXTAP_UNDERLAY_FILTER",
+        default_value = "on",
+        value_parser = parse_on_off,
+        action = clap::ArgAction::Set
+    )]
+    pub underlay_filter: bool,
     /// This host's VTEP address: turns on the control plane (overlay networks from the
     /// store). Without it the daemon only serves `link`, `fdb` and `neigh`.
     #[arg(long, value_name = "IP")]
@@ -328,6 +341,7 @@ fn main() -> ExitCode {
             let DaemonArgs {
                 port,
                 threads,
+                underlay_filter,
                 local_ip,
                 host,
                 store,
@@ -387,6 +401,7 @@ fn main() -> ExitCode {
                 run_dir: cli.run_dir,
                 port,
                 threads,
+                underlay_filter,
                 agent,
                 socket_group,
                 docker,
@@ -549,4 +564,13 @@ fn cni_plugin() -> ExitCode {
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush());
     ExitCode::from(u8::try_from(status).unwrap_or(1))
+}
+
+/// `on` or `off`, for flags that take either word.
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
 }

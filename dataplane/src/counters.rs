@@ -87,6 +87,18 @@ impl DropCounters {
         self.0[reason as usize] += 1;
     }
 
+    /// Counts `n` drops (say, ones the underlay filter made in the kernel).
+    pub fn add(&mut self, reason: DropReason, n: u64) {
+        self.0[reason as usize] += n;
+    }
+
+    /// Adds every count of `other`.
+    pub fn add_all(&mut self, other: &DropCounters) {
+        for (reason, n) in other.iter() {
+            self.add(reason, n);
+        }
+    }
+
     /// How many drops had this reason.
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason as usize]

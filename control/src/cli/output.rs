@@ -130,7 +130,7 @@ fn link(out: &mut String, l: &LinkStatus) {
     let _ = writeln!(
         out,
         "    {}proxy {}learning ageing {} maxaddress {} admit {} offload {} steering {} \
-         underlay udp_gso {} udp_gro {}",
+         underlay udp_gso {} udp_gro {} filter {}",
         if s.proxy { "" } else { "no" },
         if s.learning { "" } else { "no" },
         s.ageing,
@@ -144,6 +144,11 @@ fn link(out: &mut String, l: &LinkStatus) {
         l.steering,
         if l.udp_gso { "on" } else { "off" },
         if l.udp_gro { "on" } else { "off" },
+        if l.underlay_filter.is_empty() {
+            "-"
+        } else {
+            &l.underlay_filter
+        },
     );
     let t = &l.stats;
     let drops: u64 = t.drops.iter().map(|d| d.count).sum();
@@ -274,8 +279,9 @@ fn store_records(out: &mut String, r: &RecordStats) {
 fn global(out: &mut String, g: &GlobalStats) {
     let _ = writeln!(
         out,
-        "underlay: rx {} datagrams, {} oversize, {} receive errors, {} receive buffer overflows, {} events lost, {} GSO sends, {} refused",
+        "underlay: rx {} datagrams, {} dropped by the filter in the kernel, {} oversize, {} receive errors, {} receive buffer overflows, {} events lost, {} GSO sends, {} refused",
         g.udp_rx_datagrams,
+        g.udp_rx_filtered,
         g.udp_rx_oversize,
         g.udp_rx_errors,
         g.udp_rx_overflows,

@@ -14,7 +14,7 @@ use vxtap_dataplane::io::{
     netns, queue_full_drops, TapConfig, TapDevice, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6,
     TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
 };
-use vxtap_dataplane::runtime::{LinkOptions, Runtime, RuntimeError};
+use vxtap_dataplane::runtime::{FilterDrops, LinkOptions, Runtime, RuntimeError};
 use vxtap_dataplane::switch::{Admission, EntryKind, FloodPolicy, Network, NetworkConfig};
 use vxtap_dataplane::tunnel::{DecapPolicy, Vtep};
 use vxtap_dataplane::wire::{MacAddr, Vni};
@@ -459,6 +459,7 @@ impl Links {
                 steering: l.steering.to_owned(),
                 udp_gso: self.runtime.offloads().gso,
                 udp_gro: self.runtime.offloads().gro,
+                underlay_filter: self.runtime.underlay_filter().name().to_owned(),
                 stats: self.link_stats(l),
             })
             .collect())
@@ -623,14 +624,23 @@ impl Links {
     }
 
     fn link_stats(&self, link: &Link) -> LinkStats {
+        self.link_stats_with(link, &self.runtime.filter_drops())
+    }
+
+    /// A link's counters, with the underlay filter's drops for its VNI added to the
+    /// switch's under the same reasons.
+    fn link_stats_with(&self, link: &Link, filtered: &FilterDrops) -> LinkStats {
         let io = self.runtime.link_counters(link.vni).unwrap_or_default();
-        let (c, learned_entries) = self
+        let (mut c, learned_entries) = self
             .runtime
             .with_switch(|s| {
                 s.network(link.vni)
                     .map(|n| (*n.counters(), n.fdb().learned_len()))
             })
             .unwrap_or_default();
+        if let Some(kernel) = filtered.networks.get(&link.vni) {
+            c.drops.add_all(kernel);
+        }
         let tap_rx_queue_full = queue_full_drops(&link.spec.name, link.netns.as_deref())
             .unwrap_or_else(|e| {
                 tracing::warn!(link = %link.spec.name, error = %e, "TAP drop count unreadable; shown as 0");
@@ -668,10 +678,16 @@ impl Links {
     }
 
     fn stats(&self) -> Reply {
-        let links = self.links.values().map(|l| self.link_stats(l)).collect();
-        let (drops, events_lost) = self
+        let filtered = self.runtime.filter_drops();
+        let links = self
+            .links
+            .values()
+            .map(|l| self.link_stats_with(l, &filtered))
+            .collect();
+        let (mut drops, events_lost) = self
             .runtime
             .with_switch(|s| (s.counters().drops, s.counters().events_lost));
+        drops.add_all(&filtered.global);
         let io = self.runtime.global_counters();
         Reply::Stats {
             links,
@@ -679,7 +695,8 @@ impl Links {
                 udp_rx_datagrams: io.udp_rx_datagrams(),
                 udp_rx_oversize: io.udp_rx_oversize(),
                 udp_rx_errors: io.udp_rx_errors(),
-                udp_rx_overflows: io.udp_rx_overflows(),
+                udp_rx_overflows: self.runtime.udp_rx_overflows(),
+                udp_rx_filtered: filtered.datagrams,
                 udp_gso_refused: io.udp_gso_refused(),
                 udp_gso_sends: io.udp_gso_sends(),
                 drops: drop_counts(&drops),

@@ -39,6 +39,8 @@ pub struct Options {
     pub port: u16,
     /// Worker threads.
     pub threads: usize,
+    /// Run the underlay filter where the kernel takes it (`--underlay-filter`).
+    pub underlay_filter: bool,
     /// The control plane, when the daemon takes part in overlays (`--local-ip`).
     pub agent: Option<AgentConfig>,
     /// A group (name or gid) whose members may use the admin socket like root
@@ -83,6 +85,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let config = RuntimeConfig {
         threads: options.threads,
         port: options.port,
+        underlay_filter: options.underlay_filter,
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::start(&config)

@@ -24,6 +24,8 @@
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 
+mod ebpf;
+pub mod filter;
 pub mod netns;
 mod steering;
 pub mod tap;
@@ -166,6 +168,16 @@ pub enum IoError {
         /// What `bpf(BPF_PROG_LOAD)` said.
         source: std::io::Error,
     },
+    /// The underlay filter could not be set up, proven or kept in step (see [`filter`]).
+    #[error("underlay filter: {step}{}", verifier_says(log))]
+    UnderlayFilter {
+        /// What was being done.
+        step: &'static str,
+        /// The verifier's last line, or what it was done to; empty if nothing to add.
+        log: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
     /// A socket could not be created.
     #[error("cannot create {purpose} socket")]
     Socket {
@@ -214,6 +226,18 @@ pub fn socket_peer_groups(socket: impl std::os::fd::AsFd) -> std::io::Result<Vec
 /// What `getsockopt` said (`ENOTCONN`, `ENOPROTOOPT` for a socket that is not Unix).
 pub fn socket_peer_cred(socket: impl std::os::fd::AsFd) -> std::io::Result<(i32, u32, u32)> {
     sys::peer_cred(socket.as_fd())
+}
+
+/// The last non-empty line of a NUL-terminated verifier log.
+pub(crate) fn last_log_line(log: &[u8]) -> String {
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    String::from_utf8_lossy(&log[..end])
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
 }
 
 /// The verifier's report for an error message: empty, or ": " and the report.

@@ -27,60 +27,14 @@
 //! every kernel with `TUNSETSTEERINGEBPF` (Linux 4.16) accepts. This module only builds the
 //! instructions; loading and attaching happen in `sys` and `tap`.
 
-/// One `struct bpf_insn`: opcode, destination and source registers, offset, immediate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Insn {
-    code: u8,
-    dst: u8,
-    src: u8,
-    off: i16,
-    imm: i32,
-}
+use super::ebpf::{
+    Assembler, ADD64_IMM, ADD64_REG, AND64_IMM, EXIT, JA, JEQ_IMM, JNE_IMM, JSET_IMM, LD_ABS_H,
+    LD_IND_B, LD_IND_H, LD_IND_W, LSH64_IMM, MOV32_REG, MOV64_IMM, MOV64_REG, MUL32_IMM, R0, R1,
+    R6, RSH32_IMM, XOR64_REG,
+};
 
-impl Insn {
-    fn to_bytes(self) -> [u8; 8] {
-        let [o0, o1] = self.off.to_le_bytes();
-        let [i0, i1, i2, i3] = self.imm.to_le_bytes();
-        [
-            self.code,
-            self.dst | (self.src << 4),
-            o0,
-            o1,
-            i0,
-            i1,
-            i2,
-            i3,
-        ]
-    }
-}
-
-// Opcodes (linux/bpf_common.h, linux/bpf.h).
-const LD_ABS_H: u8 = 0x28;
-const LD_IND_W: u8 = 0x40;
-const LD_IND_H: u8 = 0x48;
-const LD_IND_B: u8 = 0x50;
-const ADD64_IMM: u8 = 0x07;
-const ADD64_REG: u8 = 0x0f;
-const LSH64_IMM: u8 = 0x67;
-const AND64_IMM: u8 = 0x57;
-const XOR64_REG: u8 = 0xaf;
-const MOV64_IMM: u8 = 0xb7;
-const MOV64_REG: u8 = 0xbf;
-const MUL32_IMM: u8 = 0x24;
-const RSH32_IMM: u8 = 0x74;
-const MOV32_REG: u8 = 0xbc;
-const JA: u8 = 0x05;
-const JEQ_IMM: u8 = 0x15;
-const JNE_IMM: u8 = 0x55;
-const JSET_IMM: u8 = 0x45;
-const EXIT: u8 = 0x95;
-
-// Registers: r0 holds load results and the return value, r1 the context on entry, r6 the
-// context for packet loads (which clobber r1-r5); r7 the hash, r8 the header offset, r9 the
-// protocol.
-const R0: u8 = 0;
-const R1: u8 = 1;
-const R6: u8 = 6;
+// Registers: r6 holds the context for packet loads (which clobber r1-r5); r7 the hash, r8
+// the header offset, r9 the protocol.
 const HASH: u8 = 7;
 const OFFSET: u8 = 8;
 const PROTOCOL: u8 = 9;
@@ -96,80 +50,6 @@ enum Label {
     NoPorts,
 }
 
-/// A straight-line assembler with forward jumps to labels.
-struct Assembler {
-    insns: Vec<Insn>,
-    labels: Vec<(Label, usize)>,
-    jumps: Vec<(usize, Label)>,
-}
-
-impl Assembler {
-    fn new() -> Assembler {
-        Assembler {
-            insns: Vec::new(),
-            labels: Vec::new(),
-            jumps: Vec::new(),
-        }
-    }
-
-    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
-        self.insns.push(Insn {
-            code,
-            dst,
-            src,
-            off,
-            imm,
-        });
-    }
-
-    fn alu_imm(&mut self, code: u8, dst: u8, imm: i32) {
-        self.op(code, dst, 0, 0, imm);
-    }
-
-    fn alu_reg(&mut self, code: u8, dst: u8, src: u8) {
-        self.op(code, dst, src, 0, 0);
-    }
-
-    /// r0 = the big-endian value at packet offset `at`.
-    fn load_abs(&mut self, code: u8, at: i32) {
-        self.op(code, 0, 0, 0, at);
-    }
-
-    /// r0 = the big-endian value at packet offset `base + at`.
-    fn load_ind(&mut self, code: u8, base: u8, at: i32) {
-        self.op(code, 0, base, 0, at);
-    }
-
-    fn jump(&mut self, code: u8, dst: u8, imm: i32, to: Label) {
-        self.jumps.push((self.insns.len(), to));
-        self.op(code, dst, 0, 0, imm);
-    }
-
-    fn label(&mut self, label: Label) {
-        self.labels.push((label, self.insns.len()));
-    }
-
-    /// The encoded program.
-    ///
-    /// # Panics
-    ///
-    /// If a jump goes to a label never placed, or backwards: bugs in [`program`], which the
-    /// tests below run.
-    fn finish(mut self) -> Vec<[u8; 8]> {
-        for &(at, to) in &self.jumps {
-            let target = self
-                .labels
-                .iter()
-                .find(|(label, _)| *label == to)
-                .map(|&(_, target)| target)
-                .unwrap_or_else(|| panic!("label {to:?} is never placed"));
-            assert!(target > at, "jump to {to:?} goes backwards");
-            self.insns[at].off = i16::try_from(target - at - 1).expect("short program");
-        }
-        self.insns.into_iter().map(Insn::to_bytes).collect()
-    }
-}
-
 const ETHERTYPE_VLAN: i32 = 0x8100;
 const ETHERTYPE_IPV4: i32 = 0x0800;
 const ETHERTYPE_IPV6: i32 = 0x86dd;
@@ -180,7 +60,7 @@ const MIX: u32 = 0x9e37_79b1;
 
 /// The steering program, as `struct bpf_insn`s for `BPF_PROG_LOAD`.
 pub(crate) fn program() -> Vec<[u8; 8]> {
-    let mut a = Assembler::new();
+    let mut a = Assembler::<Label>::new();
     a.alu_reg(MOV64_REG, R6, R1);
     a.alu_imm(MOV64_IMM, OFFSET, 14);
     a.load_abs(LD_ABS_H, 12);

@@ -337,6 +337,185 @@ pub(crate) fn bpf_load_socket_filter(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `bpf` syscall commands (linux/bpf.h) for maps.
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+/// `BPF_F_NO_PREALLOC`: a hash map allocates entries as they come, not all up front.
+pub(crate) const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// The fields of `union bpf_attr` that `BPF_MAP_CREATE` reads first; the rest are zero.
+#[repr(C)]
+struct BpfMapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+/// The fields of `union bpf_attr` that the `BPF_MAP_*_ELEM` commands read.
+#[repr(C)]
+struct BpfMapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Issues `bpf(cmd, attr, size_of::<A>())`.
+///
+/// # Safety
+///
+/// Every pointer carried in `attr` must be valid for what `cmd` reads or writes through it
+/// for the duration of the call.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_int> {
+    retry_eintr(|| {
+        // SAFETY: the kernel reads `size_of::<A>()` bytes of `attr`, which lives for the
+        // call; what it does through the pointers inside is the caller's promise.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, mem::size_of::<A>()) };
+        cvt(libc::c_int::try_from(ret).unwrap_or(-1))
+    })
+}
+
+/// `BPF_MAP_CREATE`: a new map of `map_type` (`BPF_MAP_TYPE_*`).
+pub(crate) fn bpf_map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> io::Result<OwnedFd> {
+    let attr = BpfMapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+    };
+    // SAFETY: BPF_MAP_CREATE reads only the integers in `attr`; no pointers.
+    let fd = unsafe { bpf(BPF_MAP_CREATE, &attr) }?;
+    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn map_fd_u32(map: BorrowedFd<'_>) -> io::Result<u32> {
+    u32::try_from(map.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))
+}
+
+/// `BPF_MAP_UPDATE_ELEM`: sets `key` to `value` (`flags` 0: insert or replace). The slices
+/// must be exactly the map's key and value sizes, which the caller knows from creating it.
+pub(crate) fn bpf_map_update(
+    map: BorrowedFd<'_>,
+    key: &[u8],
+    value: &[u8],
+    flags: u64,
+) -> io::Result<()> {
+    let attr = BpfMapElemAttr {
+        map_fd: map_fd_u32(map)?,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        flags,
+    };
+    // SAFETY: the kernel reads key_size bytes at `key` and value_size bytes at `value`; the
+    // callers (the `filter` module) pass slices of exactly the sizes the map was created
+    // with, live for the call. `map` is borrowed, hence open.
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &attr) }?;
+    Ok(())
+}
+
+/// `BPF_MAP_DELETE_ELEM`: removes `key`; `Ok(false)` if it was not there.
+pub(crate) fn bpf_map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
+    let attr = BpfMapElemAttr {
+        map_fd: map_fd_u32(map)?,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: 0,
+        flags: 0,
+    };
+    // SAFETY: the kernel reads key_size bytes at `key`, a live slice of exactly that size
+    // (see `bpf_map_update`). `map` is borrowed, hence open.
+    match unsafe { bpf(BPF_MAP_DELETE_ELEM, &attr) } {
+        Ok(_) => Ok(true),
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// `BPF_MAP_LOOKUP_ELEM`: copies the value of `key` into `value`; `Ok(false)` if absent.
+pub(crate) fn bpf_map_lookup(
+    map: BorrowedFd<'_>,
+    key: &[u8],
+    value: &mut [u8],
+) -> io::Result<bool> {
+    let attr = BpfMapElemAttr {
+        map_fd: map_fd_u32(map)?,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the kernel reads key_size bytes at `key` and writes value_size bytes at
+    // `value`, live slices of exactly those sizes (an exclusive one for `value`) for a map
+    // that is not per-CPU (see `bpf_map_update`). `map` is borrowed, hence open.
+    match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &attr) } {
+        Ok(_) => Ok(true),
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// `SO_ATTACH_BPF`: runs the socket-filter program `prog` on every packet `socket` receives,
+/// which keeps the packet only if the program returns non-zero.
+pub(crate) fn attach_socket_filter(socket: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    set_socket_option_int(
+        socket,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_BPF,
+        prog.as_raw_fd(),
+    )
+}
+
+/// `SO_MEMINFO`'s `SK_MEMINFO_DROPS` (Linux 4.6+): every packet the socket dropped, for a
+/// full receive buffer or its filter, the count `SO_RXQ_OVFL` reports with each datagram.
+pub(crate) fn socket_drops(socket: BorrowedFd<'_>) -> io::Result<u32> {
+    // SK_MEMINFO_VARS: the kernel writes at most this many, fewer if we ask for fewer.
+    let mut meminfo = [0u32; 9];
+    let mut len = libc::socklen_t::try_from(mem::size_of_val(&meminfo))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    retry_eintr(|| {
+        // SAFETY: `meminfo` is a live array of exactly `len` bytes of plain integers the
+        // kernel may write; `len` is a live socklen_t it reads and updates. `socket` is
+        // borrowed, hence open.
+        cvt(unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                meminfo.as_mut_ptr().cast(),
+                &mut len,
+            )
+        })
+    })?;
+    let at = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (at + 1) * mem::size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("SO_MEMINFO returned {len} bytes, too few for SK_MEMINFO_DROPS"),
+        ));
+    }
+    Ok(meminfo[at])
+}
+
+/// `SO_DETACH_BPF`: removes the socket's filter.
+pub(crate) fn detach_socket_filter(socket: BorrowedFd<'_>) -> io::Result<()> {
+    set_socket_option_int(socket, libc::SOL_SOCKET, libc::SO_DETACH_BPF, 0)
+}
+
 /// `SIOCGIFINDEX` on a socket: the index of `name` in the socket's namespace, `None` if
 /// there is no such interface.
 pub(crate) fn interface_index(socket: BorrowedFd<'_>, name: &str) -> io::Result<Option<u32>> {

@@ -234,7 +234,7 @@ impl TapDevice {
                 Ok(fd) => Ok(fd),
                 Err(_) => Err(IoError::SteeringProgram {
                     device: self.name.clone(),
-                    log: last_line(&log),
+                    log: super::last_log_line(&log),
                     source: first,
                 }),
             }
@@ -248,18 +248,6 @@ impl TapDevice {
             }
         })
     }
-}
-
-/// The last non-empty line of a NUL-terminated verifier log.
-fn last_line(log: &[u8]) -> String {
-    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-    String::from_utf8_lossy(&log[..end])
-        .lines()
-        .rev()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_owned()
 }
 
 /// Everything `create` does inside the target namespace.

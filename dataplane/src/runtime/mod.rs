@@ -13,10 +13,13 @@
 //! the clock once per batch and owns all threads; the decisions stay in `switch`.
 
 mod counters;
+mod filter;
 mod senders;
 mod worker;
 
+pub use crate::io::filter::FilterDrops;
 pub use counters::{GlobalIoCounters, LinkIoCounters, LinkIoSnapshot};
+pub use filter::FilterStatus;
 
 use crate::io::{IoError, TapDevice, UdpOffloads, UdpSocket};
 use crate::switch::{NetworkConfig, Switch, SwitchError};
@@ -44,6 +47,9 @@ pub struct RuntimeConfig {
     pub source_ports: PortRange,
     /// Sockets bound across `source_ports` to send from (distinct outer source ports).
     pub source_sockets: usize,
+    /// Drop datagrams that are plainly not ours in the kernel, with an eBPF filter on the
+    /// receiving sockets, where the kernel takes one (`io::filter`).
+    pub underlay_filter: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -54,6 +60,7 @@ impl Default for RuntimeConfig {
             batch: 64,
             source_ports: PortRange::default(),
             source_sockets: 16,
+            underlay_filter: true,
         }
     }
 }
@@ -146,6 +153,8 @@ pub struct Runtime {
     links: HashMap<Vni, Arc<LinkIoCounters>>,
     threads: usize,
     offloads: UdpOffloads,
+    /// Locked after the switch when both are held.
+    filter: Mutex<filter::FilterSlot>,
 }
 
 impl Runtime {
@@ -172,6 +181,7 @@ impl Runtime {
             links: HashMap::new(),
             threads: config.threads,
             offloads: UdpOffloads::ALL,
+            filter: Mutex::new(filter::FilterSlot::start(config.underlay_filter)),
         };
         // Sends leave through the source pool, receives arrive on the workers' sockets.
         let gso = runtime.shared.senders.offloads().gso;
@@ -181,6 +191,7 @@ impl Runtime {
             // single datagrams, which the workers handle alike.
             let gro = socket.enable_gro()?;
             runtime.offloads = runtime.offloads.and(UdpOffloads { gso, gro });
+            runtime.filter_slot().attach(&socket);
             let (commands, receiver) = unbounded();
             let worker = Worker::new(
                 id,
@@ -206,7 +217,35 @@ impl Runtime {
             udp_gro = %on_off(offloads.gro),
             "underlay offloads (UDP_SEGMENT sends, UDP_GRO receives)"
         );
+        tracing::info!(
+            underlay_filter = runtime.underlay_filter().name(),
+            "underlay filter (eBPF on the receiving sockets: garbage, unknown VNIs and VTEPs dropped in the kernel)"
+        );
         Ok(runtime)
+    }
+
+    fn filter_slot(&self) -> MutexGuard<'_, filter::FilterSlot> {
+        self.filter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the underlay filter runs.
+    pub fn underlay_filter(&self) -> FilterStatus {
+        self.filter_slot().status()
+    }
+
+    /// What the underlay filter dropped in the kernel, by reason (all zero without one).
+    pub fn filter_drops(&self) -> FilterDrops {
+        self.filter_slot().drops()
+    }
+
+    /// Datagrams the receiving sockets dropped for a full receive buffer. With the underlay
+    /// filter, read from the sockets now, less the filter's own drops (which the kernel
+    /// counts there too); without it, as the workers saw it with each datagram
+    /// ([`GlobalIoCounters::udp_rx_overflows`]).
+    pub fn udp_rx_overflows(&self) -> u64 {
+        self.filter_slot()
+            .overflows()
+            .unwrap_or_else(|| self.shared.global.udp_rx_overflows())
     }
 
     /// The underlay UDP offloads the kernel granted, probed at [`start`](Self::start): GSO
@@ -229,8 +268,12 @@ impl Runtime {
 
     /// Runs `f` on the switch, under the lock the workers take per batch: table changes
     /// apply between two batches, while traffic flows.
+    /// The underlay filter's maps follow whatever `f` changed before the lock is released.
     pub fn with_switch<R>(&self, f: impl FnOnce(&mut Switch) -> R) -> R {
-        f(&mut self.shared.switch())
+        let mut switch = self.shared.switch();
+        let result = f(&mut switch);
+        self.filter_slot().sync(&switch);
+        result
     }
 
     /// The outer UDP source ports traffic leaves from.
@@ -276,7 +319,11 @@ impl Runtime {
                 threads: self.threads,
             });
         }
-        self.shared.switch().add_network(vni, config)?;
+        {
+            let mut switch = self.shared.switch();
+            switch.add_network(vni, config)?;
+            self.filter_slot().sync(&switch);
+        }
         let counters = Arc::new(LinkIoCounters::default());
         self.links.insert(vni, Arc::clone(&counters));
         for (worker, queue) in tap.into_queues().into_iter().enumerate() {
@@ -301,7 +348,12 @@ impl Runtime {
     /// Removes network `vni` and waits until every worker has closed its TAP queue, so the
     /// TAP is gone when this returns.
     pub fn remove_link(&mut self, vni: Vni) -> Result<(), RuntimeError> {
-        let removed = self.shared.switch().remove_network(vni);
+        let removed = {
+            let mut switch = self.shared.switch();
+            let removed = switch.remove_network(vni);
+            self.filter_slot().sync(&switch);
+            removed
+        };
         self.links.remove(&vni);
         let (done, acks) = bounded(self.threads);
         let mut expected = 0;

@@ -195,6 +195,12 @@ impl Network {
         &self.counters
     }
 
+    /// The underlay IPs the network knows (static entries and flood list), which it admits
+    /// unless it admits any.
+    pub fn known_vteps(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.known_vteps.keys().copied()
+    }
+
     /// Whether frames from `ip` are admitted.
     pub(crate) fn admits(&self, ip: &Ipv4Addr) -> bool {
         self.config.admission == Admission::Any || self.known_vteps.contains_key(ip)
