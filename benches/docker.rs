@@ -214,18 +214,13 @@ fn load_average() -> String {
 /// Panics unless every program the benchmark runs itself is on `PATH`, naming the Debian
 /// package of each one missing (the Docker engines' own are checked by the harness).
 fn require_programs() {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<String> = [
+    let missing = vxtap_suite::harness::missing_programs(&[
         ("iperf3", "iperf3"),
         ("ping", "iputils-ping"),
         ("ss", "iproute2"),
         ("nsenter", "util-linux"),
         ("timeout", "coreutils"),
-    ]
-    .iter()
-    .filter(|(program, _)| !std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-    .map(|(program, package)| format!("{program} (Debian package {package})"))
-    .collect();
+    ]);
     assert!(
         missing.is_empty(),
         "the Docker benchmark runs these programs, which are missing: {}",

@@ -8,9 +8,10 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vxtap_suite::harness::cluster::{Cluster, StoreKind};
 use vxtap_suite::harness::daemon::binary;
+use vxtap_suite::harness::wait_for;
 
 /// Runs the plugin with `vars` (and nothing else of this process's environment but PATH)
 /// and `conf` on stdin; its exit status and stdout parsed (Null when empty).
@@ -92,17 +93,6 @@ fn store_names(cluster: &Cluster, network: &str) -> Vec<String> {
     names
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn every_cni_command_by_hand() {
     let mut cluster = Cluster::new_with(2, StoreKind::Dir, |topology, i| {
@@ -171,7 +161,7 @@ fn every_cni_command_by_hand() {
             .status
             .success()
     };
-    wait_for("c1 -> c2 across hosts", || {
+    wait_for("c1 -> c2 across hosts", Duration::from_secs(20), || {
         ping(&cluster.containers[c1], "10.70.0.50")
     });
     assert!(ping(&cluster.containers[c2], "10.70.0.2"), "c2 -> c1");
@@ -241,12 +231,16 @@ fn every_cni_command_by_hand() {
     let (status, _) = call(&del2, &conf2);
     assert_eq!(status, 0, "DEL with the namespace gone and no CNI_NETNS");
     assert!(store_names(&cluster, "cninet").is_empty());
-    wait_for("c2's entry gone from h1's fdb", || {
-        !cluster.hosts[0]
-            .fdb_entries()
-            .iter()
-            .any(|(m, _)| m == "02:42:0a:46:00:32")
-    });
+    wait_for(
+        "c2's entry gone from h1's fdb",
+        Duration::from_secs(20),
+        || {
+            !cluster.hosts[0]
+                .fdb_entries()
+                .iter()
+                .any(|(m, _)| m == "02:42:0a:46:00:32")
+        },
+    );
 
     // GC removes what the runtime no longer has.
     let p1 = cluster.containers[c1].path().to_owned();

@@ -21,21 +21,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vxtap_suite::harness::cluster::{Cluster, StoreKind};
 use vxtap_suite::harness::podman::{require_podman, Podman, HIGHEST_CNI_VERSION};
+use vxtap_suite::harness::wait_for;
 
 const WAIT: Duration = Duration::from_secs(30);
 const NETWORK: &str = "cninet";
-
-/// Waits (bounded by `limit`) until `check` holds; panics with `what` otherwise.
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The endpoints of `network` in the store, as host `host`'s daemon sees them.
 fn endpoints(cluster: &Cluster, host: usize) -> Vec<Value> {

@@ -78,12 +78,7 @@ const PROGRAMS: [(&str, &str); 6] = [
 /// As said.
 pub fn require_docker() {
     super::require_root();
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<String> = PROGRAMS
-        .iter()
-        .filter(|(program, _)| !std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-        .map(|(program, package)| format!("{program} (Debian package {package})"))
-        .collect();
+    let missing = super::missing_programs(&PROGRAMS);
     assert!(
         missing.is_empty(),
         "the Docker tests need a real dockerd and run it; missing: {} \
@@ -536,30 +531,11 @@ impl DockerEngine {
         }
         // dockerd stops its managed containerd on the way out; shims of containers that
         // were already gone exit by themselves. Whatever is left is killed.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = self.processes();
-            if left.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                for (pid, line) in &left {
-                    eprintln!(
-                        "cleanup: killing what the engine in {} left: {pid} {line}",
-                        self.host
-                    );
-                    let _ = sys::signal(*pid, libc::SIGKILL);
-                }
-            }
-            if Instant::now() >= deadline + Duration::from_secs(5) {
-                eprintln!(
-                    "cleanup: engine processes in {} survived SIGKILL: {left:?}",
-                    self.host
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        kill_leftovers(
+            &format!("the engine in {}", self.host),
+            Duration::from_secs(10),
+            || self.processes(),
+        );
     }
 
     /// SIGTERM to dockerd, SIGKILL after [`STOP_TIMEOUT`]; returns once it has exited.
@@ -622,58 +598,39 @@ fn cgroup_parent(dir: &Path) -> String {
         .into_owned()
 }
 
-/// The cgroup directories named `name` at the top of the machine's hierarchies (cgroup v1:
-/// one per controller; v2: the unified one), those that exist.
-pub fn cgroups_named(name: &str) -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut hierarchies = vec![root.to_owned()];
-    if let Ok(entries) = std::fs::read_dir(root) {
-        hierarchies.extend(entries.filter_map(|e| Some(e.ok()?.path())));
-    }
-    hierarchies
-        .into_iter()
-        .map(|h| h.join(name))
-        .filter(|path| path.join("cgroup.procs").is_file())
-        .collect()
-}
-
-/// Removes a cgroup directory and the empty cgroups below it, deepest first (a cgroup's
-/// control files go with its directory; `rmdir` is the only way to remove one).
-pub(crate) fn remove_cgroup(path: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(path)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_cgroup(&entry.path())?;
-        }
-    }
-    std::fs::remove_dir(path)
-}
+pub use vxtap::plumbing::procs::{cgroups_named, remove_cgroup};
 
 /// Processes whose command line names something under `path` (pid, command line), this one
-/// excluded.
+/// and the vxtap daemons (which name an engine's API socket) excluded.
 pub fn processes_naming(path: &Path) -> Vec<(u32, String)> {
-    // Only paths below it: another engine's directory may share a prefix with this one.
-    let needle = format!("{}/", path.display());
-    // A vxtap daemon names the engine's API socket (`--docker-host`) but is no part of it.
-    let vxtap = std::fs::canonicalize(super::daemon::binary()).ok();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            if pid == std::process::id() {
-                return None;
+    vxtap::plumbing::procs::processes_naming(path, Some(&super::daemon::binary()))
+}
+
+/// Waits (bounded) until `processes()` finds none left, SIGKILLing them after `grace`;
+/// `what` names the engine in messages.
+pub(crate) fn kill_leftovers(
+    what: &str,
+    grace: Duration,
+    processes: impl Fn() -> Vec<(u32, String)>,
+) {
+    let deadline = Instant::now() + grace;
+    loop {
+        let left = processes();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for (pid, line) in &left {
+                eprintln!("cleanup: killing what {what} left: {pid} {line}");
+                let _ = sys::signal(*pid, libc::SIGKILL);
             }
-            if vxtap.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == vxtap {
-                return None;
-            }
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-            line.contains(&needle)
-                .then(|| (pid, line.trim().to_owned()))
-        })
-        .collect()
+        }
+        if Instant::now() >= deadline + Duration::from_secs(5) {
+            eprintln!("cleanup: processes of {what} survived SIGKILL: {left:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Mount points in this process's mount namespace at or under `path`

@@ -53,6 +53,29 @@ pub use topology::{Container, HostKind, NetworkSpec, Topology};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The programs of `needed` (program, Debian package) that are not on `PATH`, each as
+/// "program (Debian package P)".
+pub fn missing_programs(needed: &[(&str, &str)]) -> Vec<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    needed
+        .iter()
+        .filter(|(program, _)| !std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+        .map(|(program, package)| format!("{program} (Debian package {package})"))
+        .collect()
+}
+
+/// [`wait_until`], panicking with `what` if `check` does not hold within `limit`.
+///
+/// # Panics
+///
+/// As said.
+pub fn wait_for(what: &str, limit: Duration, check: impl FnMut() -> bool) {
+    assert!(
+        wait_until(limit, check),
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
 /// Polls `done` every 50 ms until it holds or `limit` passes; returns whether it held. For
 /// state that changes asynchronously (counters, learned entries), never for timing.
 pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {

@@ -47,15 +47,16 @@
 //! program is missing; they never skip.
 
 use super::cmd;
-use super::docker::{busybox_tar, cgroups_named, mounts_under, processes_naming, remove_cgroup};
+use super::docker::{
+    busybox_tar, cgroups_named, kill_leftovers, mounts_under, processes_naming, remove_cgroup,
+};
 use super::netns::Netns;
-use super::sys;
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long any `podman` command may run before `timeout` kills it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -97,12 +98,7 @@ const ULIMITS: [&str; 4] = [
 /// As said.
 pub fn require_podman() {
     super::require_root();
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<String> = PROGRAMS
-        .iter()
-        .filter(|(program, _)| !std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-        .map(|(program, package)| format!("{program} (Debian package {package})"))
-        .collect();
+    let missing = super::missing_programs(&PROGRAMS);
     assert!(
         missing.is_empty(),
         "the podman tests need a real podman and run it; missing: {} \
@@ -492,30 +488,11 @@ impl Podman {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            let left = self.processes();
-            if left.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                for (pid, line) in &left {
-                    eprintln!(
-                        "cleanup: killing what the podman engine in {} left: {pid} {line}",
-                        self.host
-                    );
-                    let _ = sys::signal(*pid, libc::SIGKILL);
-                }
-            }
-            if Instant::now() >= deadline + Duration::from_secs(5) {
-                eprintln!(
-                    "cleanup: podman processes in {} survived SIGKILL: {left:?}",
-                    self.host
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        kill_leftovers(
+            &format!("the podman engine in {}", self.host),
+            STOP_TIMEOUT,
+            || self.processes(),
+        );
     }
 }
 

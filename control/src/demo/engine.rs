@@ -33,6 +33,7 @@ use super::cmd::{self, Limits};
 use super::docker_tools::{DockerTools, IMAGE};
 use super::error::DemoError;
 use super::hosts::{Lab, Tools};
+use crate::plumbing::procs::{cgroups_named, processes_naming, remove_cgroup};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -463,13 +464,7 @@ impl Engine {
     /// The engine's processes (pid, command line): dockerd, containerd, shims and the holder
     /// all name its directory. The vxtap daemons name its socket too, but are not its own.
     fn processes(&self) -> Vec<(u32, String)> {
-        let vxtap = std::fs::canonicalize(&self.tools.vxtap).ok();
-        processes_naming(&self.dir)
-            .into_iter()
-            .filter(|(pid, _)| {
-                vxtap.is_none() || std::fs::read_link(format!("/proc/{pid}/exe")).ok() != vxtap
-            })
-            .collect()
+        processes_naming(&self.dir, Some(&self.tools.vxtap))
     }
 
     /// What of the engine still exists: processes and cgroups (its directory is the lab's
@@ -560,53 +555,4 @@ fn signal(pid: u32, signal: rustix::process::Signal) {
         // ESRCH: it exited just now, which is what was wanted.
         let _ = rustix::process::kill_process(pid, signal);
     }
-}
-
-/// Processes whose command line names something under `dir` (pid, command line), this one
-/// excluded.
-fn processes_naming(dir: &Path) -> Vec<(u32, String)> {
-    // Only paths below it: another run's directory may share a prefix with this one.
-    let needle = format!("{}/", dir.display());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            if pid == std::process::id() {
-                return None;
-            }
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-            line.contains(&needle)
-                .then(|| (pid, line.trim().to_owned()))
-        })
-        .collect()
-}
-
-/// The cgroup directories named `name` at the top of the machine's hierarchies (cgroup v1:
-/// one per controller; v2: the unified one), those that exist.
-fn cgroups_named(name: &str) -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut hierarchies = vec![root.to_owned()];
-    if let Ok(entries) = std::fs::read_dir(root) {
-        hierarchies.extend(entries.filter_map(|e| Some(e.ok()?.path())));
-    }
-    hierarchies
-        .into_iter()
-        .map(|h| h.join(name))
-        .filter(|path| path.join("cgroup.procs").is_file())
-        .collect()
-}
-
-/// Removes a cgroup and the (empty) cgroups below it, deepest first: `rmdir` is the only
-/// way to remove one, and its control files go with it.
-fn remove_cgroup(path: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(path)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_cgroup(&entry.path())?;
-        }
-    }
-    std::fs::remove_dir(path)
 }

@@ -15,6 +15,7 @@
 pub mod hosts;
 pub mod netns;
 pub mod overlay;
+pub mod procs;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};

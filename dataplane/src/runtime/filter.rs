@@ -41,6 +41,9 @@ impl FilterStatus {
 pub(crate) struct FilterSlot {
     filter: Option<UnderlayFilter>,
     wanted: bool,
+    /// The fingerprint of the admissions last written to the maps: most calls (stats,
+    /// ageing) change none, and then nothing is built or written.
+    synced: Option<u64>,
 }
 
 impl FilterSlot {
@@ -57,7 +60,11 @@ impl FilterSlot {
         } else {
             None
         };
-        FilterSlot { filter, wanted }
+        FilterSlot {
+            filter,
+            wanted,
+            synced: None,
+        }
     }
 
     /// Runs the filter on `socket`; a refusal detaches it from every socket.
@@ -82,8 +89,13 @@ impl FilterSlot {
         let Some(filter) = self.filter.as_mut().filter(|f| f.attached()) else {
             return;
         };
-        if let Err(error) = filter.sync(&admissions(switch)) {
-            fail_open(filter, &error);
+        let fingerprint = fingerprint(switch);
+        if self.synced == Some(fingerprint) {
+            return;
+        }
+        match filter.sync(&admissions(switch)) {
+            Ok(()) => self.synced = Some(fingerprint),
+            Err(error) => fail_open(filter, &error),
         }
     }
 
@@ -115,6 +127,25 @@ fn fail_open(filter: &mut UnderlayFilter, error: &IoError) {
     if let Err(error) = filter.detach() {
         tracing::error!(%error, "underlay filter: detaching failed");
     }
+}
+
+/// A digest of what [`admissions`] would build, computed without allocating while the
+/// switch is locked.
+fn fingerprint(switch: &Switch) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for net in switch.networks() {
+        let config = net.config();
+        net.vni().get().hash(&mut hasher);
+        (config.admission == Admission::Any).hash(&mut hasher);
+        config.decap.strict_reserved.hash(&mut hasher);
+        for ip in net.known_vteps() {
+            ip.hash(&mut hasher);
+        }
+        // Marks the end of a network's VTEPs, so two networks cannot hash like one.
+        u32::MAX.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// What each network of `switch` asks of the filter.

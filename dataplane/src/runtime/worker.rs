@@ -512,10 +512,11 @@ impl Worker {
                 return Drained::Empty;
             }
         };
-        add(
-            &self.shared.global.udp_rx_overflows,
-            u64::from(self.rx.overflows()),
-        );
+        // Shared by every worker: touched only when there is something to add.
+        let overflows = self.rx.overflows();
+        if overflows > 0 {
+            add(&self.shared.global.udp_rx_overflows, u64::from(overflows));
+        }
         self.deliveries.clear();
         let mut datagrams = 0;
         {
