@@ -14,6 +14,7 @@ use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 use vxtap_dataplane::coalesce;
+use vxtap_dataplane::dissect::Layout;
 use vxtap_dataplane::segment::{self, SegmentHeaders};
 use vxtap_dataplane::switch::{FdbLimits, ForwardingTable, NetworkConfig, Switch, ARP_REPLY_LEN};
 use vxtap_dataplane::tunnel::{self, DecapPolicy, PortRange, Vtep};
@@ -86,7 +87,7 @@ fn tunnel_benches(c: &mut Criterion) {
     let datagram = payload("tcp_data");
     let policy = DecapPolicy::default();
     g.bench_function("decap", |b| {
-        b.iter(|| tunnel::decap(black_box(&datagram), &policy))
+        b.iter(|| tunnel::decap(black_box(&datagram)).and_then(|p| tunnel::check(&p, &policy)))
     });
     let inner = &datagram[8..];
     let vtep = Vtep {
@@ -96,7 +97,10 @@ fn tunnel_benches(c: &mut Criterion) {
     };
     let ports = PortRange::default();
     g.bench_function("encap", |b| {
-        b.iter(|| tunnel::encap(black_box(inner), &vtep, &ports))
+        b.iter(|| {
+            let frame = black_box(inner);
+            tunnel::encap(frame, &Layout::dissect(frame), &vtep, &ports)
+        })
     });
     g.finish();
 }
@@ -158,7 +162,7 @@ fn switch_benches(c: &mut Criterion) {
     g.bench_function("udp_ingress", |b| {
         b.iter(|| {
             matches!(
-                s.from_network(src, black_box(&from_b), now),
+                s.from_network(src, tunnel::decap(black_box(&from_b)), now),
                 NetworkAction::Deliver { .. }
             )
         })
@@ -180,11 +184,13 @@ fn switch_benches(c: &mut Criterion) {
     g.bench_function("decap_switch_encap", |b| {
         b.iter(|| {
             let delivered = matches!(
-                s.from_network(src, black_box(&from_b), now),
+                s.from_network(src, tunnel::decap(black_box(&from_b)), now),
                 NetworkAction::Deliver { .. }
             );
             let port = match s.from_tap(vni(), black_box(&to_b), now, &mut reply) {
-                TapAction::Forward(vtep) => tunnel::encap(&to_b, &vtep, &ports).src_port,
+                TapAction::Forward(vtep) => {
+                    tunnel::encap(&to_b, &Layout::dissect(&to_b), &vtep, &ports).src_port
+                }
                 _ => 0,
             };
             (delivered, port)
@@ -223,7 +229,7 @@ fn switch_benches(c: &mut Criterion) {
             },
             |s| {
                 for f in &frames {
-                    black_box(s.from_network(src, f, now));
+                    black_box(s.from_network(src, tunnel::decap(f), now));
                 }
             },
             BatchSize::LargeInput,
@@ -292,28 +298,41 @@ fn offload_benches(c: &mut Criterion) {
     let (frame, vnet) = superframe(64_000, 1398);
     let vxlan = [8, 0, 0, 0, 0, 0, 42, 0];
     let mut out = SegmentHeaders::new();
-    let count = segment::split_tcp(&frame, &vnet, &vxlan, &mut out)
+    let count = segment::split_tcp(&frame, &Layout::dissect(&frame), &vnet, &vxlan, &mut out)
         .unwrap()
         .len() as u64;
     g.throughput(Throughput::Elements(count));
     g.bench_function("split_64k_superframe", |b| {
-        b.iter(|| segment::split_tcp(black_box(&frame), &vnet, &vxlan, &mut out).map(|s| s.len()))
+        b.iter(|| {
+            let frame = black_box(&frame);
+            segment::split_tcp(frame, &Layout::dissect(frame), &vnet, &vxlan, &mut out)
+                .map(|s| s.len())
+        })
     });
     // A 64 000-byte UDP_SEGMENT send at gso_size 1400: 46 datagrams.
     let (uso_frame, uso_vnet) = udp_superframe(64_000, 1400);
-    let uso_count = segment::split_udp(&uso_frame, &uso_vnet, &vxlan, &mut out)
-        .unwrap()
-        .len() as u64;
+    let uso_count = segment::split_udp(
+        &uso_frame,
+        &Layout::dissect(&uso_frame),
+        &uso_vnet,
+        &vxlan,
+        &mut out,
+    )
+    .unwrap()
+    .len() as u64;
     g.throughput(Throughput::Elements(uso_count));
     g.bench_function("split_64k_uso_superframe", |b| {
         b.iter(|| {
-            segment::split_udp(black_box(&uso_frame), &uso_vnet, &vxlan, &mut out).map(|s| s.len())
+            let frame = black_box(&uso_frame);
+            segment::split_udp(frame, &Layout::dissect(frame), &uso_vnet, &vxlan, &mut out)
+                .map(|s| s.len())
         })
     });
     g.throughput(Throughput::Elements(count));
     // The same segments, as they arrive, grouped back into one run.
     let segments: Vec<Vec<u8>> = {
-        let s = segment::split_tcp(&frame, &vnet, &vxlan, &mut out).unwrap();
+        let s =
+            segment::split_tcp(&frame, &Layout::dissect(&frame), &vnet, &vxlan, &mut out).unwrap();
         s.iter()
             .map(|seg| {
                 let mut f = seg.header[8..].to_vec();
@@ -325,10 +344,11 @@ fn offload_benches(c: &mut Criterion) {
     g.bench_function("coalesce_64k_run", |b| {
         b.iter(|| {
             let first_frame = &segments[0];
-            let first = coalesce::inspect(first_frame).unwrap();
+            let first = coalesce::inspect(first_frame, &Layout::dissect(first_frame)).unwrap();
             let (mut last, mut total) = (first, first.payload_len());
             for next_frame in &segments[1..] {
-                let next = coalesce::inspect(black_box(next_frame)).unwrap();
+                let next_frame = black_box(next_frame);
+                let next = coalesce::inspect(next_frame, &Layout::dissect(next_frame)).unwrap();
                 assert!(coalesce::continues(
                     first_frame,
                     &first,

@@ -14,7 +14,7 @@ def write(target, name, data):
     (d / name).write_bytes(bytes(data))
 
 # Start afresh, but keep the regression inputs fuzzing found (seeds/*/regress_*).
-TARGETS = ("decap", "tap_frame", "switch_ops", "segment", "dns_query")
+TARGETS = ("decap", "tap_frame", "switch_ops", "segment", "dns_query", "pipeline")
 for t in TARGETS:
     for f in (seeds / t).glob("*"):
         if not f.name.startswith("regress_"):
@@ -240,5 +240,29 @@ for name, data in [
     ("short_header", dns_query(7, "web", A)[:11]),
 ]:
     write("dns_query", name, data)
+
+# pipeline: a GRO flag byte, then records [kind][u16 length][bytes] (see
+# src/fuzz_checks/pipeline.rs): TAP reads (kind 0) and datagrams (kind 1; +2 unknown VTEP,
+# +4 truncated, +8 a GRO train whose segment size leads, +16 VNI 43, which has no TAP).
+def record(kind, data):
+    return bytes([kind]) + len(data).to_bytes(2, "big") + bytes(data)
+
+plain = vnet(0, 0, 0, 0, 0, 0)
+payloads = [path.read_bytes()[OUTER:] for path in captures]
+mixed = bytes([1])
+for p in payloads:
+    mixed += record(0, plain + p[8:])
+tso_frame, tso_l4 = gso_seed("_unused", pattern[:6000], 1448)
+(seeds / "segment" / "_unused").unlink()
+mixed += record(0, vnet(1, 1, tso_l4 + 32, 1448, tso_l4, 16) + tso_frame)
+for i, p in enumerate(payloads):
+    mixed += record(1 | (2 if i == 1 else 0) | (4 if i == 2 else 0) | (16 if i == 3 else 0), p)
+write("pipeline", "mixed", mixed)
+tcp_payload = (root.parent / "dataplane/testdata/kernel/tcp_data.bin").read_bytes()[OUTER:]
+train = len(tcp_payload).to_bytes(2, "big") + tcp_payload * 4
+write("pipeline", "gro_train", bytes([1]) + record(1 | 8, train))
+write("pipeline", "train_without_gro", bytes([0]) + record(1 | 8, train))
+write("pipeline", "tap_only", bytes([0]) + b"".join(record(0, plain + p[8:]) for p in payloads))
+write("pipeline", "empty", b"")
 
 print("seeds:", {t: len(list((seeds / t).iterdir())) for t in TARGETS})

@@ -388,6 +388,9 @@ pub struct GlobalStats {
     pub udp_rx_oversize: u64,
     /// Receive calls that failed (other than "nothing to read").
     pub udp_rx_errors: u64,
+    /// Frames decapsulated for a network whose TAP was being added or removed, dropped.
+    #[serde(default)]
+    pub udp_rx_no_link: u64,
     /// Datagrams the underlay sockets dropped before vxtap read them, mostly for a full
     /// receive buffer (`SO_RXQ_OVFL`; with the underlay filter, the sockets' drop count
     /// read now, less the filter's drops).

@@ -11,20 +11,27 @@
 //! - [`offload`]: the checksum offload state of inner frames (what a TAP must be told).
 //! - [`segment`]: TCP (TSO) and UDP (USO) superframes from the TAP cut into segments for one
 //!   `UDP_SEGMENT` send, and `NEEDS_CSUM` checksums finished.
+//! - [`dissect`]: where a frame's layers lie, computed once per frame and read by the flow
+//!   hash, checksum offload, coalescing and segmentation.
+//! - [`pipeline`]: the data path as pure functions from received bytes to plans: TAP frames
+//!   to datagrams per source socket ([`pipeline::Egress`]), datagrams to TAP writes
+//!   ([`pipeline::Ingress`]), encapsulation and decapsulation side by side.
 //!
-//! Those seven are the pure core: no I/O, no clock, no threads. Around them:
+//! Those nine are the pure core: no I/O, no clock, no threads. Around them:
 //! - [`io`]: the I/O shell (TAP queues, batched UDP, network namespaces); the only module
 //!   with `unsafe`, all of it in `io::sys`.
-//! - [`runtime`]: worker threads that move batches between TAPs and the underlay through the
-//!   core.
+//! - [`runtime`]: worker threads that read a batch, run it through the pipeline and write
+//!   what it planned.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod coalesce;
 pub mod counters;
+pub mod dissect;
 pub mod io;
 pub mod offload;
+pub mod pipeline;
 pub mod runtime;
 pub mod segment;
 pub mod switch;

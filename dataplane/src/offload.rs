@@ -20,11 +20,8 @@
 //!
 //! Pure: no I/O, no allocation.
 
-use crate::wire::checksum;
-use crate::wire::ipv6;
-use crate::wire::{
-    EtherType, EthernetFrame, GsoType, IpProtocol, Ipv4Packet, Ipv6Packet, VirtioNetRepr,
-};
+use crate::dissect::Layout;
+use crate::wire::{GsoType, IpProtocol, VirtioNetRepr};
 
 /// Where a segment's unfinished checksum starts and lies, as virtio-net names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,78 +53,50 @@ const TCP_CHECKSUM_AT: usize = 16;
 const UDP_CHECKSUM_AT: usize = 6;
 
 /// The pending checksum of a TCP or UDP segment over IPv4 or IPv6 (no extension headers,
-/// not a fragment) whose checksum field holds just its pseudo-header sum; `None` for every
-/// other frame, including ones too short or malformed to tell.
-pub fn pending_checksum(frame: &[u8]) -> Option<PendingChecksum> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let vlan = eth.vlan().ok()?;
-    let l3 = frame.get(vlan.payload_offset..)?;
-    let (l4_start, protocol, pseudo, l4, ipv6) = match vlan.ethertype {
-        EtherType::IPV4 => {
-            let ip = Ipv4Packet::new_checked(l3).ok()?;
-            if ip.more_frags() || ip.frag_offset() != 0 {
-                return None;
-            }
-            // Borrow the segment from the frame itself, not from the wrapper.
-            let l4 = l3.get(ip.header_len()..usize::from(ip.total_len()))?;
-            let len = u16::try_from(l4.len()).ok()?;
-            let pseudo =
-                checksum::pseudo_header_v4(ip.src_addr(), ip.dst_addr(), ip.protocol().0, len);
-            (
-                vlan.payload_offset + ip.header_len(),
-                ip.protocol(),
-                pseudo,
-                l4,
-                false,
-            )
-        }
-        EtherType::IPV6 => {
-            let ip = Ipv6Packet::new_checked(l3).ok()?;
-            // Borrow the segment from the frame itself, not from the wrapper.
-            let l4 = l3.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len())?;
-            let protocol = ip.next_header();
-            (
-                vlan.payload_offset + ipv6::HEADER_LEN,
-                protocol,
-                ip.pseudo_header(protocol, l4.len() as u32),
-                l4,
-                true,
-            )
-        }
-        _ => return None,
-    };
-    let csum_offset = match protocol {
+/// not a fragment) whose checksum field holds just its pseudo-header sum, read from `frame`
+/// where `layout` (its dissection) says; `None` for every other frame, including ones too
+/// short or malformed to tell.
+pub fn pending_checksum(frame: &[u8], layout: &Layout) -> Option<PendingChecksum> {
+    let ip = layout.ip().filter(|ip| ip.has_transport())?;
+    let l4 = frame.get(ip.l4..ip.end)?;
+    let csum_offset = match ip.protocol {
         IpProtocol::TCP if l4.len() >= 20 => TCP_CHECKSUM_AT,
         IpProtocol::UDP if l4.len() >= 8 => UDP_CHECKSUM_AT,
         _ => return None,
     };
+    // An IPv4 upper layer is at most 65535 - 20 bytes, an IPv6 one at most 65535.
+    let pseudo = ip.pseudo_header(frame, ip.protocol, l4.len());
     let field = u16::from_be_bytes([l4[csum_offset], l4[csum_offset + 1]]);
     // A UDP checksum of zero means "none" over IPv4, not "pending".
     if field == 0 || field != pseudo {
         return None;
     }
-    let tcp = (protocol == IpProtocol::TCP).then(|| {
+    let tcp = (ip.protocol == IpProtocol::TCP).then(|| {
         let offset_flags = u16::from_be_bytes([l4[12], l4[13]]);
         TcpShape {
-            ipv6,
-            ip_header_len: (l4_start - vlan.payload_offset) as u16,
+            ipv6: ip.ipv6,
+            ip_header_len: ip.header_len() as u16,
             tcp_header_len: (offset_flags >> 12) * 4,
-            l3_len: l4_start - vlan.payload_offset + l4.len(),
+            l3_len: ip.end - ip.l3,
             cwr: offset_flags & 0x0080 != 0,
         }
     });
     Some(PendingChecksum {
-        csum_start: u16::try_from(l4_start).ok()?,
+        csum_start: u16::try_from(ip.l4).ok()?,
         csum_offset: csum_offset as u16,
         tcp,
     })
 }
 
-/// The virtio-net header to write `frame` to a TAP whose MTU is `mtu`: `NEEDS_CSUM` for a
-/// pending checksum, plus TCP segmentation when such a TCP segment does not fit the MTU;
-/// otherwise no offload at all.
-pub fn tap_header(frame: &[u8], mtu: u32) -> [u8; crate::wire::virtio_net::HEADER_LEN] {
-    let Some(p) = pending_checksum(frame) else {
+/// The virtio-net header to write `frame` (dissected as `layout`) to a TAP whose MTU is
+/// `mtu`: `NEEDS_CSUM` for a pending checksum, plus TCP segmentation when such a TCP segment
+/// does not fit the MTU; otherwise no offload at all.
+pub fn tap_header(
+    frame: &[u8],
+    layout: &Layout,
+    mtu: u32,
+) -> [u8; crate::wire::virtio_net::HEADER_LEN] {
+    let Some(p) = pending_checksum(frame, layout) else {
         return VirtioNetRepr::NONE.to_bytes();
     };
     let mut header = VirtioNetRepr {
@@ -157,7 +126,15 @@ pub fn tap_header(frame: &[u8], mtu: u32) -> [u8; crate::wire::virtio_net::HEADE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{TcpPacket, UdpPacket};
+    use crate::wire::{checksum, Ipv4Packet, TcpPacket, UdpPacket};
+
+    fn pending(frame: &[u8]) -> Option<PendingChecksum> {
+        pending_checksum(frame, &Layout::dissect(frame))
+    }
+
+    fn header_for(frame: &[u8], mtu: u32) -> [u8; 12] {
+        tap_header(frame, &Layout::dissect(frame), mtu)
+    }
 
     /// The inner frame of a kernel capture (outer headers 42 bytes, VXLAN 8).
     fn inner(name: &str) -> Vec<u8> {
@@ -199,7 +176,7 @@ mod tests {
     #[test]
     fn tcp_superframes_are_segmented_to_the_mtu() {
         let frame = superframe(20_000);
-        let header = parse_header(&tap_header(&frame, 1450));
+        let header = parse_header(&header_for(&frame, 1450));
         let tcp_header_len = u16::from(frame[34 + 12] >> 4) * 4;
         assert!(header.needs_csum);
         assert_eq!(header.gso_type, GsoType::TcpV4);
@@ -207,16 +184,16 @@ mod tests {
         assert_eq!(header.hdr_len, 34 + tcp_header_len);
         // A segment that fits gets no segmentation; a larger MTU may make it fit.
         assert_eq!(
-            parse_header(&tap_header(&superframe(1000), 1450)).gso_type,
+            parse_header(&header_for(&superframe(1000), 1450)).gso_type,
             GsoType::None
         );
         assert_eq!(
-            parse_header(&tap_header(&frame, 65_000)).gso_type,
+            parse_header(&header_for(&frame, 65_000)).gso_type,
             GsoType::None
         );
         // An MTU too small for the headers leaves the frame unsegmented.
         assert_eq!(
-            parse_header(&tap_header(&frame, 40)).gso_type,
+            parse_header(&header_for(&frame, 40)).gso_type,
             GsoType::None
         );
     }
@@ -231,22 +208,22 @@ mod tests {
             "arp_request_a_to_b",
             "icmpv6_echo_request",
         ] {
-            assert_eq!(pending_checksum(&inner(name)), None, "{name}");
-            assert_eq!(tap_header(&inner(name), 1450), [0; 12], "{name}");
+            assert_eq!(pending(&inner(name)), None, "{name}");
+            assert_eq!(header_for(&inner(name), 1450), [0; 12], "{name}");
         }
     }
 
     #[test]
     fn partial_tcp_and_udp_are_recognised() {
         let tcp = as_partial(inner("tcp_synack"), TCP_CHECKSUM_AT);
-        let p = pending_checksum(&tcp).unwrap();
+        let p = pending(&tcp).unwrap();
         assert_eq!((p.csum_start, p.csum_offset), (34, 16));
         let shape = p.tcp.unwrap();
         assert_eq!(
             (shape.ipv6, shape.ip_header_len, shape.l3_len),
             (false, 20, 60)
         );
-        let header = parse_header(&tap_header(&tcp, 1450));
+        let header = parse_header(&header_for(&tcp, 1450));
         assert!(header.needs_csum && !header.data_valid);
         assert_eq!(
             (header.csum_start, header.csum_offset, header.gso_type),
@@ -254,7 +231,7 @@ mod tests {
         );
 
         let udp = as_partial(inner("udp_datagram"), UDP_CHECKSUM_AT);
-        let p = pending_checksum(&udp).unwrap();
+        let p = pending(&udp).unwrap();
         assert_eq!((p.csum_start, p.csum_offset, p.tcp), (34, 6, None));
     }
 
@@ -263,7 +240,7 @@ mod tests {
         // What the kernel will do with NEEDS_CSUM: sum from csum_start, store at csum_offset.
         let original = inner("tcp_data");
         let mut frame = as_partial(original.clone(), TCP_CHECKSUM_AT);
-        let p = pending_checksum(&frame).unwrap();
+        let p = pending(&frame).unwrap();
         let start = usize::from(p.csum_start);
         let end = 14 + usize::from(Ipv4Packet::new_checked(&frame[14..]).unwrap().total_len());
         let sum = !checksum::data(&frame[start..end]);
@@ -281,12 +258,12 @@ mod tests {
         let mut udp = inner("udp_datagram");
         udp[34 + 6..34 + 8].copy_from_slice(&[0, 0]);
         assert!(UdpPacket::new_checked(&udp[34..]).is_ok());
-        assert_eq!(pending_checksum(&udp), None, "zero UDP checksum means none");
+        assert_eq!(pending(&udp), None, "zero UDP checksum means none");
         let frag = inner("icmp_frag_first");
-        assert_eq!(pending_checksum(&frag), None);
+        assert_eq!(pending(&frag), None);
         let tcp = as_partial(inner("tcp_synack"), TCP_CHECKSUM_AT);
         for len in 0..tcp.len() {
-            assert_eq!(pending_checksum(&tcp[..len]), None, "cut at {len}");
+            assert_eq!(pending(&tcp[..len]), None, "cut at {len}");
         }
     }
 
@@ -306,9 +283,9 @@ mod tests {
         pseudo[39] = 17;
         let sum = checksum::data(&pseudo);
         f[54 + 6..54 + 8].copy_from_slice(&sum.to_be_bytes());
-        let p = pending_checksum(&f).unwrap();
+        let p = pending(&f).unwrap();
         assert_eq!((p.csum_start, p.csum_offset), (54, 6));
         f[60] ^= 1;
-        assert_eq!(pending_checksum(&f), None);
+        assert_eq!(pending(&f), None);
     }
 }

@@ -1,9 +1,9 @@
 //! VXLAN encapsulation and decapsulation (RFC 7348) into buffers the caller owns.
 //!
 //! Decapsulation validates in a fixed order and names the first failure as a `DropReason`:
-//! header length, I flag (`parse_header`, before the VNI means anything); then, once the
-//! caller knows the VNI's network and policy, reserved bits, inner length, inner VLAN tag and
-//! inner source MAC class (`check`). Whether the VNI is known, the sending VTEP admitted and
+//! header length, I flag ([`decap`], before the VNI means anything); then, once the
+//! switch knows the VNI's network and policy, reserved bits, inner length, inner VLAN tag and
+//! inner source MAC class ([`check`]). Whether the VNI is known, the sending VTEP admitted and
 //! the source MAC foreign is the switch's business, since that needs its tables.
 //!
 //! Encapsulation produces the 8-byte VXLAN header plus the outer UDP source port, which RFC 7348
@@ -12,7 +12,8 @@
 //! sockets). This module never allocates, performs I/O or reads a clock.
 
 use crate::counters::DropReason;
-use crate::wire::ethernet::{EtherType, EthernetFrame, MacAddr};
+use crate::dissect::Layout;
+use crate::wire::ethernet::{EthernetFrame, MacAddr};
 use crate::wire::vxlan::{self, Vni, VxlanPacket, VxlanRepr};
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -53,37 +54,39 @@ impl Default for DecapPolicy {
     }
 }
 
-/// An inner frame that passed `check`.
+/// A datagram whose VXLAN header is whole and has the I flag: the VNI, whether any reserved
+/// bit is set, and the inner frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InnerFrame<'a> {
+pub struct Decapsulated<'a> {
     /// The VNI it arrived with.
     pub vni: Vni,
-    /// The whole inner Ethernet frame.
+    /// Some reserved header bit is set.
+    pub reserved: bool,
+    /// The inner Ethernet frame (not yet checked).
     pub frame: &'a [u8],
-    /// Its source MAC (unicast: `check` refused the rest).
-    pub src: MacAddr,
 }
 
-/// First stage of decapsulation: the header is whole and its I flag set.
-pub fn parse_header(payload: &[u8]) -> Result<VxlanPacket<&[u8]>, DropReason> {
+/// First stage of decapsulation: the header is whole and its I flag set. What the frame
+/// may be is for [`check`], under the policy of the VNI's network.
+pub fn decap(payload: &[u8]) -> Result<Decapsulated<'_>, DropReason> {
     let packet = VxlanPacket::new_checked(payload).map_err(|_| DropReason::Truncated)?;
     if !packet.vni_flag() {
         return Err(DropReason::VniFlagClear);
     }
-    Ok(packet)
+    Ok(Decapsulated {
+        vni: packet.vni(),
+        reserved: packet.any_reserved_set(),
+        frame: &payload[vxlan::HEADER_LEN..],
+    })
 }
 
-/// Second stage of decapsulation, under the policy of the VNI's network.
-pub fn check<'a>(
-    packet: &VxlanPacket<&'a [u8]>,
-    policy: &DecapPolicy,
-) -> Result<InnerFrame<'a>, DropReason> {
-    if policy.strict_reserved && packet.any_reserved_set() {
+/// Second stage of decapsulation, under the policy of the VNI's network: reserved bits,
+/// inner length, inner VLAN tag, source MAC class. Returns the inner source MAC (unicast).
+pub fn check(packet: &Decapsulated<'_>, policy: &DecapPolicy) -> Result<MacAddr, DropReason> {
+    if policy.strict_reserved && packet.reserved {
         return Err(DropReason::ReservedBits);
     }
-    let bytes: &'a [u8] = packet.clone().into_inner();
-    let frame = &bytes[vxlan::HEADER_LEN..];
-    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::InnerTooShort)?;
+    let eth = EthernetFrame::new_checked(packet.frame).map_err(|_| DropReason::InnerTooShort)?;
     if !policy.allow_inner_vlan && eth.ethertype().is_vlan_tag() {
         return Err(DropReason::InnerVlan);
     }
@@ -94,16 +97,7 @@ pub fn check<'a>(
     if src.is_zero() {
         return Err(DropReason::ZeroSource);
     }
-    Ok(InnerFrame {
-        vni: packet.vni(),
-        frame,
-        src,
-    })
-}
-
-/// Both stages, for callers with one policy for every VNI.
-pub fn decap<'a>(payload: &'a [u8], policy: &DecapPolicy) -> Result<InnerFrame<'a>, DropReason> {
-    check(&parse_header(payload)?, policy)
+    Ok(src)
 }
 
 /// The outer UDP source ports to spread flows over, inclusive.
@@ -171,63 +165,36 @@ pub struct Encapsulation {
     pub dst: SocketAddrV4,
 }
 
-/// Prepares the encapsulation of `frame` towards `vtep`.
-pub fn encap(frame: &[u8], vtep: &Vtep, ports: &PortRange) -> Encapsulation {
+/// Prepares the encapsulation of `frame`, dissected as `layout`, towards `vtep`.
+pub fn encap(frame: &[u8], layout: &Layout, vtep: &Vtep, ports: &PortRange) -> Encapsulation {
     Encapsulation {
         header: VxlanRepr { vni: vtep.vni }.to_bytes(),
-        src_port: ports.pick(flow_hash(frame)),
+        src_port: ports.pick(flow_hash(frame, layout)),
         dst: vtep.addr(),
     }
 }
 
-/// A deterministic hash of the inner flow: both MACs, plus IPv4/IPv6 addresses and the
-/// protocol, plus TCP/UDP/SCTP ports for unfragmented IPv4 and for IPv6 without extension
-/// headers. Any prefix of a frame hashes without panicking; what is missing is left out.
-pub fn flow_hash(frame: &[u8]) -> u32 {
+/// A deterministic hash of the inner flow of `frame`, dissected as `layout`: both MACs, plus
+/// the IPv4/IPv6 addresses and protocol, plus the TCP/UDP/SCTP ports where the transport
+/// header is there to read (not a fragment: a datagram's pieces stay on one path). Any
+/// prefix of a frame hashes without panicking; what is missing is left out.
+pub fn flow_hash(frame: &[u8], layout: &Layout) -> u32 {
     let mut h = FlowHasher::default();
     let Some(macs) = frame.get(..12) else {
         h.write(frame);
         return h.finish();
     };
     h.write(macs);
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+    let Some(ip) = layout.ip() else {
         return h.finish();
     };
-    let Ok(vlan) = eth.vlan() else {
-        return h.finish();
-    };
-    let l3 = &frame[vlan.payload_offset..];
-    let (l4, protocol) = match vlan.ethertype {
-        EtherType::IPV4 => {
-            let Some(header) = l3.get(..20) else {
-                return h.finish();
-            };
-            let ihl = usize::from(header[0] & 0x0f) * 4;
-            h.write(&header[12..20]);
-            h.write(&[header[9]]);
-            // Fragments other than the first have no ports; leave ports out of all fragments
-            // so a datagram's pieces stay on one path.
-            let fragmented = u16::from_be_bytes([header[6], header[7]]) & 0x3fff != 0;
-            if fragmented || ihl < 20 {
-                return h.finish();
-            }
-            (l3.get(ihl..), header[9])
-        }
-        EtherType::IPV6 => {
-            let Some(header) = l3.get(..40) else {
-                return h.finish();
-            };
-            h.write(&header[8..40]);
-            h.write(&[header[6]]);
-            (l3.get(40..), header[6])
-        }
-        _ => return h.finish(),
-    };
+    h.write(ip.addresses(frame));
+    h.write(&[ip.protocol.0]);
     const TCP: u8 = 6;
     const UDP: u8 = 17;
     const SCTP: u8 = 132;
-    if matches!(protocol, TCP | UDP | SCTP) {
-        if let Some(ports) = l4.and_then(|l4| l4.get(..4)) {
+    if ip.has_transport() && matches!(ip.protocol.0, TCP | UDP | SCTP) {
+        if let Some(ports) = frame.get(ip.l4..ip.end).and_then(|l4| l4.get(..4)) {
             h.write(ports);
         }
     }
@@ -291,18 +258,26 @@ mod tests {
         d
     }
 
+    /// Both stages, under one policy.
+    fn decap_checked(payload: &[u8], policy: &DecapPolicy) -> Result<(Vni, MacAddr), DropReason> {
+        let packet = decap(payload)?;
+        Ok((packet.vni, check(&packet, policy)?))
+    }
+
     #[test]
     fn decap_accepts_a_clean_datagram() {
         let d = datagram();
-        let inner = decap(&d, &DecapPolicy::default()).unwrap();
-        assert_eq!(inner.vni, vni(42));
-        assert_eq!(inner.frame, &d[8..]);
-        assert_eq!(inner.src.to_string(), "02:42:0a:00:00:02");
+        let packet = decap(&d).unwrap();
+        assert_eq!((packet.vni, packet.reserved), (vni(42), false));
+        assert_eq!(packet.frame, &d[8..]);
+        let src = check(&packet, &DecapPolicy::default()).unwrap();
+        assert_eq!(src.to_string(), "02:42:0a:00:00:02");
     }
 
     #[test]
     fn decap_names_each_failure() {
         let policy = DecapPolicy::default();
+        let decap = decap_checked;
         let d = datagram();
         for len in 0..8 {
             assert_eq!(decap(&d[..len], &policy), Err(DropReason::Truncated));
@@ -364,17 +339,19 @@ mod tests {
             vni: vni(0xabcdef),
         };
         let d = datagram();
-        let e = encap(&d[8..], &vtep, &PortRange::default());
+        let e = encap(
+            &d[8..],
+            &Layout::dissect(&d[8..]),
+            &vtep,
+            &PortRange::default(),
+        );
         assert_eq!(e.header, [0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);
         assert!(e.src_port >= 49152);
         assert_eq!(e.dst, "198.18.0.2:4789".parse().unwrap());
         // The header decapsulates back to the same VNI.
         let mut round = e.header.to_vec();
         round.extend_from_slice(&d[8..]);
-        assert_eq!(
-            decap(&round, &DecapPolicy::default()).unwrap().vni,
-            vni(0xabcdef)
-        );
+        assert_eq!(decap(&round).unwrap().vni, vni(0xabcdef));
     }
 
     #[test]
@@ -394,6 +371,7 @@ mod tests {
         let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
         let mut ip = [0u8; 20];
         ip[0] = 0x45;
+        ip[3] = 40;
         ip[6..8].copy_from_slice(&frag.to_be_bytes());
         ip[9] = 6;
         ip[12..16].copy_from_slice(&src);
@@ -405,20 +383,24 @@ mod tests {
         f
     }
 
+    fn hash(frame: &[u8]) -> u32 {
+        flow_hash(frame, &Layout::dissect(frame))
+    }
+
     #[test]
     fn flow_hash_follows_the_flow() {
         let a = tcp_frame([10, 0, 0, 2], [10, 0, 0, 3], 40000, 5201, 0);
         let mut a_later = a.clone();
         a_later.extend_from_slice(b"payload differs, flow does not");
-        assert_eq!(flow_hash(&a), flow_hash(&a_later));
+        assert_eq!(hash(&a), hash(&a_later));
         let other_port = tcp_frame([10, 0, 0, 2], [10, 0, 0, 3], 40001, 5201, 0);
         let other_ip = tcp_frame([10, 0, 0, 4], [10, 0, 0, 3], 40000, 5201, 0);
-        assert_ne!(flow_hash(&a), flow_hash(&other_port));
-        assert_ne!(flow_hash(&a), flow_hash(&other_ip));
+        assert_ne!(hash(&a), hash(&other_port));
+        assert_ne!(hash(&a), hash(&other_ip));
         // Fragments ignore ports, so every piece of a datagram hashes alike.
         let frag1 = tcp_frame([10, 0, 0, 2], [10, 0, 0, 3], 40000, 5201, 0x2000);
         let frag2 = tcp_frame([10, 0, 0, 2], [10, 0, 0, 3], 1, 2, 0x00b9);
-        assert_eq!(flow_hash(&frag1), flow_hash(&frag2));
+        assert_eq!(hash(&frag1), hash(&frag2));
     }
 
     #[test]
@@ -427,7 +409,7 @@ mod tests {
         let mut buckets = [0u32; 16];
         for sport in 0..16_000u16 {
             let f = tcp_frame([10, 0, 0, 2], [10, 0, 0, 3], 30000 + sport, 5201, 0);
-            let p = ports.pick(flow_hash(&f));
+            let p = ports.pick(hash(&f));
             buckets[usize::from((p - ports.min()) / 1024)] += 1;
         }
         // 1000 expected per bucket; a broken hash piles them up.
@@ -441,7 +423,7 @@ mod tests {
     fn flow_hash_takes_any_prefix() {
         let f = tcp_frame([10, 0, 0, 2], [10, 0, 0, 3], 40000, 5201, 0);
         for len in 0..f.len() {
-            flow_hash(&f[..len]);
+            hash(&f[..len]);
         }
     }
 }

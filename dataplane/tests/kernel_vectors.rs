@@ -165,7 +165,7 @@ fn switch_accepts_every_kernel_frame_and_learns_its_sender() {
     }
     for (name, frame) in captures() {
         let (src, payload) = outer(&name, &frame);
-        match switch.from_network(src, &payload, Timestamp::from_secs(1)) {
+        match switch.from_network(src, tunnel::decap(&payload), Timestamp::from_secs(1)) {
             NetworkAction::Deliver { frame: inner, .. } => {
                 assert_eq!(inner, &payload[8..], "{name}")
             }
@@ -203,7 +203,13 @@ fn our_encapsulation_matches_the_kernel_header() {
             port: 4789,
             vni: vx.vni(),
         };
-        let e = tunnel::encap(vx.payload(), &vtep, &PortRange::default());
+        let inner = vx.payload();
+        let e = tunnel::encap(
+            inner,
+            &vxtap_dataplane::dissect::Layout::dissect(inner),
+            &vtep,
+            &PortRange::default(),
+        );
         assert_eq!(e.header[..], payload[..8], "{name}");
         assert_eq!(e.dst, SocketAddrV4::new(dst, 4789));
         assert!(e.src_port >= 49152, "{name}");

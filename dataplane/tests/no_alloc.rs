@@ -1,16 +1,21 @@
 //! Proves the per-frame paths allocate nothing: a counting global allocator watches this
-//! thread while frames go through the switch (learning up to the cap, refusals, moves,
-//! ageing and relearning with tombstones, floods, ARP replies, misses, drops) and through
-//! encap/decap.
+//! thread while batches go through the whole pipeline, both ways (decap, learning up to the
+//! cap, refusals, moves, ageing and relearning with tombstones; floods, ARP replies, misses,
+//! drops, encap, grouping by socket; TSO superframes cut into segments and GRO trains
+//! coalesced back), and through the offload helpers on their own.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use vxtap_dataplane::switch::{NetworkConfig, Switch, ARP_REPLY_LEN};
-use vxtap_dataplane::tunnel::{self, DecapPolicy, PortRange, Vtep};
+use vxtap_dataplane::dissect::Layout as FrameLayout;
+use vxtap_dataplane::pipeline::{
+    Datagram, Datagrams, Egress, Ingress, LinkInfo, TapFrames, MAX_RUN,
+};
+use vxtap_dataplane::switch::{NetworkConfig, Switch};
+use vxtap_dataplane::tunnel::{PortRange, Vtep};
 use vxtap_dataplane::wire::arp::{ArpOperation, ArpPacket, ArpRepr};
 use vxtap_dataplane::wire::{EtherType, EthernetFrame, EthernetRepr, MacAddr, Vni, VxlanRepr};
-use vxtap_dataplane::{NetworkAction, TapAction, Timestamp};
+use vxtap_dataplane::Timestamp;
 
 struct CountingAllocator;
 
@@ -106,8 +111,47 @@ fn arp_request(target: Ipv4Addr) -> Vec<u8> {
     f
 }
 
+/// Datagrams as a `recvmmsg` batch holds them (one per slot, or a GRO train in one slot).
+struct Received {
+    payloads: Vec<Vec<u8>>,
+    sources: Vec<SocketAddrV4>,
+    segment_size: Option<u16>,
+}
+
+impl Datagrams for Received {
+    fn count(&self) -> usize {
+        self.payloads.len()
+    }
+    fn payload(&self, i: usize) -> &[u8] {
+        &self.payloads[i]
+    }
+    fn payload_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.payloads[i]
+    }
+    fn source(&self, i: usize) -> SocketAddrV4 {
+        self.sources[i]
+    }
+    fn segment_size(&self, _: usize) -> Option<u16> {
+        self.segment_size
+    }
+    fn truncated(&self, _: usize) -> bool {
+        false
+    }
+}
+
+/// Copies `frames` (each behind an all-zero virtio-net header) into `batch`'s buffers.
+fn fill(batch: &mut TapFrames, frames: &[&[u8]]) {
+    batch.clear();
+    for f in frames {
+        let buf = batch.next_buffer().expect("room for every frame");
+        buf[..12].fill(0);
+        buf[12..12 + f.len()].copy_from_slice(f);
+        batch.commit(12 + f.len());
+    }
+}
+
 #[test]
-fn per_frame_paths_do_not_allocate() {
+fn pipeline_does_not_allocate() {
     let vni = Vni::new(VNI).unwrap();
     let config = NetworkConfig {
         max_learned: MAX_LEARNED,
@@ -141,10 +185,25 @@ fn per_frame_paths_do_not_allocate() {
     net.neigh_add(Ipv4Addr::new(10, 0, 0, 3), MacAddr([2, 0x42, 10, 0, 0, 3]))
         .unwrap();
 
-    // Everything the loop feeds in is built before counting starts.
-    let learn: Vec<Vec<u8>> = (0..2 * MAX_LEARNED)
-        .map(|i| datagram(&frame(LOCAL, remote_mac(i), EtherType::IPV4)))
-        .collect();
+    // Everything the loop feeds in is built before counting starts: every datagram twice,
+    // from two VTEPs (the second claim of a MAC is a move), plus a spoof and garbage.
+    let mut learn = Received {
+        payloads: Vec::new(),
+        sources: Vec::new(),
+        segment_size: None,
+    };
+    for i in 0..2 * MAX_LEARNED {
+        let d = datagram(&frame(LOCAL, remote_mac(i), EtherType::IPV4));
+        learn.payloads.push(d.clone());
+        learn.payloads.push(d);
+    }
+    learn.payloads.push(datagram(&frame(
+        LOCAL,
+        MacAddr([2, 0x42, 10, 0, 0, 3]),
+        EtherType::IPV4,
+    )));
+    learn.payloads.push(vec![0u8; 5]);
+    learn.sources = vec![senders[0]; learn.payloads.len()];
     let to_learned: Vec<Vec<u8>> = (0..2 * MAX_LEARNED)
         .map(|i| frame(remote_mac(i), LOCAL, EtherType::IPV4))
         .collect();
@@ -153,13 +212,13 @@ fn per_frame_paths_do_not_allocate() {
     let arp_miss = arp_request(Ipv4Addr::new(10, 0, 0, 99));
     let arp_gateway = arp_request(Ipv4Addr::new(10, 0, 0, 1));
     let runt = vec![0u8; 10];
-    let spoof = datagram(&frame(
-        LOCAL,
-        MacAddr([2, 0x42, 10, 0, 0, 3]),
-        EtherType::IPV4,
-    ));
-    let mut reply = [0u8; ARP_REPLY_LEN];
+    let mut tap_side: Vec<&[u8]> = to_learned.iter().map(|f| &f[..]).collect();
+    tap_side.extend([&broadcast[..], &arp_hit, &arp_miss, &arp_gateway, &runt]);
     let ports = PortRange::default();
+    let sockets = [49152, 53248, 57344, 61440];
+    let mut frames = TapFrames::new(64, 2048);
+    let mut egress = Egress::new(64, sockets.len());
+    let mut ingress = Ingress::new(learn.payloads.len());
 
     let mut delivered = 0u64;
     let mut sent = 0u64;
@@ -168,32 +227,29 @@ fn per_frame_paths_do_not_allocate() {
             // Each round learns the table full, then ages it empty; the next round's inserts
             // must reuse the tombstones without growing the map.
             let now = Timestamp::from_secs(round * 11);
-            for (i, d) in learn.iter().enumerate() {
-                let sender = senders[(i + round as usize) % senders.len()];
-                if let NetworkAction::Deliver { frame, .. } = switch.from_network(sender, d, now) {
-                    delivered += frame.len() as u64;
-                }
-                // A second VTEP claims the same MAC: a move.
-                let _ = switch.from_network(senders[(i + 1) % senders.len()], d, now);
+            for (i, source) in learn.sources.iter_mut().enumerate() {
+                *source = senders[(i / 2 + i % 2 + round as usize) % senders.len()];
             }
-            for f in to_learned
-                .iter()
-                .chain([&broadcast, &arp_hit, &arp_miss, &arp_gateway, &runt])
-            {
-                match switch.from_tap(vni, f, now, &mut reply) {
-                    TapAction::Forward(vtep) => {
-                        sent += u64::from(tunnel::encap(f, &vtep, &ports).src_port);
-                    }
-                    TapAction::Flood(list) => {
-                        for vtep in list {
-                            sent += u64::from(tunnel::encap(f, vtep, &ports).src_port);
+            ingress.process(&mut learn, false, &mut switch, now, |_| {
+                Some(LinkInfo { slot: 0, mtu: 1450 })
+            });
+            let mut parts: [&[u8]; MAX_RUN] = [&[]; MAX_RUN];
+            for write in ingress.writes() {
+                let n = ingress.parts(write.run, &learn, &mut parts);
+                delivered += parts[..n].iter().map(|p| p.len() as u64).sum::<u64>();
+            }
+            for chunk in tap_side.chunks(64) {
+                fill(&mut frames, chunk);
+                egress.process(&mut frames, vni, &mut switch, now, &ports, &sockets);
+                for (_, copies) in egress.groups() {
+                    for &k in copies {
+                        if let Datagram::Plain { parts, .. } = egress.datagram(&frames, k) {
+                            sent += parts[1].len() as u64;
                         }
                     }
-                    TapAction::ReplyArp | TapAction::Drop(_) => {}
                 }
+                sent += egress.replies().len() as u64;
             }
-            let _ = switch.from_network(senders[1], &spoof, now);
-            let _ = tunnel::decap(&learn[0], &DecapPolicy::default());
             while switch.pop_event().is_some() {}
             // Sweep just after the ageing time: every learned entry goes, leaving tombstones.
             switch.age(now.add_millis(10_000));
@@ -207,7 +263,7 @@ fn per_frame_paths_do_not_allocate() {
     );
     assert!(counters.learn_refused > 0 && counters.moves > 0 && counters.aged_out > 0);
     assert!(counters.arp_replies > 0 && counters.l3_misses > 0 && counters.flooded > 0);
-    assert_eq!(allocations, 0, "per-frame paths allocated");
+    assert_eq!(allocations, 0, "the pipeline allocated");
 }
 
 #[test]
@@ -250,31 +306,67 @@ fn offload_paths_do_not_allocate() {
     let vxlan = [8, 0, 0, 0, 0, 0, 42, 0];
     let mut out = segment::SegmentHeaders::new();
     // The segments as they would arrive at the far end, built before counting starts.
-    let arrived: Vec<Vec<u8>> = segment::split_tcp(&frame, &vnet, &vxlan, &mut out)
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let mut f = s.header[8..].to_vec();
-            f.extend_from_slice(&frame[s.payload]);
-            f
-        })
-        .collect();
+    let arrived: Vec<Vec<u8>> = segment::split_tcp(
+        &frame,
+        &FrameLayout::dissect(&frame),
+        &vnet,
+        &vxlan,
+        &mut out,
+    )
+    .unwrap()
+    .iter()
+    .map(|s| {
+        let mut f = s.header[8..].to_vec();
+        f.extend_from_slice(&frame[s.payload]);
+        f
+    })
+    .collect();
     let mut head = arrived[0].clone();
     let mut plain = capture[50..].to_vec();
     let mut sink = 0u64;
+    // The pipeline's side: a network that floods to one VTEP and admits it.
+    let vni = Vni::new(VNI).unwrap();
+    let vtep = Vtep {
+        ip: Ipv4Addr::new(198, 18, 0, 2),
+        port: 4789,
+        vni,
+    };
+    let mut switch = Switch::new();
+    switch.add_network(vni, NetworkConfig::default()).unwrap();
+    switch.network_mut(vni).unwrap().flood_add(vtep).unwrap();
+    let now = Timestamp::from_secs(1);
+    let (ports, sockets) = (PortRange::default(), [49152u16, 57344]);
+    let mut frames = TapFrames::new(4, 65_550);
+    let mut egress = Egress::new(4, sockets.len());
+    let mut ingress = Ingress::new(4);
+    let pristine: Vec<u8> = arrived.iter().flat_map(|f| datagram(f)).collect();
+    let mut train = Received {
+        payloads: vec![pristine.clone()],
+        sources: vec![SocketAddrV4::new(vtep.ip, 50000)],
+        segment_size: Some((8 + arrived[0].len()) as u16),
+    };
+    let (mut coalesced, mut writes) = (0, 0);
 
     let allocations = allocations_during(|| {
         for _ in 0..10 {
-            let segments = segment::split_tcp(&frame, &vnet, &vxlan, &mut out).unwrap();
+            let segments = segment::split_tcp(
+                &frame,
+                &FrameLayout::dissect(&frame),
+                &vnet,
+                &vxlan,
+                &mut out,
+            )
+            .unwrap();
             for s in segments.iter() {
                 sink += s.header.len() as u64 + s.payload.len() as u64;
             }
             segment::finish_checksum(&mut plain, 34, 16).unwrap();
-            sink += u64::from(offload::tap_header(&frame, 1450)[1]);
-            let first = coalesce::inspect(&arrived[0]).unwrap();
+            sink += u64::from(offload::tap_header(&frame, &FrameLayout::dissect(&frame), 1450)[1]);
+            let first = coalesce::inspect(&arrived[0], &FrameLayout::dissect(&arrived[0])).unwrap();
             let (mut last, mut payload) = (first, first.payload_len());
             for next_frame in &arrived[1..] {
-                let next = coalesce::inspect(next_frame).unwrap();
+                let next =
+                    coalesce::inspect(next_frame, &FrameLayout::dissect(next_frame)).unwrap();
                 assert!(coalesce::continues(
                     &arrived[0],
                     &first,
@@ -288,9 +380,34 @@ fn offload_paths_do_not_allocate() {
             }
             head.copy_from_slice(&arrived[0]);
             sink += u64::from(coalesce::finish(&mut head, &first, payload, last.psh())[1]);
+            // The same through the pipeline: the superframe from a TAP, cut for sending...
+            frames.clear();
+            let buf = frames.next_buffer().unwrap();
+            buf[..12].copy_from_slice(&vnet.to_bytes());
+            buf[12..12 + frame.len()].copy_from_slice(&frame);
+            frames.commit(12 + frame.len());
+            egress.process(&mut frames, vni, &mut switch, now, &ports, &sockets);
+            for (_, copies) in egress.groups() {
+                for &k in copies {
+                    sink += egress.segments(&frames, k, &mut out).unwrap().len() as u64;
+                }
+            }
+            // ...and its segments as one GRO train from the underlay, coalesced back.
+            train.payloads[0].copy_from_slice(&pristine);
+            ingress.process(&mut train, true, &mut switch, now, |_| {
+                Some(LinkInfo { slot: 0, mtu: 1450 })
+            });
+            let mut parts: [&[u8]; MAX_RUN] = [&[]; MAX_RUN];
+            for write in ingress.writes() {
+                coalesced += write.frames;
+                writes += 1;
+                sink += ingress.parts(write.run, &train, &mut parts) as u64;
+            }
         }
     });
     assert!(sink > 0 && arrived.len() > 20, "the loop really worked");
+    assert_eq!(coalesced, 10 * arrived.len(), "every segment was delivered");
+    assert_eq!(writes, 10, "each train became one superframe");
     assert_eq!(allocations, 0, "offload paths allocated");
 }
 
@@ -331,7 +448,7 @@ fn uso_split_does_not_allocate() {
     let mut out = segment::SegmentHeaders::new();
     for frame in [&v4, &v6] {
         assert_eq!(
-            segment::split_udp(frame, &vnet, &vxlan, &mut out)
+            segment::split_udp(frame, &FrameLayout::dissect(frame), &vnet, &vxlan, &mut out)
                 .unwrap()
                 .len(),
             22
@@ -341,11 +458,20 @@ fn uso_split_does_not_allocate() {
     let allocations = allocations_during(|| {
         for _ in 0..10 {
             for frame in [&v4, &v6] {
-                let segments = segment::split_udp(frame, &vnet, &vxlan, &mut out).unwrap();
+                let segments = segment::split_udp(
+                    frame,
+                    &FrameLayout::dissect(frame),
+                    &vnet,
+                    &vxlan,
+                    &mut out,
+                )
+                .unwrap();
                 for s in segments.iter() {
                     sink += s.header.len() as u64 + s.payload.len() as u64;
                 }
-                let superframe = segment::UdpSuperframe::parse(frame, &vnet).unwrap();
+                let superframe =
+                    segment::UdpSuperframe::parse(frame, &FrameLayout::dissect(frame), &vnet)
+                        .unwrap();
                 sink += superframe.split(&vxlan, 5, &mut out).unwrap().len() as u64;
             }
         }

@@ -1,6 +1,7 @@
 //! Fuzz property for UDP payloads arriving from the underlay.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use vxtap_dataplane::dissect::Layout;
 use vxtap_dataplane::offload;
 use vxtap_dataplane::switch::{Admission, NetworkConfig, Switch};
 use vxtap_dataplane::tunnel::{self, DecapPolicy, Vtep};
@@ -58,12 +59,19 @@ pub fn decap(data: &[u8]) {
         allow_inner_vlan: true,
     };
     for policy in [DecapPolicy::default(), lenient] {
-        if let Ok(inner) = tunnel::decap(data, &policy) {
-            assert_eq!(inner.frame, &data[8..]);
-            assert!(inner.frame.len() >= 14 && inner.src.is_unicast());
+        let Ok(inner) = tunnel::decap(data) else {
+            continue;
+        };
+        assert_eq!(inner.frame, &data[8..]);
+        if let Ok(src) = tunnel::check(&inner, &policy) {
+            assert!(inner.frame.len() >= 14 && src.is_unicast());
             inner_protocols(inner.frame);
-            tunnel::flow_hash(inner.frame);
-            if let Some(p) = offload::pending_checksum(inner.frame) {
+            let layout = Layout::dissect(inner.frame);
+            if let Some(ip) = layout.ip() {
+                assert!(ip.l3 <= ip.l4 && ip.l4 <= ip.end && ip.end <= inner.frame.len());
+            }
+            tunnel::flow_hash(inner.frame, &layout);
+            if let Some(p) = offload::pending_checksum(inner.frame, &layout) {
                 let at = usize::from(p.csum_start) + usize::from(p.csum_offset);
                 assert!(
                     at + 2 <= inner.frame.len(),
@@ -74,7 +82,11 @@ pub fn decap(data: &[u8]) {
     }
     let mut s = switch();
     for ip in [KNOWN, STRANGER] {
-        let action = s.from_network(SocketAddrV4::new(ip, 50000), data, Timestamp::from_secs(1));
+        let action = s.from_network(
+            SocketAddrV4::new(ip, 50000),
+            tunnel::decap(data),
+            Timestamp::from_secs(1),
+        );
         if let NetworkAction::Deliver { frame, .. } = action {
             let range = data.as_ptr_range();
             assert!(range.contains(&frame.as_ptr()) && frame.len() == data.len() - 8);

@@ -13,6 +13,11 @@
 //!   equal-length header blocks and segments that parse with correct IP and TCP or UDP
 //!   checksums and lengths, contiguous payloads (and TCP sequence numbers), the kernel's flags
 //!   and IPv4 IDs, the same in chunks as in one go.
+//! - [`pipeline`]: batches of TAP reads and underlay datagrams (GRO trains, truncation,
+//!   unknown VTEPs, networks without a TAP) through the whole pipeline, both ways. Every frame
+//!   and datagram is sent, written, answered or counted as exactly one drop; every copy is
+//!   planned once; cut segments join back to their superframe's payload; a coalesced write is
+//!   one IP packet as long as what is written.
 //! - [`store_records`]: keys and values in the cluster store. Every record is accepted or
 //!   refused once; every accepted one passes an independent re-check of the rules; checking
 //!   is deterministic and stable against its own pins; names never add hosts-file lines.
@@ -29,6 +34,7 @@ mod cni_call;
 mod decap;
 mod dns_query;
 mod http_messages;
+mod pipeline;
 mod segment;
 mod store_records;
 mod switch_ops;
@@ -38,6 +44,7 @@ pub use cni_call::cni_call;
 pub use decap::decap;
 pub use dns_query::dns_query;
 pub use http_messages::http_messages;
+pub use pipeline::pipeline;
 pub use segment::segment;
 pub use store_records::store_records;
 pub use switch_ops::switch_ops;
@@ -52,6 +59,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("tap_frame", tap_frame),
     ("switch_ops", switch_ops),
     ("segment", segment),
+    ("pipeline", pipeline),
     ("store_records", store_records),
     ("http_messages", http_messages),
     ("dns_query", dns_query),

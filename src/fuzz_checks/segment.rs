@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::ops::Range;
+use vxtap_dataplane::dissect::Layout;
 use vxtap_dataplane::segment::{
     finish_checksum, split_tcp, split_udp, SegmentError, SegmentHeaders, Segments, TcpSuperframe,
     UdpSuperframe,
@@ -51,8 +52,9 @@ pub fn segment(data: &[u8]) {
     // A frame refused for its IP length is tried again with the length made to match the
     // frame, so that random payloads reach the segmenting itself.
     let refused_for_length = |e| matches!(e, SegmentError::Truncated | SegmentError::BadLength);
-    if TcpSuperframe::parse(frame, &header).is_err_and(refused_for_length)
-        || UdpSuperframe::parse(frame, &header).is_err_and(refused_for_length)
+    if TcpSuperframe::parse(frame, &Layout::dissect(frame), &header).is_err_and(refused_for_length)
+        || UdpSuperframe::parse(frame, &Layout::dissect(frame), &header)
+            .is_err_and(refused_for_length)
     {
         let mut repaired = frame.to_vec();
         if repair_ip_length(&mut repaired) {
@@ -119,8 +121,8 @@ fn repair_ip_length(frame: &mut [u8]) -> bool {
 fn split(frame: &[u8], header: &VirtioNetRepr) {
     BUFFERS.with(|buffers| {
         let (full, small) = &mut *buffers.borrow_mut();
-        let parsed = TcpSuperframe::parse(frame, header);
-        let segments = match split_tcp(frame, header, &VXLAN, full) {
+        let parsed = TcpSuperframe::parse(frame, &Layout::dissect(frame), header);
+        let segments = match split_tcp(frame, &Layout::dissect(frame), header, &VXLAN, full) {
             Ok(segments) => segments,
             Err(SegmentError::TooManySegments) => {
                 let superframe = parsed.expect("split_tcp refuses only what parses");
@@ -295,8 +297,8 @@ fn shared_header(headers: &[u8], o: &Original) -> Vec<u8> {
 fn split_datagrams(frame: &[u8], header: &VirtioNetRepr) {
     BUFFERS.with(|buffers| {
         let (full, small) = &mut *buffers.borrow_mut();
-        let parsed = UdpSuperframe::parse(frame, header);
-        let segments = match split_udp(frame, header, &VXLAN, full) {
+        let parsed = UdpSuperframe::parse(frame, &Layout::dissect(frame), header);
+        let segments = match split_udp(frame, &Layout::dissect(frame), header, &VXLAN, full) {
             Ok(segments) => segments,
             Err(SegmentError::TooManySegments) => {
                 let superframe = parsed.expect("split_udp refuses only what parses");

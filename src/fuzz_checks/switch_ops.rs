@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use vxtap_dataplane::switch::{
     Admission, EntryKind, FloodPolicy, NetworkConfig, Switch, ARP_REPLY_LEN,
 };
-use vxtap_dataplane::tunnel::Vtep;
+use vxtap_dataplane::tunnel::{self, Vtep};
 use vxtap_dataplane::wire::{EtherType, EthernetFrame, EthernetRepr, MacAddr, Vni, VxlanRepr};
 use vxtap_dataplane::{TapAction, Timestamp};
 
@@ -129,7 +129,7 @@ pub fn switch_ops(data: &[u8]) {
             Op::Receive { mac: m, vtep: v } => {
                 let mut d = VxlanRepr { vni: vni() }.to_bytes().to_vec();
                 d.extend_from_slice(&frame(LOCAL, mac(m)));
-                s.from_network(SocketAddrV4::new(vtep(v).ip, 50000), &d, now);
+                s.from_network(SocketAddrV4::new(vtep(v).ip, 50000), tunnel::decap(&d), now);
             }
             Op::Send { mac: m } => {
                 let action = s.from_tap(vni(), &frame(mac(m), LOCAL), now, &mut reply);
@@ -142,7 +142,11 @@ pub fn switch_ops(data: &[u8]) {
                 }
             }
             Op::Raw { bytes, vtep: v } => {
-                s.from_network(SocketAddrV4::new(vtep(v).ip, 50000), &bytes, now);
+                s.from_network(
+                    SocketAddrV4::new(vtep(v).ip, 50000),
+                    tunnel::decap(&bytes),
+                    now,
+                );
             }
             Op::Advance { secs } => now = now.add_millis(u64::from(secs) * 1000),
             Op::Age => {

@@ -279,11 +279,12 @@ fn store_records(out: &mut String, r: &RecordStats) {
 fn global(out: &mut String, g: &GlobalStats) {
     let _ = writeln!(
         out,
-        "underlay: rx {} datagrams, {} dropped by the filter in the kernel, {} oversize, {} receive errors, {} receive buffer overflows, {} events lost, {} GSO sends, {} refused",
+        "underlay: rx {} datagrams, {} dropped by the filter in the kernel, {} oversize, {} receive errors, {} for a link coming or going, {} receive buffer overflows, {} events lost, {} GSO sends, {} refused",
         g.udp_rx_datagrams,
         g.udp_rx_filtered,
         g.udp_rx_oversize,
         g.udp_rx_errors,
+        g.udp_rx_no_link,
         g.udp_rx_overflows,
         g.events_lost,
         g.udp_gso_sends,

@@ -695,6 +695,7 @@ impl Links {
                 udp_rx_datagrams: io.udp_rx_datagrams(),
                 udp_rx_oversize: io.udp_rx_oversize(),
                 udp_rx_errors: io.udp_rx_errors(),
+                udp_rx_no_link: io.udp_rx_no_link(),
                 udp_rx_overflows: self.runtime.udp_rx_overflows(),
                 udp_rx_filtered: filtered.datagrams,
                 udp_gso_refused: io.udp_gso_refused(),

@@ -8,9 +8,9 @@
 //! one `writev`), and the kernel treats it as the superframe it was on the sending host.
 //!
 //! A segment joins the run of the one before it only if nothing about the flow changes:
-//! TCP over IPv4 (not fragmented) or IPv6 (no extension headers), same addresses, ports, ACK
-//! number, window, TCP options, TOS/traffic class, TTL/hop limit, DF or flow label; its
-//! sequence number continues the run; the run's segments have one size
+//! TCP over IPv4 (not fragmented) or IPv6 (no extension headers), same MACs and VLAN tags,
+//! same addresses, ports, ACK number, window, TCP options, TOS/traffic class, TTL/hop limit,
+//! DF or flow label; its sequence number continues the run; the run's segments have one size
 //! and only the last may be shorter; flags are ACK (PSH allowed, and ending the run). Every
 //! segment's TCP checksum must be correct or pending (the sender left it to offload): a
 //! corrupt segment is never hidden inside a superframe whose checksum the kernel trusts.
@@ -18,11 +18,10 @@
 //!
 //! Pure: no I/O, no allocation.
 
+use crate::dissect::Layout;
 use crate::offload::pending_checksum;
-use crate::wire::ipv6;
 use crate::wire::{
-    checksum, EtherType, EthernetFrame, GsoType, IpProtocol, Ipv4Packet, Ipv6Packet, TcpFlags,
-    TcpPacket, VirtioNetRepr,
+    checksum, GsoType, IpProtocol, Ipv4Packet, Ipv6Packet, TcpFlags, TcpPacket, VirtioNetRepr,
 };
 
 /// Longest IPv4 packet a superframe may become.
@@ -33,6 +32,8 @@ const MAX_IP_LEN: usize = u16::MAX as usize;
 pub struct Segment {
     /// Over IPv6 (else IPv4).
     ipv6: bool,
+    /// Offset of the IP header (after any VLAN tags).
+    l3: usize,
     /// IP header length.
     ip_header_len: usize,
     /// TCP header length.
@@ -48,7 +49,7 @@ pub struct Segment {
 impl Segment {
     /// Where the payload starts in the frame.
     pub fn payload_offset(&self) -> usize {
-        crate::wire::ethernet::HEADER_LEN + self.ip_header_len + self.tcp_header_len
+        self.l3 + self.ip_header_len + self.tcp_header_len
     }
 
     /// Bytes of payload.
@@ -62,53 +63,20 @@ impl Segment {
     }
 }
 
-/// The segment `frame` is, if it may take part in coalescing.
-pub fn inspect(frame: &[u8]) -> Option<Segment> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let l3 = eth.payload();
-    // (IPv6?, IP header length, IP packet length, the pseudo-header sum of a TCP length).
-    let (ipv6, ip_header_len, ip_len, pseudo): (bool, usize, usize, &dyn Fn(usize) -> u16) =
-        match eth.ethertype() {
-            EtherType::IPV4 => {
-                let ip = Ipv4Packet::new_checked(l3).ok()?;
-                if ip.protocol() != IpProtocol::TCP
-                    || ip.more_frags()
-                    || ip.frag_offset() != 0
-                    || !ip.verify_checksum()
-                {
-                    return None;
-                }
-                let (src, dst) = (ip.src_addr(), ip.dst_addr());
-                let sum = move |len: usize| {
-                    checksum::pseudo_header_v4(src, dst, IpProtocol::TCP.0, len as u16)
-                };
-                (false, ip.header_len(), usize::from(ip.total_len()), &{
-                    sum
-                })
-            }
-            EtherType::IPV6 => {
-                let ip = Ipv6Packet::new_checked(l3).ok()?;
-                if ip.next_header() != IpProtocol::TCP {
-                    return None;
-                }
-                let (src, dst) = (ip.src_addr(), ip.dst_addr());
-                let sum = move |len: usize| {
-                    checksum::pseudo_header_v6(src, dst, IpProtocol::TCP.0, len as u32)
-                };
-                (
-                    true,
-                    ipv6::HEADER_LEN,
-                    ipv6::HEADER_LEN + ip.payload_len(),
-                    &{ sum },
-                )
-            }
-            _ => return None,
-        };
-    // The frame must end where the packet ends (no Ethernet padding to carry along).
-    if frame.len() != crate::wire::ethernet::HEADER_LEN + ip_len || ip_len < ip_header_len {
+/// The segment `frame` (dissected as `layout`) is, if it may take part in coalescing.
+pub fn inspect(frame: &[u8], layout: &Layout) -> Option<Segment> {
+    let ip = layout.ip().filter(|ip| ip.has_transport())?;
+    if ip.protocol != IpProtocol::TCP {
         return None;
     }
-    let segment = &l3[ip_header_len..ip_len];
+    // The frame must end where the packet ends (no Ethernet padding to carry along).
+    if frame.len() != ip.end {
+        return None;
+    }
+    if !ip.ipv6 && !Ipv4Packet::new_unchecked(&frame[ip.l3..ip.l4]).verify_checksum() {
+        return None;
+    }
+    let segment = &frame[ip.l4..ip.end];
     let tcp = TcpPacket::new_checked(segment).ok()?;
     let flags = tcp.flags();
     if flags & !(TcpFlags::ACK | TcpFlags::PSH) != TcpFlags(0) || !flags.contains(TcpFlags::ACK) {
@@ -119,13 +87,15 @@ pub fn inspect(frame: &[u8]) -> Option<Segment> {
         return None;
     }
     // Correct (the sum over pseudo-header and segment is all ones) or pending.
-    let correct = checksum::combine(&[pseudo(segment.len()), checksum::data(segment)]) == 0xffff;
-    if !correct && pending_checksum(frame).is_none() {
+    let pseudo = ip.pseudo_header(frame, IpProtocol::TCP, segment.len());
+    let correct = checksum::combine(&[pseudo, checksum::data(segment)]) == 0xffff;
+    if !correct && pending_checksum(frame, layout).is_none() {
         return None;
     }
     Some(Segment {
-        ipv6,
-        ip_header_len,
+        ipv6: ip.ipv6,
+        l3: ip.l3,
+        ip_header_len: ip.header_len(),
         tcp_header_len: tcp.header_len(),
         payload_len,
         seq: tcp.seq_number(),
@@ -144,12 +114,13 @@ pub fn continues(
     next_frame: &[u8],
     next: &Segment,
 ) -> bool {
-    let ip = crate::wire::ethernet::HEADER_LEN;
+    let ip = first.l3;
     // The run ends at PSH, and only its last segment may be short.
     if last.psh || last.payload_len != first.payload_len || next.payload_len > first.payload_len {
         return false;
     }
     if next.ipv6 != first.ipv6
+        || next.l3 != first.l3
         || next.ip_header_len != first.ip_header_len
         || next.tcp_header_len != first.tcp_header_len
     {
@@ -174,9 +145,9 @@ pub fn continues(
             && a[8..10] == b[8..10]
             && a[12..tcp] == b[12..tcp]
     };
-    // Ethernet addresses; the IP fields above; TCP ports; ACK number; window and urgent
-    // pointer (flags aside); options.
-    first_frame[..12] == next_frame[..12]
+    // Ethernet addresses and VLAN tags; the IP fields above; TCP ports; ACK number; window
+    // and urgent pointer (flags aside); options.
+    first_frame[..ip] == next_frame[..ip]
         && ip_same
         && a[tcp..tcp + 4] == b[tcp..tcp + 4]
         && a[tcp + 8..tcp + 12] == b[tcp + 8..tcp + 12]
@@ -199,7 +170,7 @@ pub fn finish(
     total_payload: usize,
     psh: bool,
 ) -> [u8; 12] {
-    let ip_start = crate::wire::ethernet::HEADER_LEN;
+    let ip_start = first.l3;
     let tcp_len = first.tcp_header_len + total_payload;
     let ip_len = first.ip_header_len + tcp_len;
     assert!(ip_len <= MAX_IP_LEN, "runs stay within an IP packet");

@@ -4,6 +4,11 @@ use super::*;
 use crate::segment::{split_tcp, SegmentHeaders};
 use core::net::Ipv6Addr;
 
+/// Dissects and inspects, as the pipeline does.
+fn inspect_frame(frame: &[u8]) -> Option<Segment> {
+    inspect(frame, &Layout::dissect(frame))
+}
+
 /// The captured data segment (tcp_data.bin, inner frame from byte 50) grown into a superframe
 /// of `payload` bytes, with its checksum pending as a TSO sender leaves it.
 fn superframe(payload: usize, psh: bool) -> Vec<u8> {
@@ -53,7 +58,14 @@ fn segments_of(superframe: &[u8], mss: u16) -> Vec<Vec<u8>> {
         ..VirtioNetRepr::NONE
     };
     let mut out = SegmentHeaders::new();
-    let segments = split_tcp(superframe, &vnet, &[8, 0, 0, 0, 0, 0, 42, 0], &mut out).unwrap();
+    let segments = split_tcp(
+        superframe,
+        &Layout::dissect(superframe),
+        &vnet,
+        &[8, 0, 0, 0, 0, 0, 42, 0],
+        &mut out,
+    )
+    .unwrap();
     segments
         .iter()
         .map(|s| {
@@ -85,13 +97,13 @@ fn runs(frames: &[Vec<u8>]) -> Vec<(usize, usize)> {
     let mut runs = Vec::new();
     let mut i = 0;
     while i < frames.len() {
-        let Some(first) = inspect(&frames[i]) else {
+        let Some(first) = inspect_frame(&frames[i]) else {
             runs.push((i, 1));
             i += 1;
             continue;
         };
         let (mut last, mut payload, mut n) = (first, first.payload_len(), 1);
-        while let Some(next) = frames.get(i + n).and_then(|f| inspect(f)) {
+        while let Some(next) = frames.get(i + n).and_then(|f| inspect_frame(f)) {
             if !continues(&frames[i], &first, &last, payload, &frames[i + n], &next) {
                 break;
             }
@@ -107,8 +119,11 @@ fn runs(frames: &[Vec<u8>]) -> Vec<(usize, usize)> {
 
 /// Coalesces `frames` (one run) into one superframe and its virtio-net header.
 fn coalesce(frames: &[Vec<u8>]) -> (Vec<u8>, VirtioNetRepr) {
-    let first = inspect(&frames[0]).unwrap();
-    let others: Vec<Segment> = frames[1..].iter().map(|f| inspect(f).unwrap()).collect();
+    let first = inspect_frame(&frames[0]).unwrap();
+    let others: Vec<Segment> = frames[1..]
+        .iter()
+        .map(|f| inspect_frame(f).unwrap())
+        .collect();
     let total = first.payload_len() + others.iter().map(Segment::payload_len).sum::<usize>();
     let psh = others.last().copied().unwrap_or(first).psh;
     let mut head = frames[0].clone();
@@ -158,7 +173,7 @@ fn anything_that_changes_the_flow_ends_the_run() {
         f[k][at] = value;
         refresh(&mut f[k]);
         assert!(
-            inspect(&f[k]).is_some(),
+            inspect_frame(&f[k]).is_some(),
             "the edited segment is still a valid candidate"
         );
         f
@@ -201,11 +216,11 @@ fn psh_short_segments_and_other_flags_end_or_refuse_runs() {
         reordered = segments_of(&superframe(3000, false), 1000);
         reordered[0][34 + 13] |= flag;
         refresh(&mut reordered[0]);
-        assert!(inspect(&reordered[0]).is_none(), "flag {flag:#x}");
+        assert!(inspect_frame(&reordered[0]).is_none(), "flag {flag:#x}");
         reordered[0][34 + 13] &= !flag;
         refresh(&mut reordered[0]);
         assert!(
-            inspect(&reordered[0]).is_some(),
+            inspect_frame(&reordered[0]).is_some(),
             "flag {flag:#x} cleared again"
         );
     }
@@ -217,13 +232,13 @@ fn corrupt_segments_never_hide_in_a_superframe() {
     let mut frames = segments_of(&original, 1000);
     for f in &frames {
         assert!(
-            inspect(f).is_some(),
+            inspect_frame(f).is_some(),
             "segments carry complete, correct checksums"
         );
     }
     let last = frames[1].len() - 1;
     frames[1][last] ^= 0xff;
-    assert!(inspect(&frames[1]).is_none());
+    assert!(inspect_frame(&frames[1]).is_none());
     assert_eq!(runs(&frames), vec![(0, 1), (1, 1), (2, 2)]);
 }
 
@@ -242,12 +257,12 @@ fn not_ipv4_tcp_is_left_alone() {
         "tcp_syn",
         "tcp_fin",
     ] {
-        assert!(inspect(&capture(name)).is_none(), "{name}");
+        assert!(inspect_frame(&capture(name)).is_none(), "{name}");
     }
     let data = capture("tcp_data");
-    assert!(inspect(&data).is_some());
+    assert!(inspect_frame(&data).is_some());
     for len in 0..data.len() {
-        assert!(inspect(&data[..len]).is_none(), "cut at {len}");
+        assert!(inspect_frame(&data[..len]).is_none(), "cut at {len}");
     }
 }
 
@@ -330,7 +345,10 @@ fn ipv6_flow_changes_end_the_run() {
             checksum::data(&f[2][54..]),
         ]);
         f[2][54 + 16..54 + 18].copy_from_slice(&(!sum).to_be_bytes());
-        assert!(inspect(&f[2]).is_some(), "{what}: still a valid candidate");
+        assert!(
+            inspect_frame(&f[2]).is_some(),
+            "{what}: still a valid candidate"
+        );
         assert_eq!(runs(&f)[0], (0, 2), "{what}");
     }
     // An IPv6 segment never joins an IPv4 run.

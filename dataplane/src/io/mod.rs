@@ -41,7 +41,10 @@ pub use tap::{
     queue_full_drops, TapConfig, TapDevice, TapQueue, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6,
     TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6,
 };
-pub use udp::{RecvBatch, SendBatch, SendOutcome, UdpOffloads, UdpSocket};
+pub use udp::{
+    RecvBatch, SendBatch, SendOutcome, TrainOutcome, UdpOffloads, UdpSocket, GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
+};
 
 /// Why an I/O shell operation failed, with what it was operating on.
 ///

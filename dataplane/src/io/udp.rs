@@ -23,11 +23,19 @@
 //! or parses packets.
 
 use super::{sys, IoError};
+use crate::segment::Segments;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use std::io;
+use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// Most segments one `UDP_SEGMENT` send carries: the kernel's `UDP_MAX_SEGMENTS`, 64 on
+/// older kernels and 128 on newer ones.
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Most UDP payload bytes one send may carry over IPv4 (65535 - 20 - 8).
+pub const GSO_MAX_BYTES: usize = 65_507;
 
 /// The socket buffer size `bind` asks for, in bytes.
 pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
@@ -68,6 +76,9 @@ pub struct UdpSocket {
     socket: std::net::UdpSocket,
     local: SocketAddrV4,
     offloads: UdpOffloads,
+    /// Most segments one `UDP_SEGMENT` send may carry; 0 while GSO is off (not probed, or
+    /// turned off after the kernel refused it).
+    gso_segments: AtomicUsize,
     /// The socket's drop count (SO_RXQ_OVFL) as last reported, to count only what is new.
     drops_seen: AtomicU32,
 }
@@ -125,6 +136,7 @@ impl UdpSocket {
             socket: socket.into(),
             local,
             offloads: UdpOffloads { gso, gro: false },
+            gso_segments: AtomicUsize::new(if gso { GSO_MAX_SEGMENTS } else { 0 }),
             drops_seen: AtomicU32::new(0),
         })
     }
@@ -219,6 +231,104 @@ impl UdpSocket {
         sys::send_to(self.as_fd(), dst, source, parts, gso_size)
     }
 
+    /// Most segments one `UDP_SEGMENT` send may carry now; 0 when GSO is off.
+    pub fn max_gso_segments(&self) -> usize {
+        self.gso_segments.load(Ordering::Relaxed)
+    }
+
+    /// Sends a superframe's `segments` (payloads from `frame`) to `dst`: as few
+    /// `UDP_SEGMENT` trains as the kernel's limits allow ([`GSO_MAX_SEGMENTS`],
+    /// [`GSO_MAX_BYTES`]) or, without GSO, as plain datagrams through `plain` (one
+    /// `sendmmsg` per batchful). A train the kernel refuses goes out plainly, so nothing is
+    /// lost to a refusal: `EIO` or `EINVAL` mean the kernel cannot do UDP GSO at all and turn
+    /// it off for this socket from then on; `EMSGSIZE` means segments larger than the path MTU
+    /// to this VTEP, which does not hold for others, so GSO stays on.
+    pub fn send_train(
+        &self,
+        dst: SocketAddrV4,
+        source: Option<Ipv4Addr>,
+        frame: &[u8],
+        segments: Segments<'_>,
+        plain: &mut SendBatch<'static>,
+    ) -> TrainOutcome {
+        let mut outcome = TrainOutcome::default();
+        let mut rest = segments;
+        let max = self.max_gso_segments();
+        if max > 1 {
+            let per_send = (GSO_MAX_BYTES / rest.gso_size().max(1)).clamp(1, max);
+            let mut iov = [IoSlice::new(&[]); 2 * GSO_MAX_SEGMENTS];
+            while !rest.is_empty() {
+                let (train, after) = rest.split_at(per_send.min(GSO_MAX_SEGMENTS));
+                let mut parts = 0;
+                for segment in train.iter() {
+                    let Some(payload) = frame.get(segment.payload) else {
+                        break;
+                    };
+                    iov[parts] = IoSlice::new(segment.header);
+                    iov[parts + 1] = IoSlice::new(payload);
+                    parts += 2;
+                }
+                let gso_size =
+                    (train.len() > 1).then(|| u16::try_from(train.gso_size()).unwrap_or(u16::MAX));
+                if gso_size.is_some() {
+                    outcome.gso_sends += 1;
+                }
+                match sys::send_to(self.as_fd(), dst, source, &iov[..parts], gso_size) {
+                    Ok(bytes) => {
+                        outcome.sent += train.len();
+                        outcome.bytes += bytes;
+                    }
+                    Err(e)
+                        if gso_size.is_some()
+                            && matches!(
+                                e.raw_os_error(),
+                                Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+                            ) =>
+                    {
+                        outcome.gso_refused += 1;
+                        if e.raw_os_error() != Some(libc::EMSGSIZE)
+                            && self.gso_segments.swap(0, Ordering::Relaxed) != 0
+                        {
+                            tracing::warn!(socket = %self.local, error = %e, "the kernel refused UDP GSO; this socket sends segments with plain sendmmsg from now on");
+                        }
+                        break;
+                    }
+                    Err(_) => outcome.failed += train.len(),
+                }
+                rest = after;
+            }
+            if rest.is_empty() {
+                return outcome;
+            }
+        }
+        let mut batch = std::mem::replace(plain, SendBatch::new(0)).recycle();
+        if batch.capacity() == 0 {
+            batch = SendBatch::new(GSO_MAX_SEGMENTS);
+        }
+        for segment in rest.iter() {
+            let Some(payload) = frame.get(segment.payload) else {
+                outcome.failed += 1;
+                continue;
+            };
+            let parts = [segment.header, payload];
+            let pushed = match source {
+                Some(source) => batch.push_from(source, dst, &parts, None),
+                None => batch.push(dst, &parts, None),
+            };
+            if !pushed {
+                outcome.flush(&mut batch, self);
+                // An empty batch always has room.
+                let _ = match source {
+                    Some(source) => batch.push_from(source, dst, &parts, None),
+                    None => batch.push(dst, &parts, None),
+                };
+            }
+        }
+        outcome.flush(&mut batch, self);
+        *plain = batch.recycle();
+        outcome
+    }
+
     /// Sends one datagram (for the odd packet outside a batch).
     pub fn send_to(&self, buf: &[u8], dst: SocketAddrV4) -> io::Result<usize> {
         sys::retry_eintr(|| self.socket.send_to(buf, dst))
@@ -271,6 +381,39 @@ impl AsFd for UdpSocket {
 impl AsRawFd for UdpSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
+    }
+}
+
+/// What sending one superframe, or one batch, did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrainOutcome {
+    /// Datagrams (segments) the kernel accepted.
+    pub sent: usize,
+    /// Datagrams refused, or dropped because the socket buffer was full.
+    pub failed: usize,
+    /// Bytes the kernel took.
+    pub bytes: usize,
+    /// Sends that carried a `UDP_SEGMENT` control message.
+    pub gso_sends: usize,
+    /// Of those, the ones the kernel refused (their segments went out plainly).
+    pub gso_refused: usize,
+}
+
+impl TrainOutcome {
+    /// Sends what `batch` holds through `socket` and leaves it empty: UDP does not queue for
+    /// congestion, so what the socket cannot take now is dropped and counted, like a full
+    /// NIC queue.
+    pub fn flush(&mut self, batch: &mut SendBatch<'_>, socket: &UdpSocket) {
+        let offered = batch.len();
+        match batch.send(socket) {
+            Ok(outcome) => {
+                self.sent += outcome.sent;
+                self.bytes += outcome.sent_bytes;
+                self.failed += offered - outcome.sent;
+            }
+            Err(_) => self.failed += offered,
+        }
+        batch.clear();
     }
 }
 
@@ -413,6 +556,27 @@ impl RecvBatch {
     /// If `i >= len()`.
     pub fn truncated(&self, i: usize) -> bool {
         self.slot(i).truncated
+    }
+}
+
+impl crate::pipeline::Datagrams for RecvBatch {
+    fn count(&self) -> usize {
+        self.len
+    }
+    fn payload(&self, i: usize) -> &[u8] {
+        RecvBatch::payload(self, i)
+    }
+    fn payload_mut(&mut self, i: usize) -> &mut [u8] {
+        RecvBatch::payload_mut(self, i)
+    }
+    fn source(&self, i: usize) -> SocketAddrV4 {
+        RecvBatch::source(self, i)
+    }
+    fn segment_size(&self, i: usize) -> Option<u16> {
+        RecvBatch::segment_size(self, i)
+    }
+    fn truncated(&self, i: usize) -> bool {
+        RecvBatch::truncated(self, i)
     }
 }
 

@@ -62,6 +62,7 @@ pub struct GlobalIoCounters {
     pub(crate) udp_rx_datagrams: AtomicU64,
     pub(crate) udp_rx_oversize: AtomicU64,
     pub(crate) udp_rx_errors: AtomicU64,
+    pub(crate) udp_rx_no_link: AtomicU64,
     pub(crate) udp_rx_overflows: AtomicU64,
     pub(crate) udp_gso_refused: AtomicU64,
     pub(crate) udp_gso_sends: AtomicU64,
@@ -83,6 +84,12 @@ impl GlobalIoCounters {
         self.udp_rx_errors.load(Relaxed)
     }
 
+    /// Frames decapsulated for a network whose TAP has no queue on that worker (a link
+    /// being added or removed), dropped.
+    pub fn udp_rx_no_link(&self) -> u64 {
+        self.udp_rx_no_link.load(Relaxed)
+    }
+
     /// Datagrams the underlay sockets dropped before vxtap read them, mostly for a full
     /// receive buffer (`SO_RXQ_OVFL`); seen with the next datagram that arrives after them.
     pub fn udp_rx_overflows(&self) -> u64 {
@@ -90,7 +97,7 @@ impl GlobalIoCounters {
     }
 
     /// `UDP_SEGMENT` sends the kernel refused, whose segments then went out with plain
-    /// `sendmmsg`: EIO/EINVAL (no UDP GSO: the worker stops trying) or EMSGSIZE (segments
+    /// `sendmmsg`: EIO/EINVAL (no UDP GSO: that socket stops trying) or EMSGSIZE (segments
     /// over the path MTU to that VTEP).
     pub fn udp_gso_refused(&self) -> u64 {
         self.udp_gso_refused.load(Relaxed)

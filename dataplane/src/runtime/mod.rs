@@ -4,9 +4,10 @@
 //! spreads arriving datagrams over the workers by flow; encapsulated traffic leaves through a
 //! shared pool of sockets whose ports carry the flow hash, see `senders`) and its own queue of every link's
 //! multiqueue TAP (the kernel spreads the TAP's frames by flow too), so one flow stays on one
-//! worker and keeps its order. Per batch, a worker takes the switch lock once, decides for
-//! every frame, releases the lock, then does the I/O: `recvmmsg` -> decap -> switch -> TAP
-//! writes, and TAP reads -> switch -> encap -> `sendmmsg`.
+//! worker and keeps its order. Per batch, a worker reads, takes the switch lock once while the
+//! pure pipeline (`crate::pipeline`) plans the batch, releases it, then writes what was
+//! planned: `recvmmsg` -> ingress -> TAP writes, and TAP reads -> egress -> `sendmmsg` and
+//! `UDP_SEGMENT` sends, whose limits and refusals `io::udp` handles per socket.
 //!
 //! The control plane changes tables through [`Runtime::with_switch`] while traffic flows;
 //! links come and go through commands each worker applies between batches. This module reads
@@ -249,7 +250,7 @@ impl Runtime {
     }
 
     /// The underlay UDP offloads the kernel granted, probed at [`start`](Self::start): GSO
-    /// if every sending socket has it, GRO if every receiving socket has it on. A worker
+    /// if every sending socket has it, GRO if every receiving socket has it on. A socket
     /// may still stop using GSO later if the kernel refuses a send
     /// ([`GlobalIoCounters::udp_gso_refused`]).
     pub fn offloads(&self) -> UdpOffloads {

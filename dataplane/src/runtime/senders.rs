@@ -3,7 +3,8 @@
 //! A UDP socket sends from the one port it is bound to, so the runtime binds a pool of
 //! sockets to ports spread evenly over the source range, and sends each datagram through the
 //! socket whose port is the nearest at or below the flow's hashed port: one flow, one port
-//! (and one socket, so its order holds), and flows spread over the whole pool.
+//! (and one socket, so its order holds), and flows spread over the whole pool. Which socket
+//! a flow takes is the pipeline's decision (`crate::pipeline::socket_for`).
 
 use super::RuntimeError;
 use crate::io::{UdpOffloads, UdpSocket};
@@ -67,22 +68,12 @@ impl SourcePool {
             .iter()
             .fold(UdpOffloads::ALL, |all, s| all.and(s.offloads()))
     }
-
-    /// Which socket sends a datagram whose flow hashed to `port`.
-    pub(crate) fn index_for(&self, port: u16) -> usize {
-        index_for(&self.ports, port)
-    }
 }
 
 /// The first port of slice `i` of `count` equal slices of `range`.
 fn slice_start(range: PortRange, i: usize, count: usize) -> u16 {
     let span = u64::from(range.max() - range.min()) + 1;
     range.min() + (span * i as u64 / count as u64) as u16
-}
-
-/// The index of the last of `ports` (sorted) at or below `port`, or 0.
-fn index_for(ports: &[u16], port: u16) -> usize {
-    ports.partition_point(|&p| p <= port).saturating_sub(1)
 }
 
 #[cfg(test)]
@@ -101,17 +92,5 @@ mod tests {
             (0..3).map(|i| slice_start(odd, i, 3)).collect::<Vec<_>>(),
             [1000, 1001, 1002]
         );
-    }
-
-    #[test]
-    fn ports_map_to_the_nearest_socket_below() {
-        let ports = [49152, 50176, 51200];
-        assert_eq!(index_for(&ports, 49152), 0);
-        assert_eq!(index_for(&ports, 50175), 0);
-        assert_eq!(index_for(&ports, 50176), 1);
-        assert_eq!(index_for(&ports, 65535), 2);
-        assert_eq!(index_for(&ports, 1), 0, "below the first port");
-        // With a port skipped because it was taken, its slice goes to the neighbour below.
-        assert_eq!(index_for(&[49152, 51200], 50500), 0);
     }
 }

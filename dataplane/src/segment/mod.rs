@@ -39,9 +39,10 @@
 //! This module never allocates per frame, performs I/O, reads a clock or panics on any input:
 //! every refusal is a [`SegmentError`].
 
+use crate::dissect::{IpError, IpLayout, Layout};
 use crate::wire::checksum;
-use crate::wire::ethernet::{self, EtherType, EthernetFrame};
-use crate::wire::{self, ipv4, ipv6, vxlan};
+use crate::wire::ethernet::{self, EtherType};
+use crate::wire::{ipv4, vxlan};
 use crate::wire::{IpProtocol, Ipv4Packet, Ipv6Packet};
 use core::ops::Range;
 
@@ -52,7 +53,7 @@ pub use tcp::{split_tcp, TcpSuperframe};
 pub use udp::{split_udp, UdpSuperframe};
 
 #[cfg(test)]
-mod test_frames;
+pub(crate) mod test_frames;
 
 /// The longest inner header block: Ethernet with two VLAN tags, IPv4 with 40 bytes of options
 /// (longer than IPv6's 40-byte header) and TCP with 40 bytes of options (longer than UDP's
@@ -192,111 +193,45 @@ impl Default for SegmentHeaders {
     }
 }
 
-/// Where the IP packet inside a superframe lies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IpLayout {
-    ipv6: bool,
-    /// Offset of the IP header.
-    l3: usize,
-    /// Offset of the TCP or UDP header.
-    l4: usize,
-    /// End of the IP packet; any bytes after it are link-layer padding and are not sent.
-    end: usize,
-}
-
-/// Finds the IP packet of a superframe that must carry `protocol` (refused with
-/// `not_protocol` otherwise): Ethernet with at most two VLAN tags, then IPv4 (options
+/// The IP packet of a superframe dissected as `layout`, which must carry `protocol` (refused
+/// with `not_protocol` otherwise): Ethernet with at most two VLAN tags, then IPv4 (options
 /// allowed, not a fragment) or IPv6 (no extension headers), its length within the frame.
-/// `ipv6` is the IP version the GSO type demands, if it demands one.
+/// `ipv6` is the IP version the GSO type demands, if it demands one. A layout of another
+/// frame (another length) is refused as `Truncated` rather than trusted.
 fn ip_layout(
     frame: &[u8],
+    layout: &Layout,
     ipv6: Option<bool>,
     protocol: IpProtocol,
     not_protocol: SegmentError,
 ) -> Result<IpLayout, SegmentError> {
-    let eth = EthernetFrame::new_checked(frame).map_err(|_| SegmentError::Truncated)?;
-    let vlan = eth.vlan().map_err(|e| match e {
-        crate::wire::Error::Truncated => SegmentError::Truncated,
-        _ => SegmentError::Unsupported,
+    if layout.len != frame.len() {
+        return Err(SegmentError::Truncated);
+    }
+    match (layout.ethertype, ipv6) {
+        (EtherType::IPV4, Some(true)) | (EtherType::IPV6, Some(false)) => {
+            return Err(SegmentError::WrongIpVersion)
+        }
+        _ => {}
+    }
+    let ip = layout.ip.map_err(|e| match e {
+        IpError::Truncated => SegmentError::Truncated,
+        IpError::TooManyTags => SegmentError::Unsupported,
+        IpError::NotIp => SegmentError::NotIp,
+        IpError::WrongVersion => SegmentError::WrongIpVersion,
+        IpError::BadHeaderLen => SegmentError::BadHeaderLen,
+        IpError::BadLength => SegmentError::BadLength,
     })?;
-    let l3 = vlan.payload_offset;
-    let (ipv6, (l4, end)) = match (vlan.ethertype, ipv6) {
-        (EtherType::IPV4, Some(false) | None) => {
-            (false, ipv4_packet(frame, l3, protocol, not_protocol)?)
-        }
-        (EtherType::IPV6, Some(true) | None) => {
-            (true, ipv6_packet(frame, l3, protocol, not_protocol)?)
-        }
-        (EtherType::IPV4 | EtherType::IPV6, _) => return Err(SegmentError::WrongIpVersion),
-        _ => return Err(SegmentError::NotIp),
-    };
-    Ok(IpLayout { ipv6, l3, l4, end })
-}
-
-/// Checks the IPv4 header at `l3`; returns where the upper layer starts and the IP packet
-/// ends.
-fn ipv4_packet(
-    frame: &[u8],
-    l3: usize,
-    protocol: IpProtocol,
-    not_protocol: SegmentError,
-) -> Result<(usize, usize), SegmentError> {
-    let bytes = frame.get(l3..).ok_or(SegmentError::Truncated)?;
-    if bytes.len() < ipv4::HEADER_LEN {
-        return Err(SegmentError::Truncated);
-    }
-    // The fixed header is present, so the getters below stay in range.
-    let ip = Ipv4Packet::new_unchecked(bytes);
-    if ip.version() != 4 {
-        return Err(SegmentError::WrongIpVersion);
-    }
-    let header_len = ip.header_len();
-    if header_len < ipv4::HEADER_LEN {
-        return Err(SegmentError::BadHeaderLen);
-    }
-    if header_len > bytes.len() {
-        return Err(SegmentError::Truncated);
-    }
-    if ip.protocol() != protocol {
-        return Err(not_protocol);
-    }
-    if ip.more_frags() || ip.frag_offset() != 0 {
+    if ip.extension {
         return Err(SegmentError::Unsupported);
     }
-    let total_len = usize::from(ip.total_len());
-    if total_len < header_len {
-        return Err(SegmentError::BadLength);
+    if ip.protocol != protocol {
+        return Err(not_protocol);
     }
-    if total_len > bytes.len() {
-        return Err(SegmentError::Truncated);
+    if ip.fragment {
+        return Err(SegmentError::Unsupported);
     }
-    Ok((l3 + header_len, l3 + total_len))
-}
-
-/// Checks the IPv6 header at `l3`; returns where the upper layer starts and the IP packet
-/// ends.
-fn ipv6_packet(
-    frame: &[u8],
-    l3: usize,
-    protocol: IpProtocol,
-    not_protocol: SegmentError,
-) -> Result<(usize, usize), SegmentError> {
-    let bytes = frame.get(l3..).ok_or(SegmentError::Truncated)?;
-    let ip = Ipv6Packet::new_checked(bytes).map_err(|e| match e {
-        wire::Error::Malformed => SegmentError::WrongIpVersion,
-        _ => SegmentError::Truncated,
-    })?;
-    match ip.next_header().0 {
-        next if next == protocol.0 => {}
-        // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6
-        // and the experimental values (IANA "IPv6 Extension Header Types").
-        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254 => {
-            return Err(SegmentError::Unsupported)
-        }
-        _ => return Err(not_protocol),
-    }
-    let start = l3 + ipv6::HEADER_LEN;
-    Ok((start, start + ip.payload_len()))
+    Ok(ip)
 }
 
 /// What the IP header of every segment shares, summed once per superframe, and the fields

@@ -10,6 +10,7 @@
 //! Never allocates, performs I/O or panics on any input.
 
 use super::{cut, ip_layout, segment_count, IpTemplate, SegmentError, SegmentHeaders, Segments};
+use crate::dissect::Layout;
 use crate::wire::{checksum, tcp, vxlan};
 use crate::wire::{GsoType, IpProtocol, TcpFlags, TcpPacket, VirtioNetRepr};
 use core::ops::Range;
@@ -20,11 +21,12 @@ use core::ops::Range;
 /// `out`; [`TcpSuperframe::split`] sends such frames in chunks.
 pub fn split_tcp<'o>(
     frame: &[u8],
+    layout: &Layout,
     header: &VirtioNetRepr,
     vxlan: &[u8; vxlan::HEADER_LEN],
     out: &'o mut SegmentHeaders,
 ) -> Result<Segments<'o>, SegmentError> {
-    let superframe = TcpSuperframe::parse(frame, header)?;
+    let superframe = TcpSuperframe::parse(frame, layout, header)?;
     if superframe.segment_count() > out.room_for(superframe.header_block_len()) {
         return Err(SegmentError::TooManySegments);
     }
@@ -53,7 +55,11 @@ impl<'a> TcpSuperframe<'a> {
     /// fragment) or IPv6 (no extension headers) matching the GSO type, TCP, and lengths that
     /// agree with each other and with the frame. `hdr_len`, the checksum flags and offsets
     /// are not used (see the parent module's docs).
-    pub fn parse(frame: &'a [u8], header: &VirtioNetRepr) -> Result<Self, SegmentError> {
+    pub fn parse(
+        frame: &'a [u8],
+        layout: &Layout,
+        header: &VirtioNetRepr,
+    ) -> Result<Self, SegmentError> {
         let ipv6 = match header.gso_type {
             GsoType::None => return Err(SegmentError::NotGso),
             GsoType::Udp | GsoType::UdpL4 => return Err(SegmentError::NotTcp),
@@ -63,7 +69,13 @@ impl<'a> TcpSuperframe<'a> {
         if header.gso_size == 0 {
             return Err(SegmentError::MssZero);
         }
-        let ip = ip_layout(frame, Some(ipv6), IpProtocol::TCP, SegmentError::NotTcp)?;
+        let ip = ip_layout(
+            frame,
+            layout,
+            Some(ipv6),
+            IpProtocol::TCP,
+            SegmentError::NotTcp,
+        )?;
         // `ip.end <= frame.len()` holds, so this is in range.
         let segment = &frame[ip.l4..ip.end];
         if segment.len() < tcp::HEADER_LEN {
@@ -209,7 +221,7 @@ mod tests {
         let frame = superframe(shape, &payload);
         let header = gso_header(shape, &frame, mss);
         let mut out = SegmentHeaders::new();
-        let segments = split_tcp(&frame, &header, &VXLAN, &mut out)
+        let segments = split_tcp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out)
             .unwrap_or_else(|e| panic!("{shape:?} payload {payload_len} mss {mss}: {e}"));
         check_segments(&frame, &segments, usize::from(mss));
         segments.len()
@@ -527,7 +539,7 @@ mod tests {
             let header = gso_header(&shape, &frame, mss as u16);
             let count = payload_len.div_ceil(mss).max(1);
             let block_len = 8 + frame.len() - payload_len;
-            match split_tcp(&frame, &header, &VXLAN, &mut out) {
+            match split_tcp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out) {
                 Ok(segments) => check_segments(&frame, &segments, mss),
                 Err(SegmentError::TooManySegments) => {
                     assert!(
@@ -547,17 +559,30 @@ mod tests {
         let frame = superframe(&shape, &payload);
         let header = gso_header(&shape, &frame, 100);
         let mut full_out = SegmentHeaders::new();
-        let full = split_tcp(&frame, &header, &VXLAN, &mut full_out).unwrap();
+        let full = split_tcp(
+            &frame,
+            &Layout::dissect(&frame),
+            &header,
+            &VXLAN,
+            &mut full_out,
+        )
+        .unwrap();
         assert_eq!(full.len(), 100);
 
         // 3 blocks of the longest headers hold 6 of these (74 bytes each).
         let mut small = SegmentHeaders::with_capacity(3);
         assert_eq!(small.capacity(), 3);
         assert_eq!(
-            split_tcp(&frame, &header, &VXLAN, &mut small),
+            split_tcp(
+                &frame,
+                &Layout::dissect(&frame),
+                &header,
+                &VXLAN,
+                &mut small
+            ),
             Err(SegmentError::TooManySegments)
         );
-        let superframe = TcpSuperframe::parse(&frame, &header).unwrap();
+        let superframe = TcpSuperframe::parse(&frame, &Layout::dissect(&frame), &header).unwrap();
         assert_eq!(superframe.segment_count(), 100);
         assert_eq!(superframe.header_block_len(), 74);
         assert_eq!(superframe.mss(), 100);
@@ -574,7 +599,7 @@ mod tests {
         let frame = superframe(&shape, &payload);
         let header = gso_header(&shape, &frame, 1448);
         let mut out = SegmentHeaders::new();
-        let all = split_tcp(&frame, &header, &VXLAN, &mut out).unwrap();
+        let all = split_tcp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out).unwrap();
         // A full superframe is more than one UDP datagram can carry.
         assert!(all.total_len() > 65_507);
         let per_send = 65_507 / all.gso_size();
@@ -614,7 +639,7 @@ mod tests {
         let frame = superframe(&shape, &payload);
         let good = gso_header(&shape, &frame, 1000);
         let mut out = SegmentHeaders::new();
-        let expected = split_tcp(&frame, &good, &VXLAN, &mut out)
+        let expected = split_tcp(&frame, &Layout::dissect(&frame), &good, &VXLAN, &mut out)
             .unwrap()
             .headers()
             .to_vec();
@@ -630,18 +655,27 @@ mod tests {
                 ..good
             },
         ] {
-            let segments = split_tcp(&frame, &hint, &VXLAN, &mut out).unwrap();
+            let segments =
+                split_tcp(&frame, &Layout::dissect(&frame), &hint, &VXLAN, &mut out).unwrap();
             assert_eq!(segments.headers(), &expected[..]);
         }
         // A wrong checksum field in the superframe changes nothing.
         let mut scrambled = frame.clone();
         scrambled[14 + 20 + 16] ^= 0x5a;
-        let segments = split_tcp(&scrambled, &good, &VXLAN, &mut out).unwrap();
+        let segments = split_tcp(
+            &scrambled,
+            &Layout::dissect(&scrambled),
+            &good,
+            &VXLAN,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(segments.headers(), &expected[..]);
         // Bytes after the IP packet are link-layer padding: not sent.
         let mut padded = frame.clone();
         padded.extend_from_slice(&[0xee; 9]);
-        let segments = split_tcp(&padded, &good, &VXLAN, &mut out).unwrap();
+        let segments =
+            split_tcp(&padded, &Layout::dissect(&padded), &good, &VXLAN, &mut out).unwrap();
         assert_eq!(segments.headers(), &expected[..]);
         assert_eq!(
             segments.payload_range(2),
@@ -656,7 +690,7 @@ mod tests {
         let header = gso_header(shape, &frame, 1000);
         edit(&mut frame);
         let mut out = SegmentHeaders::with_capacity(8);
-        split_tcp(&frame, &header, &VXLAN, &mut out).map(|s| s.len())
+        split_tcp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out).map(|s| s.len())
     }
 
     #[test]
@@ -670,7 +704,9 @@ mod tests {
         let frame = superframe(&v4, &[0xab; 3000]);
         let header = gso_header(&v4, &frame, 1000);
         let mut out = SegmentHeaders::new();
-        let mut with = |h: VirtioNetRepr| split_tcp(&frame, &h, &VXLAN, &mut out).map(|s| s.len());
+        let mut with = |h: VirtioNetRepr| {
+            split_tcp(&frame, &Layout::dissect(&frame), &h, &VXLAN, &mut out).map(|s| s.len())
+        };
         assert_eq!(with(header), Ok(3));
         assert_eq!(
             with(VirtioNetRepr {
@@ -713,7 +749,14 @@ mod tests {
             ..gso_header(&v6, &frame6, 1000)
         };
         assert_eq!(
-            split_tcp(&frame6, &header6, &VXLAN, &mut out).map(|s| s.len()),
+            split_tcp(
+                &frame6,
+                &Layout::dissect(&frame6),
+                &header6,
+                &VXLAN,
+                &mut out
+            )
+            .map(|s| s.len()),
             Err(WrongIpVersion)
         );
 
@@ -782,7 +825,7 @@ mod tests {
         let header = gso_header(&short, &frame, 4);
         frame[34 + 12] = 0xf0;
         assert_eq!(
-            split_tcp(&frame, &header, &VXLAN, &mut out).map(|s| s.len()),
+            split_tcp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out).map(|s| s.len()),
             Err(BadLength)
         );
         // Three VLAN tags are more than Ethernet parsing walks.
@@ -796,7 +839,7 @@ mod tests {
         three.extend_from_slice(&[0x88, 0xa8, 0, 1]);
         three.extend_from_slice(&frame[12..]);
         assert_eq!(
-            split_tcp(&three, &header, &VXLAN, &mut out).map(|s| s.len()),
+            split_tcp(&three, &Layout::dissect(&three), &header, &VXLAN, &mut out).map(|s| s.len()),
             Err(Unsupported)
         );
     }
@@ -821,13 +864,21 @@ mod tests {
             let mut out = SegmentHeaders::with_capacity(4);
             for len in 0..frame.len() {
                 assert_eq!(
-                    split_tcp(&frame[..len], &header, &VXLAN, &mut out).map(|s| s.len()),
+                    split_tcp(
+                        &frame[..len],
+                        &Layout::dissect(&frame[..len]),
+                        &header,
+                        &VXLAN,
+                        &mut out
+                    )
+                    .map(|s| s.len()),
                     Err(SegmentError::Truncated),
                     "{shape:?} cut at {len}"
                 );
             }
             assert_eq!(
-                split_tcp(&frame, &header, &VXLAN, &mut out).map(|s| s.len()),
+                split_tcp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out)
+                    .map(|s| s.len()),
                 Ok(3)
             );
         }
@@ -860,7 +911,9 @@ mod tests {
                 gso_size: prng.below(3000) as u16,
                 ..VirtioNetRepr::NONE
             };
-            if let Ok(segments) = split_tcp(&frame, &header, &VXLAN, &mut out) {
+            if let Ok(segments) =
+                split_tcp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out)
+            {
                 ok += 1;
                 for seg in segments.iter() {
                     assert!(seg.payload.end <= frame.len());
@@ -883,7 +936,8 @@ mod tests {
         let header =
             VirtioNetRepr::parse(&VirtioNetHeader::new_checked(&bytes[..]).unwrap()).unwrap();
         let mut out = SegmentHeaders::default();
-        let segments = split_tcp(&frame, &header, &VXLAN, &mut out).unwrap();
+        let segments =
+            split_tcp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out).unwrap();
         check_segments(&frame, &segments, 1448);
         assert_eq!(segments.len(), 4);
     }

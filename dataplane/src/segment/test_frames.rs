@@ -5,12 +5,12 @@ use super::{SegmentError, SegmentHeaders, Segments};
 use crate::wire::{checksum, EtherType, EthernetFrame, GsoType, Ipv4Packet, TcpFlags, TcpPacket};
 use crate::wire::{ipv4, ipv6, udp, VirtioNetRepr};
 
-pub(super) const VXLAN: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 42, 0];
-pub(super) const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-pub(super) const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+pub(crate) const VXLAN: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 42, 0];
+pub(crate) const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub(crate) const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 /// The inner frame of a kernel capture (outer headers 42 bytes, VXLAN 8).
-pub(super) fn inner(name: &str) -> Vec<u8> {
+pub(crate) fn inner(name: &str) -> Vec<u8> {
     let path = format!("{}/testdata/kernel/{name}.bin", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(path).unwrap()[50..].to_vec()
 }
@@ -18,15 +18,15 @@ pub(super) fn inner(name: &str) -> Vec<u8> {
 /// How to build a superframe around the headers of the kernel's `tcp_data` capture
 /// (10.0.0.1:48080 -> 10.0.0.2:8080, PSH|ACK, TCP timestamps).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Shape {
-    pub(super) ipv6: bool,
-    pub(super) timestamps: bool,
-    pub(super) vlan_tags: usize,
+pub(crate) struct Shape {
+    pub(crate) ipv6: bool,
+    pub(crate) timestamps: bool,
+    pub(crate) vlan_tags: usize,
     /// Bytes of IPv4 options (NOPs), a multiple of 4.
-    pub(super) ip_options: usize,
-    pub(super) flags: TcpFlags,
-    pub(super) seq: u32,
-    pub(super) ident: u16,
+    pub(crate) ip_options: usize,
+    pub(crate) flags: TcpFlags,
+    pub(crate) seq: u32,
+    pub(crate) ident: u16,
 }
 
 impl Default for Shape {
@@ -89,7 +89,7 @@ fn link_and_ip(
 /// A superframe as the kernel hands it to a TSO device: lengths covering `payload`, a
 /// good IPv4 header checksum and, in the TCP checksum field, the pseudo-header sum over
 /// the whole segment.
-pub(super) fn superframe(shape: &Shape, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn superframe(shape: &Shape, payload: &[u8]) -> Vec<u8> {
     let capture = inner("tcp_data");
     let mut tcp_header = if shape.timestamps {
         capture[34..66].to_vec()
@@ -116,7 +116,7 @@ pub(super) fn superframe(shape: &Shape, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The virtio-net header the kernel writes in front of `frame`.
-pub(super) fn gso_header(shape: &Shape, frame: &[u8], mss: u16) -> VirtioNetRepr {
+pub(crate) fn gso_header(shape: &Shape, frame: &[u8], mss: u16) -> VirtioNetRepr {
     let l4 = frame.len() - frame_payload_len(shape, frame) - tcp_header_len(shape);
     VirtioNetRepr {
         needs_csum: true,
@@ -135,7 +135,7 @@ pub(super) fn gso_header(shape: &Shape, frame: &[u8], mss: u16) -> VirtioNetRepr
     }
 }
 
-pub(super) fn tcp_header_len(shape: &Shape) -> usize {
+pub(crate) fn tcp_header_len(shape: &Shape) -> usize {
     if shape.timestamps {
         32
     } else {
@@ -143,7 +143,7 @@ pub(super) fn tcp_header_len(shape: &Shape) -> usize {
     }
 }
 
-pub(super) fn frame_payload_len(shape: &Shape, frame: &[u8]) -> usize {
+pub(crate) fn frame_payload_len(shape: &Shape, frame: &[u8]) -> usize {
     let l3 = 14 + 4 * shape.vlan_tags;
     let ip_len = if shape.ipv6 {
         40
@@ -156,12 +156,12 @@ pub(super) fn frame_payload_len(shape: &Shape, frame: &[u8]) -> usize {
 /// How to build a USO superframe around the headers of the kernel's `udp_datagram` capture
 /// (10.0.0.1:40999 -> 10.0.0.2:9999, DF set).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct UdpShape {
-    pub(super) ipv6: bool,
-    pub(super) vlan_tags: usize,
+pub(crate) struct UdpShape {
+    pub(crate) ipv6: bool,
+    pub(crate) vlan_tags: usize,
     /// Bytes of IPv4 options (NOPs), a multiple of 4.
-    pub(super) ip_options: usize,
-    pub(super) ident: u16,
+    pub(crate) ip_options: usize,
+    pub(crate) ident: u16,
 }
 
 impl Default for UdpShape {
@@ -177,7 +177,7 @@ impl Default for UdpShape {
 
 impl UdpShape {
     /// Offset of the UDP header in a frame of this shape.
-    pub(super) fn l4(&self) -> usize {
+    pub(crate) fn l4(&self) -> usize {
         14 + 4 * self.vlan_tags + if self.ipv6 { 40 } else { 20 + self.ip_options }
     }
 }
@@ -185,7 +185,7 @@ impl UdpShape {
 /// A USO superframe as `udp_send_skb` builds it for a `UDP_SEGMENT` send: one UDP header
 /// whose length covers all of `payload`, and in its checksum field the pseudo-header sum
 /// (`NEEDS_CSUM`).
-pub(super) fn udp_superframe(shape: &UdpShape, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn udp_superframe(shape: &UdpShape, payload: &[u8]) -> Vec<u8> {
     let capture = inner("udp_datagram");
     let udp_len = 8 + payload.len();
     let (mut f, pseudo) = link_and_ip(
@@ -204,7 +204,7 @@ pub(super) fn udp_superframe(shape: &UdpShape, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The virtio-net header the kernel writes in front of a USO `frame` of `shape`.
-pub(super) fn udp_gso_header(shape: &UdpShape, gso_size: u16) -> VirtioNetRepr {
+pub(crate) fn udp_gso_header(shape: &UdpShape, gso_size: u16) -> VirtioNetRepr {
     let l4 = shape.l4() as u16;
     VirtioNetRepr {
         needs_csum: true,
@@ -223,7 +223,7 @@ pub(super) fn udp_gso_header(shape: &UdpShape, gso_size: u16) -> VirtioNetRepr {
 /// bytes (`frame[..payload_start]`) except where segmentation owns them: the IPv4 total
 /// length, id and checksum (or the IPv6 payload length) of the IP header at `l3`, and the
 /// transport ranges in `l4_owned`.
-pub(super) fn assert_headers_kept(
+pub(crate) fn assert_headers_kept(
     segment: &[u8],
     frame: &[u8],
     payload_start: usize,
@@ -255,7 +255,7 @@ pub(super) fn assert_headers_kept(
 /// over whatever header length the frame now claims) or the IPv6 payload length, and with
 /// `with_udp` the UDP length. Leaves alone what it cannot read: a frame that is not IPv4 or
 /// IPv6, is too short for its headers or is longer than a length field holds.
-pub(super) fn repair_lengths(frame: &mut [u8], with_udp: bool) {
+pub(crate) fn repair_lengths(frame: &mut [u8], with_udp: bool) {
     let Ok(vlan) = EthernetFrame::new_checked(&*frame).and_then(|eth| eth.vlan()) else {
         return;
     };
@@ -300,7 +300,7 @@ pub(super) fn repair_lengths(frame: &mut [u8], with_udp: bool) {
 /// holds `per_chunk` segments (fewer only at the end) equal to those of the whole split
 /// `full`, that no segments come from `full.len()` on and that a buffer without room for one
 /// block is refused. `what` names a segment in the messages.
-pub(super) fn assert_chunks_match(
+pub(crate) fn assert_chunks_match(
     full: &Segments,
     small: &mut SegmentHeaders,
     per_chunk: usize,

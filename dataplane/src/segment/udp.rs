@@ -19,6 +19,7 @@
 //! Never allocates, performs I/O or panics on any input.
 
 use super::{cut, ip_layout, segment_count, IpTemplate, SegmentError, SegmentHeaders, Segments};
+use crate::dissect::Layout;
 use crate::wire::{checksum, udp, vxlan};
 use crate::wire::{GsoType, IpProtocol, UdpPacket, VirtioNetRepr};
 use core::ops::Range;
@@ -29,11 +30,12 @@ use core::ops::Range;
 /// in `out`; [`UdpSuperframe::split`] sends such frames in chunks.
 pub fn split_udp<'o>(
     frame: &[u8],
+    layout: &Layout,
     header: &VirtioNetRepr,
     vxlan: &[u8; vxlan::HEADER_LEN],
     out: &'o mut SegmentHeaders,
 ) -> Result<Segments<'o>, SegmentError> {
-    let superframe = UdpSuperframe::parse(frame, header)?;
+    let superframe = UdpSuperframe::parse(frame, layout, header)?;
     if superframe.segment_count() > out.room_for(superframe.header_block_len()) {
         return Err(SegmentError::TooManySegments);
     }
@@ -66,7 +68,11 @@ impl<'a> UdpSuperframe<'a> {
     /// header and lies within the frame. UFO (`GsoType::Udp`) is `Unsupported`. `hdr_len`,
     /// the checksum flags and offsets and the UDP length field are not used (see the module
     /// docs).
-    pub fn parse(frame: &'a [u8], header: &VirtioNetRepr) -> Result<Self, SegmentError> {
+    pub fn parse(
+        frame: &'a [u8],
+        layout: &Layout,
+        header: &VirtioNetRepr,
+    ) -> Result<Self, SegmentError> {
         match header.gso_type {
             GsoType::UdpL4 => {}
             GsoType::None => return Err(SegmentError::NotGso),
@@ -76,7 +82,7 @@ impl<'a> UdpSuperframe<'a> {
         if header.gso_size == 0 {
             return Err(SegmentError::MssZero);
         }
-        let ip = ip_layout(frame, None, IpProtocol::UDP, SegmentError::NotUdp)?;
+        let ip = ip_layout(frame, layout, None, IpProtocol::UDP, SegmentError::NotUdp)?;
         if ip.end - ip.l4 < udp::HEADER_LEN {
             return Err(SegmentError::BadLength);
         }
@@ -173,7 +179,7 @@ mod tests {
         let frame = udp_superframe(shape, &payload);
         let header = udp_gso_header(shape, gso_size);
         let mut out = SegmentHeaders::new();
-        let segments = split_udp(&frame, &header, &VXLAN, &mut out)
+        let segments = split_udp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out)
             .unwrap_or_else(|e| panic!("{shape:?} payload {payload_len} gso {gso_size}: {e}"));
         check_datagrams(&frame, &segments, usize::from(gso_size));
         segments.len()
@@ -326,7 +332,14 @@ mod tests {
         let payload: Vec<u8> = (0..2500u32).map(|i| (i * 7 % 251) as u8).collect();
         let frame = udp_superframe(&shape, &payload);
         let mut out = SegmentHeaders::new();
-        let segments = split_udp(&frame, &udp_gso_header(&shape, 1000), &VXLAN, &mut out).unwrap();
+        let segments = split_udp(
+            &frame,
+            &Layout::dissect(&frame),
+            &udp_gso_header(&shape, 1000),
+            &VXLAN,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(segments.len(), 3);
         assert_eq!(segments.header_block_len(), 8 + 14 + 20 + 8);
         assert_eq!(segments.gso_size(), 50 + 1000);
@@ -444,7 +457,8 @@ mod tests {
             let header = udp_gso_header(&shape, 1000);
             let mut out = SegmentHeaders::new();
             let rest = {
-                let segments = split_udp(&frame, &header, &VXLAN, &mut out).unwrap();
+                let segments =
+                    split_udp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out).unwrap();
                 let seg = segments.get(1).unwrap();
                 let l4 = 8 + shape.l4();
                 let pseudo = if ipv6 {
@@ -460,7 +474,8 @@ mod tests {
             };
             payload[1000..1002].copy_from_slice(&(!rest).to_be_bytes());
             let frame = udp_superframe(&shape, &payload);
-            let segments = split_udp(&frame, &header, &VXLAN, &mut out).unwrap();
+            let segments =
+                split_udp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out).unwrap();
             let block = segments.get(1).unwrap().header;
             assert_eq!(block[block.len() - 2..], [0xff, 0xff], "ipv6 {ipv6}");
             check_datagrams(&frame, &segments, 1000);
@@ -495,7 +510,7 @@ mod tests {
             let header = udp_gso_header(&shape, gso_size as u16);
             let count = payload_len.div_ceil(gso_size).max(1);
             let block_len = 8 + frame.len() - payload_len;
-            match split_udp(&frame, &header, &VXLAN, &mut out) {
+            match split_udp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out) {
                 Ok(segments) => check_datagrams(&frame, &segments, gso_size),
                 Err(SegmentError::TooManySegments) => {
                     assert!(
@@ -525,7 +540,14 @@ mod tests {
         let frame = udp_superframe(&longest, &payload);
         let mut out = SegmentHeaders::new();
         assert_eq!(
-            split_udp(&frame, &udp_gso_header(&longest, 20), &VXLAN, &mut out).map(|s| s.len()),
+            split_udp(
+                &frame,
+                &Layout::dissect(&frame),
+                &udp_gso_header(&longest, 20),
+                &VXLAN,
+                &mut out
+            )
+            .map(|s| s.len()),
             Err(SegmentError::TooManySegments)
         );
         // IPv6 with two tags: more payload, shorter blocks.
@@ -546,16 +568,29 @@ mod tests {
         let frame = udp_superframe(&shape, &payload);
         let header = udp_gso_header(&shape, 100);
         let mut full_out = SegmentHeaders::new();
-        let full = split_udp(&frame, &header, &VXLAN, &mut full_out).unwrap();
+        let full = split_udp(
+            &frame,
+            &Layout::dissect(&frame),
+            &header,
+            &VXLAN,
+            &mut full_out,
+        )
+        .unwrap();
         assert_eq!(full.len(), 100);
 
         // 2 blocks of the longest headers hold 6 of these (50 bytes each).
         let mut small = SegmentHeaders::with_capacity(2);
         assert_eq!(
-            split_udp(&frame, &header, &VXLAN, &mut small),
+            split_udp(
+                &frame,
+                &Layout::dissect(&frame),
+                &header,
+                &VXLAN,
+                &mut small
+            ),
             Err(SegmentError::TooManySegments)
         );
-        let superframe = UdpSuperframe::parse(&frame, &header).unwrap();
+        let superframe = UdpSuperframe::parse(&frame, &Layout::dissect(&frame), &header).unwrap();
         assert_eq!(superframe.segment_count(), 100);
         assert_eq!(superframe.header_block_len(), 50);
         assert_eq!(superframe.gso_size(), 100);
@@ -571,7 +606,14 @@ mod tests {
         let payload = Prng(18).bytes(64_000);
         let frame = udp_superframe(&shape, &payload);
         let mut out = SegmentHeaders::new();
-        let all = split_udp(&frame, &udp_gso_header(&shape, 1400), &VXLAN, &mut out).unwrap();
+        let all = split_udp(
+            &frame,
+            &Layout::dissect(&frame),
+            &udp_gso_header(&shape, 1400),
+            &VXLAN,
+            &mut out,
+        )
+        .unwrap();
         // What the worker sends at once: as many datagrams as 65507 bytes hold.
         let per_send = 65_507 / all.gso_size();
         let (head, tail) = all.split_at(per_send);
@@ -589,7 +631,7 @@ mod tests {
         let frame = udp_superframe(&shape, &payload);
         let good = udp_gso_header(&shape, 1000);
         let mut out = SegmentHeaders::new();
-        let expected = split_udp(&frame, &good, &VXLAN, &mut out)
+        let expected = split_udp(&frame, &Layout::dissect(&frame), &good, &VXLAN, &mut out)
             .unwrap()
             .headers()
             .to_vec();
@@ -605,20 +647,29 @@ mod tests {
                 ..good
             },
         ] {
-            let segments = split_udp(&frame, &hint, &VXLAN, &mut out).unwrap();
+            let segments =
+                split_udp(&frame, &Layout::dissect(&frame), &hint, &VXLAN, &mut out).unwrap();
             assert_eq!(segments.headers(), &expected[..]);
         }
         // A wrong checksum or length field in the superframe's UDP header changes nothing.
         for at in [34 + 4, 34 + 5, 34 + 6, 34 + 7] {
             let mut scrambled = frame.clone();
             scrambled[at] ^= 0x5a;
-            let segments = split_udp(&scrambled, &good, &VXLAN, &mut out).unwrap();
+            let segments = split_udp(
+                &scrambled,
+                &Layout::dissect(&scrambled),
+                &good,
+                &VXLAN,
+                &mut out,
+            )
+            .unwrap();
             assert_eq!(segments.headers(), &expected[..], "byte {at}");
         }
         // Bytes after the IP packet are link-layer padding: not sent.
         let mut padded = frame.clone();
         padded.extend_from_slice(&[0xee; 9]);
-        let segments = split_udp(&padded, &good, &VXLAN, &mut out).unwrap();
+        let segments =
+            split_udp(&padded, &Layout::dissect(&padded), &good, &VXLAN, &mut out).unwrap();
         assert_eq!(segments.headers(), &expected[..]);
         assert_eq!(
             segments.payload_range(2),
@@ -633,7 +684,7 @@ mod tests {
         let header = udp_gso_header(shape, 1000);
         edit(&mut frame);
         let mut out = SegmentHeaders::with_capacity(8);
-        split_udp(&frame, &header, &VXLAN, &mut out).map(|s| s.len())
+        split_udp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out).map(|s| s.len())
     }
 
     #[test]
@@ -647,7 +698,9 @@ mod tests {
         let frame = udp_superframe(&v4, &[0xab; 3000]);
         let header = udp_gso_header(&v4, 1000);
         let mut out = SegmentHeaders::new();
-        let mut with = |h: VirtioNetRepr| split_udp(&frame, &h, &VXLAN, &mut out).map(|s| s.len());
+        let mut with = |h: VirtioNetRepr| {
+            split_udp(&frame, &Layout::dissect(&frame), &h, &VXLAN, &mut out).map(|s| s.len())
+        };
         assert_eq!(with(header), Ok(3));
         for (gso_type, error) in [
             (GsoType::None, NotGso),
@@ -672,7 +725,14 @@ mod tests {
         let tcp_shape = Shape::default();
         let tcp_frame = superframe(&tcp_shape, &[0xab; 3000]);
         assert_eq!(
-            split_udp(&tcp_frame, &header, &VXLAN, &mut out).map(|s| s.len()),
+            split_udp(
+                &tcp_frame,
+                &Layout::dissect(&tcp_frame),
+                &header,
+                &VXLAN,
+                &mut out
+            )
+            .map(|s| s.len()),
             Err(NotUdp)
         );
         let as_tcp = VirtioNetRepr {
@@ -680,7 +740,8 @@ mod tests {
             ..header
         };
         assert_eq!(
-            crate::segment::split_tcp(&frame, &as_tcp, &VXLAN, &mut out).map(|s| s.len()),
+            crate::segment::split_tcp(&frame, &Layout::dissect(&frame), &as_tcp, &VXLAN, &mut out)
+                .map(|s| s.len()),
             Err(NotTcp)
         );
 
@@ -743,7 +804,7 @@ mod tests {
         three.extend_from_slice(&[0x88, 0xa8, 0, 1]);
         three.extend_from_slice(&frame[12..]);
         assert_eq!(
-            split_udp(&three, &header, &VXLAN, &mut out).map(|s| s.len()),
+            split_udp(&three, &Layout::dissect(&three), &header, &VXLAN, &mut out).map(|s| s.len()),
             Err(Unsupported)
         );
     }
@@ -768,13 +829,21 @@ mod tests {
             let mut out = SegmentHeaders::with_capacity(4);
             for len in 0..frame.len() {
                 assert_eq!(
-                    split_udp(&frame[..len], &header, &VXLAN, &mut out).map(|s| s.len()),
+                    split_udp(
+                        &frame[..len],
+                        &Layout::dissect(&frame[..len]),
+                        &header,
+                        &VXLAN,
+                        &mut out
+                    )
+                    .map(|s| s.len()),
                     Err(SegmentError::Truncated),
                     "{shape:?} cut at {len}"
                 );
             }
             assert_eq!(
-                split_udp(&frame, &header, &VXLAN, &mut out).map(|s| s.len()),
+                split_udp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out)
+                    .map(|s| s.len()),
                 Ok(3)
             );
         }
@@ -819,7 +888,9 @@ mod tests {
                 gso_size: prng.below(3000) as u16,
                 ..VirtioNetRepr::NONE
             };
-            if let Ok(segments) = split_udp(&frame, &header, &VXLAN, &mut out) {
+            if let Ok(segments) =
+                split_udp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out)
+            {
                 ok += 1;
                 for seg in segments.iter() {
                     assert!(seg.payload.end <= frame.len());
@@ -842,7 +913,8 @@ mod tests {
         let header =
             VirtioNetRepr::parse(&VirtioNetHeader::new_checked(&bytes[..]).unwrap()).unwrap();
         let mut out = SegmentHeaders::default();
-        let segments = split_udp(&frame, &header, &VXLAN, &mut out).unwrap();
+        let segments =
+            split_udp(&frame, &Layout::dissect(&frame), &header, &VXLAN, &mut out).unwrap();
         check_datagrams(&frame, &segments, 1400);
         assert_eq!(segments.len(), 4);
     }
@@ -859,7 +931,14 @@ mod tests {
         partial[40..42].copy_from_slice(&pseudo.to_be_bytes());
         let header = udp_gso_header(&UdpShape::default(), 1400);
         let mut out = SegmentHeaders::new();
-        let segments = split_udp(&partial, &header, &VXLAN, &mut out).unwrap();
+        let segments = split_udp(
+            &partial,
+            &Layout::dissect(&partial),
+            &header,
+            &VXLAN,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(segments.len(), 1);
         let seg = segments.get(0).unwrap();
         let mut datagram = seg.header[8..].to_vec();

@@ -17,7 +17,7 @@ pub use network::{
 };
 
 use crate::counters::{DropReason, SwitchCounters};
-use crate::tunnel::{self, Vtep};
+use crate::tunnel::{self, Decapsulated, Vtep};
 use crate::wire::{EthernetFrame, MacAddr, Vni};
 use core::net::{Ipv4Addr, SocketAddrV4};
 use std::collections::{HashMap, VecDeque};
@@ -271,23 +271,25 @@ impl Switch {
         }
     }
 
-    /// Decides on a UDP payload received from `src` on the underlay: decapsulates, admits,
-    /// learns, and names the frame to write to a TAP.
+    /// Decides on a datagram received from `src` on the underlay, given what
+    /// [`tunnel::decap`] made of its VXLAN header: checks the inner frame under the network's
+    /// policy, admits the sender, learns, and names the network whose TAP gets the frame.
+    /// A header `decap` refused is counted here too, so every datagram is counted once.
     pub fn from_network<'p>(
         &mut self,
         src: SocketAddrV4,
-        payload: &'p [u8],
+        packet: Result<Decapsulated<'p>, DropReason>,
         now: Timestamp,
     ) -> NetworkAction<'p> {
         self.counters.datagrams += 1;
-        let header = match tunnel::parse_header(payload) {
-            Ok(header) => header,
+        let packet = match packet {
+            Ok(packet) => packet,
             Err(reason) => {
                 self.counters.drops.count(reason);
                 return NetworkAction::Drop(reason);
             }
         };
-        let vni = header.vni();
+        let vni = packet.vni;
         let Some(net) = self.networks.get_mut(&vni) else {
             self.counters.drops.count(DropReason::UnknownVni);
             return NetworkAction::Drop(DropReason::UnknownVni);
@@ -295,18 +297,18 @@ impl Switch {
         let admitted = net.admits(src.ip());
         let counters = &mut net.counters;
         counters.net_frames += 1;
-        counters.net_bytes += header.payload().len() as u64;
+        counters.net_bytes += packet.frame.len() as u64;
         let verdict = if admitted {
-            tunnel::check(&header, &net.config.decap)
+            tunnel::check(&packet, &net.config.decap)
         } else {
             Err(DropReason::UnknownVtep)
         };
-        let inner = match verdict {
-            Ok(inner) if Some(inner.src) == net.config.own_mac => Err(DropReason::OwnSource),
+        let inner_src = match verdict {
+            Ok(src) if Some(src) == net.config.own_mac => Err(DropReason::OwnSource),
             other => other,
         };
-        let inner = match inner {
-            Ok(inner) => inner,
+        let inner_src = match inner_src {
+            Ok(src) => src,
             Err(reason) => {
                 counters.drops.count(reason);
                 return NetworkAction::Drop(reason);
@@ -319,7 +321,7 @@ impl Switch {
             vni,
         };
         if net.config.learning {
-            match net.fdb.learn(inner.src, vtep, now) {
+            match net.fdb.learn(inner_src, vtep, now) {
                 LearnOutcome::Learned => counters.learned += 1,
                 LearnOutcome::Moved => counters.moves += 1,
                 LearnOutcome::Full => counters.learn_refused += 1,
@@ -331,7 +333,7 @@ impl Switch {
             }
         } else if net
             .fdb
-            .get(&inner.src)
+            .get(&inner_src)
             .is_some_and(|e| e.kind == EntryKind::Static && e.vtep.ip != vtep.ip)
         {
             counters.drops.count(DropReason::StaticMacMismatch);
@@ -340,7 +342,7 @@ impl Switch {
         counters.delivered += 1;
         NetworkAction::Deliver {
             vni,
-            frame: inner.frame,
+            frame: packet.frame,
         }
     }
 }

@@ -176,7 +176,7 @@ fn decap_delivers_and_learns_from_known_vtep() {
     let inner = ipv4(LOCAL, REMOTE);
     let d = datagram(VNI, &inner);
     assert_eq!(
-        s.from_network(from(2), &d, T0),
+        s.from_network(from(2), tunnel::decap(&d), T0),
         NetworkAction::Deliver {
             vni: VNI,
             frame: &inner
@@ -207,15 +207,15 @@ fn learned_entry_moves_and_ages_out() {
     n.flood_add(vtep(2)).unwrap();
     n.flood_add(vtep(3)).unwrap();
     let d = datagram(VNI, &ipv4(LOCAL, REMOTE));
-    s.from_network(from(2), &d, T0);
-    s.from_network(from(3), &d, T0.add_millis(1000));
+    s.from_network(from(2), tunnel::decap(&d), T0);
+    s.from_network(from(3), tunnel::decap(&d), T0.add_millis(1000));
     assert_eq!(counters(&s).moves, 1);
     assert_eq!(
         tap(&mut s, &ipv4(REMOTE, LOCAL), T0.add_millis(1000)),
         TapAction::Forward(vtep(3))
     );
     // Traffic refreshes the entry; silence ages it out.
-    s.from_network(from(3), &d, T0.add_millis(9_000));
+    s.from_network(from(3), tunnel::decap(&d), T0.add_millis(9_000));
     assert_eq!(s.age(T0.add_millis(18_999)), 0);
     assert!(matches!(
         tap(&mut s, &ipv4(REMOTE, LOCAL), T0.add_millis(19_000)),
@@ -235,7 +235,7 @@ fn learning_off_learns_nothing() {
     s.network_mut(VNI).unwrap().flood_add(vtep(2)).unwrap();
     let d = datagram(VNI, &ipv4(LOCAL, REMOTE));
     assert!(matches!(
-        s.from_network(from(2), &d, T0),
+        s.from_network(from(2), tunnel::decap(&d), T0),
         NetworkAction::Deliver { .. }
     ));
     assert!(s.network(VNI).unwrap().fdb().is_empty());
@@ -251,7 +251,7 @@ fn learning_cap_refuses_but_still_delivers() {
     for last in 10..15 {
         let d = datagram(VNI, &ipv4(LOCAL, MacAddr([2, 0, 0, 0, 0, last])));
         assert!(matches!(
-            s.from_network(from(2), &d, T0),
+            s.from_network(from(2), tunnel::decap(&d), T0),
             NetworkAction::Deliver { .. }
         ));
     }
@@ -268,11 +268,11 @@ fn static_entries_are_never_moved_by_learning() {
     n.flood_add(vtep(3)).unwrap();
     let d = datagram(VNI, &ipv4(LOCAL, REMOTE));
     assert_eq!(
-        s.from_network(from(3), &d, T0),
+        s.from_network(from(3), tunnel::decap(&d), T0),
         NetworkAction::Drop(DropReason::StaticMacMismatch)
     );
     assert!(matches!(
-        s.from_network(from(2), &d, T0),
+        s.from_network(from(2), tunnel::decap(&d), T0),
         NetworkAction::Deliver { .. }
     ));
     let entry = s.network(VNI).unwrap().fdb().get(&REMOTE).unwrap();
@@ -286,7 +286,7 @@ fn admission_refuses_unknown_vteps_unless_open() {
     let d = datagram(VNI, &inner);
     let mut s = switch_with(NetworkConfig::default());
     assert_eq!(
-        s.from_network(from(9), &d, T0),
+        s.from_network(from(9), tunnel::decap(&d), T0),
         NetworkAction::Drop(DropReason::UnknownVtep)
     );
     assert_eq!(counters(&s).drops.get(DropReason::UnknownVtep), 1);
@@ -299,7 +299,7 @@ fn admission_refuses_unknown_vteps_unless_open() {
         ..Default::default()
     });
     assert!(matches!(
-        open.from_network(from(9), &d, T0),
+        open.from_network(from(9), tunnel::decap(&d), T0),
         NetworkAction::Deliver { .. }
     ));
     assert_eq!(
@@ -340,13 +340,13 @@ fn network_side_drops_each_have_a_reason() {
     ];
     for (payload, reason) in cases {
         assert_eq!(
-            s.from_network(from(2), payload, T0),
+            s.from_network(from(2), tunnel::decap(payload), T0),
             NetworkAction::Drop(reason)
         );
     }
     let zero = datagram(VNI, &ipv4(LOCAL, MacAddr::ZERO));
     assert_eq!(
-        s.from_network(from(2), &zero, T0),
+        s.from_network(from(2), tunnel::decap(&zero), T0),
         NetworkAction::Drop(DropReason::ZeroSource)
     );
     // Each reason was counted once, either globally or on the network.
@@ -363,7 +363,7 @@ fn network_side_drops_each_have_a_reason() {
         "nothing learned from dropped frames"
     );
     assert!(matches!(
-        s.from_network(from(2), &good, T0),
+        s.from_network(from(2), tunnel::decap(&good), T0),
         NetworkAction::Deliver { .. }
     ));
 }
@@ -455,11 +455,11 @@ fn vnis_are_isolated() {
         .unwrap();
     let d = datagram(VNI, &ipv4(LOCAL, REMOTE));
     assert_eq!(
-        s.from_network(from(3), &d, T0),
+        s.from_network(from(3), tunnel::decap(&d), T0),
         NetworkAction::Drop(DropReason::UnknownVtep)
     );
     assert!(matches!(
-        s.from_network(from(2), &d, T0),
+        s.from_network(from(2), tunnel::decap(&d), T0),
         NetworkAction::Deliver { vni: VNI, .. }
     ));
     assert!(s.network(v43).unwrap().fdb().is_empty());
