@@ -230,9 +230,10 @@ fn pipeline_does_not_allocate() {
             for (i, source) in learn.sources.iter_mut().enumerate() {
                 *source = senders[(i / 2 + i % 2 + round as usize) % senders.len()];
             }
-            ingress.process(&mut learn, false, &mut switch, now, |_| {
+            ingress.decide(&learn, false, &mut switch, now, |_| {
                 Some(LinkInfo { slot: 0, mtu: 1450 })
             });
+            ingress.plan(&mut learn);
             let mut parts: [&[u8]; MAX_RUN] = [&[]; MAX_RUN];
             for write in ingress.writes() {
                 let n = ingress.parts(write.run, &learn, &mut parts);
@@ -240,7 +241,8 @@ fn pipeline_does_not_allocate() {
             }
             for chunk in tap_side.chunks(64) {
                 fill(&mut frames, chunk);
-                egress.process(&mut frames, vni, &mut switch, now, &ports, &sockets);
+                egress.prepare(&mut frames, &ports);
+                egress.decide(&frames, vni, &mut switch, now, &sockets);
                 for (_, copies) in egress.groups() {
                     for &k in copies {
                         if let Datagram::Plain { parts, .. } = egress.datagram(&frames, k) {
@@ -386,7 +388,8 @@ fn offload_paths_do_not_allocate() {
             buf[..12].copy_from_slice(&vnet.to_bytes());
             buf[12..12 + frame.len()].copy_from_slice(&frame);
             frames.commit(12 + frame.len());
-            egress.process(&mut frames, vni, &mut switch, now, &ports, &sockets);
+            egress.prepare(&mut frames, &ports);
+            egress.decide(&frames, vni, &mut switch, now, &sockets);
             for (_, copies) in egress.groups() {
                 for &k in copies {
                     sink += egress.segments(&frames, k, &mut out).unwrap().len() as u64;
@@ -394,9 +397,10 @@ fn offload_paths_do_not_allocate() {
             }
             // ...and its segments as one GRO train from the underlay, coalesced back.
             train.payloads[0].copy_from_slice(&pristine);
-            ingress.process(&mut train, true, &mut switch, now, |_| {
+            ingress.decide(&train, true, &mut switch, now, |_| {
                 Some(LinkInfo { slot: 0, mtu: 1450 })
             });
+            ingress.plan(&mut train);
             let mut parts: [&[u8]; MAX_RUN] = [&[]; MAX_RUN];
             for write in ingress.writes() {
                 coalesced += write.frames;

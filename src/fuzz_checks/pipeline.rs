@@ -146,7 +146,8 @@ fn egress(frames: &mut TapFrames, s: &mut Switch) {
     let before = net(s);
     let mut e = Egress::new(BATCH, SOCKETS.len());
     let now = Timestamp::from_secs(1);
-    e.process(frames, vni(42), s, now, &PortRange::default(), &SOCKETS);
+    e.prepare(frames, &PortRange::default());
+    e.decide(frames, vni(42), s, now, &SOCKETS);
     let after = net(s);
     let switched = after.tap_frames - before.tap_frames;
     assert_eq!(
@@ -219,9 +220,10 @@ fn ingress(rx: &mut Received, gro: bool, s: &mut Switch) {
     let before = drops(s);
     let mut ingress = Ingress::new(BATCH);
     let now = Timestamp::from_secs(2);
-    ingress.process(rx, gro, s, now, |v| {
+    ingress.decide(rx, gro, s, now, |v| {
         (v == vni(42)).then_some(LinkInfo { slot: 0, mtu: 1450 })
     });
+    ingress.plan(rx);
     let counts = ingress.counts();
     let delivered: u64 = ingress.writes().map(|w| w.frames as u64).sum();
     assert_eq!(

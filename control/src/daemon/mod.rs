@@ -41,6 +41,8 @@ pub struct Options {
     pub threads: usize,
     /// Run the underlay filter where the kernel takes it (`--underlay-filter`).
     pub underlay_filter: bool,
+    /// How long workers keep polling after traffic before they sleep (`--busy-poll`).
+    pub busy_poll: Duration,
     /// The control plane, when the daemon takes part in overlays (`--local-ip`).
     pub agent: Option<AgentConfig>,
     /// A group (name or gid) whose members may use the admin socket like root
@@ -86,6 +88,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         threads: options.threads,
         port: options.port,
         underlay_filter: options.underlay_filter,
+        busy_poll: options.busy_poll,
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::start(&config)

@@ -106,7 +106,7 @@ pub struct Transmit {
     pub vtep: Vtep,
     /// Its VXLAN header.
     pub header: [u8; VXLAN_LEN],
-    /// The index of the source socket (into the ports given to [`Egress::process`]).
+    /// The index of the source socket (into the ports given to [`Egress::decide`]).
     pub socket: usize,
 }
 
@@ -167,32 +167,44 @@ impl Egress {
         }
     }
 
-    /// Plans the batch `frames`, read from the TAP of network `vni`: honours each virtio-net
-    /// header, dissects, lets the switch decide, encapsulates. Copies leave from the socket
-    /// of `ports` (sorted) that the flow's hash picks in `range`. Pending checksums are
-    /// finished in the frames' buffers.
-    pub fn process(
+    /// First half of planning the batch `frames`, which needs no switch (and so runs
+    /// outside its lock): honours each virtio-net header (pending checksums are finished in
+    /// the frames' buffers), dissects each frame and hashes its flow onto `range`. Frames
+    /// vxtap cannot take are counted in [`counts`](Self::counts).
+    pub fn prepare(&mut self, frames: &mut TapFrames, range: &PortRange) {
+        self.prepared.clear();
+        self.counts = EgressCounts::default();
+        for i in 0..frames.len() {
+            let prepared = prepare(frames.raw_mut(i), range);
+            if prepared.is_none() {
+                self.counts.refused += 1;
+            }
+            self.prepared.push(prepared);
+        }
+    }
+
+    /// Second half, with the switch: the switch decides on every prepared frame of `frames`
+    /// (read from the TAP of network `vni`), each copy gets its VXLAN header and leaves from
+    /// the socket of `ports` (sorted) its flow's port falls to, and the copies are grouped
+    /// by socket.
+    pub fn decide(
         &mut self,
-        frames: &mut TapFrames,
+        frames: &TapFrames,
         vni: Vni,
         switch: &mut Switch,
         now: Timestamp,
-        range: &PortRange,
         ports: &[u16],
     ) {
-        self.prepared.clear();
         self.copies.clear();
         self.replies.clear();
-        self.counts = EgressCounts::default();
         let mut reply = [0u8; ARP_REPLY_LEN];
-        for i in 0..frames.len() {
-            let Some(prepared) = prepare(frames.raw_mut(i), range) else {
-                self.counts.refused += 1;
-                self.prepared.push(None);
+        for (i, prepared) in self.prepared.iter().enumerate() {
+            let Some(prepared) = prepared else {
                 continue;
             };
-            self.prepared.push(Some(prepared));
-            let frame = frames.frame(i);
+            let Some(frame) = (i < frames.len()).then(|| frames.frame(i)) else {
+                break;
+            };
             let socket = super::socket_for(ports, prepared.src_port);
             let copy = |vtep: Vtep| Transmit {
                 frame: i,

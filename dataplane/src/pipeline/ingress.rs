@@ -48,9 +48,14 @@ struct Delivery {
     start: usize,
     end: usize,
     link: LinkInfo,
-    layout: Layout,
-    /// What coalescing makes of it.
-    segment: Option<coalesce::Segment>,
+    /// Its dissection and what coalescing makes of it, once planned.
+    layout: Option<(Layout, Option<coalesce::Segment>)>,
+}
+
+impl Delivery {
+    fn segment(&self) -> Option<coalesce::Segment> {
+        self.layout.and_then(|(_, segment)| segment)
+    }
 }
 
 /// Deliveries `first..first + count` (one link), written as one frame behind `vnet`.
@@ -108,13 +113,13 @@ impl Ingress {
         }
     }
 
-    /// Plans the batch `rx`: cuts GRO trains (when `gro`, the socket's) into datagrams,
-    /// decapsulates, lets the switch decide, dissects each delivered frame, and groups the
-    /// frames into TAP writes, coalescing runs of one TCP flow (whose first frame is
-    /// rewritten in place into the superframe's head). `link` names the TAP of a network.
-    pub fn process<D: Datagrams + ?Sized>(
+    /// First half of planning the batch `rx`, with the switch (so under its lock, and
+    /// kept short): cuts GRO trains (when `gro`, the socket's) into datagrams, reads each
+    /// VXLAN header and lets the switch decide; `link` names the TAP of a network. What is
+    /// delivered is planned by [`plan`](Self::plan).
+    pub fn decide<D: Datagrams + ?Sized>(
         &mut self,
-        rx: &mut D,
+        rx: &D,
         gro: bool,
         switch: &mut Switch,
         now: Timestamp,
@@ -142,20 +147,15 @@ impl Ingress {
                 let end = (start + step).min(payload.len());
                 self.counts.datagrams += 1;
                 let packet = tunnel::decap(&payload[start..end]);
-                if let NetworkAction::Deliver { vni, frame } = switch.from_network(src, packet, now)
-                {
+                if let NetworkAction::Deliver { vni, .. } = switch.from_network(src, packet, now) {
                     match link(vni) {
-                        Some(link) => {
-                            let layout = Layout::dissect(frame);
-                            self.deliveries.push(Delivery {
-                                datagram: i,
-                                start: start + VXLAN_LEN,
-                                end,
-                                link,
-                                layout,
-                                segment: coalesce::inspect(frame, &layout),
-                            });
-                        }
+                        Some(link) => self.deliveries.push(Delivery {
+                            datagram: i,
+                            start: start + VXLAN_LEN,
+                            end,
+                            link,
+                            layout: None,
+                        }),
                         None => self.counts.no_link += 1,
                     }
                 }
@@ -164,6 +164,23 @@ impl Ingress {
                     break;
                 }
             }
+        }
+    }
+
+    /// Second half, without the switch: dissects every delivered frame, groups the frames
+    /// into TAP writes, coalescing runs of one TCP flow (whose first frame is rewritten in
+    /// place into the superframe's head), and gives every write its virtio-net header.
+    /// `rx` must be the batch [`decide`](Self::decide) saw.
+    pub fn plan<D: Datagrams + ?Sized>(&mut self, rx: &mut D) {
+        for d in &mut self.deliveries {
+            let Some(frame) = (d.datagram < rx.count())
+                .then(|| rx.payload(d.datagram).get(d.start..d.end))
+                .flatten()
+            else {
+                continue;
+            };
+            let layout = Layout::dissect(frame);
+            d.layout = Some((layout, coalesce::inspect(frame, &layout)));
         }
         self.plan_runs(rx);
     }
@@ -178,13 +195,13 @@ impl Ingress {
             let frame = &rx.payload(d.datagram)[d.start..d.end];
             let mut count = 1;
             let mut head = None;
-            if let Some(first) = d.segment {
+            if let Some(first) = d.segment() {
                 let (mut last, mut total) = (first, first.payload_len());
                 while count < MAX_RUN {
                     let Some(e) = self.deliveries.get(k + count) else {
                         break;
                     };
-                    let Some(next) = e.segment else {
+                    let Some(next) = e.segment() else {
                         break;
                     };
                     if e.link.slot != d.link.slot {
@@ -216,7 +233,10 @@ impl Ingress {
                     first: k,
                     count,
                     skip: 0,
-                    vnet: offload::tap_header(frame, &d.layout, d.link.mtu),
+                    vnet: match &d.layout {
+                        Some((layout, _)) => offload::tap_header(frame, layout, d.link.mtu),
+                        None => [0; VNET_LEN],
+                    },
                 },
             };
             self.runs.push(run);

@@ -15,6 +15,11 @@
 //!   in-order segments of one TCP flow coalesce into one superframe per TAP write
 //!   ([`TapWrite`]), each with the virtio-net header it needs.
 //!
+//! Each half has two steps: one that needs the switch (`decide`, run under the switch lock
+//! that every worker shares, and kept short) and one that does not (`prepare` before it on
+//! the way out, `plan` after it on the way in: virtio-net headers, checksums, dissection,
+//! flow hashes, coalescing), so the per-byte work never holds the lock.
+//!
 //! Encapsulation and decapsulation sit here side by side; the switch decides and never
 //! transforms a frame. Every frame or datagram that goes in comes out either in the plan or
 //! counted once as a drop: by the switch (per reason), or in [`EgressCounts`] and

@@ -107,7 +107,8 @@ fn tap_batch(frames: &[(VirtioNetRepr, &[u8])]) -> TapFrames {
 
 fn egress(frames: &mut TapFrames, switch: &mut Switch) -> Egress {
     let mut e = Egress::new(frames.len(), SOCKETS.len());
-    e.process(frames, VNI, switch, T0, &PortRange::default(), &SOCKETS);
+    e.prepare(frames, &PortRange::default());
+    e.decide(frames, VNI, switch, T0, &SOCKETS);
     e
 }
 
@@ -346,6 +347,18 @@ fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
 
 const LINK: LinkInfo = LinkInfo { slot: 7, mtu: 1450 };
 
+/// Both halves of the ingress, as a worker runs them.
+fn decide_and_plan(
+    ingress: &mut Ingress,
+    rx: &mut Received,
+    gro: bool,
+    switch: &mut Switch,
+    link: impl FnMut(Vni) -> Option<LinkInfo>,
+) {
+    ingress.decide(rx, gro, switch, T0, link);
+    ingress.plan(rx);
+}
+
 #[test]
 fn every_datagram_is_written_or_counted_once() {
     let mut s = switch();
@@ -372,7 +385,7 @@ fn every_datagram_is_written_or_counted_once() {
     rx.push(2, vxlan(42, &from_remote)); // cut short by the buffer
     rx.truncated[5] = true;
     let mut ingress = Ingress::new(8);
-    ingress.process(&mut rx, true, &mut s, T0, |vni| {
+    decide_and_plan(&mut ingress, &mut rx, true, &mut s, |vni| {
         (vni == VNI).then_some(LINK)
     });
     let writes: Vec<TapWrite> = ingress.writes().collect();
@@ -432,7 +445,7 @@ fn a_gro_train_of_one_flow_becomes_one_superframe() {
     rx.push(2, segments.concat());
     rx.segment_sizes[0] = Some(segments[0].len() as u16);
     let mut ingress = Ingress::new(4);
-    ingress.process(&mut rx, true, &mut s, T0, |_| Some(LINK));
+    decide_and_plan(&mut ingress, &mut rx, true, &mut s, |_| Some(LINK));
     let writes: Vec<TapWrite> = ingress.writes().collect();
     assert_eq!(writes.len(), 1);
     assert_eq!(writes[0].frames, 10);
@@ -458,7 +471,7 @@ fn a_gro_train_of_one_flow_becomes_one_superframe() {
     let mut rx = Received::new();
     rx.push(2, segments[..2].concat());
     rx.segment_sizes[0] = Some(segments[0].len() as u16);
-    ingress.process(&mut rx, false, &mut s, T0, |_| Some(LINK));
+    decide_and_plan(&mut ingress, &mut rx, false, &mut s, |_| Some(LINK));
     assert_eq!(ingress.counts().datagrams, 1);
     assert_eq!(ingress.writes().map(|w| w.frames).sum::<usize>(), 1);
 }
@@ -474,7 +487,7 @@ fn runs_break_at_gaps_other_links_and_other_flows() {
         rx.push(2, segments[i].clone());
     }
     let mut ingress = Ingress::new(8);
-    ingress.process(&mut rx, true, &mut s, T0, |_| Some(LINK));
+    decide_and_plan(&mut ingress, &mut rx, true, &mut s, |_| Some(LINK));
     let frames: Vec<usize> = ingress.writes().map(|w| w.frames).collect();
     assert_eq!(frames, [2, 1, 1]);
     // Two links never share a run, even for one flow.
@@ -483,7 +496,7 @@ fn runs_break_at_gaps_other_links_and_other_flows() {
     rx.push(2, segments[1].clone());
     let mut first = true;
     let links = std::cell::Cell::new(0);
-    ingress.process(&mut rx, true, &mut s, T0, |_| {
+    decide_and_plan(&mut ingress, &mut rx, true, &mut s, |_| {
         links.set(links.get() + 1);
         let slot = if first { 1 } else { 2 };
         first = false;

@@ -17,6 +17,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(0);
 const UDP: Token = Token(1);
@@ -78,6 +79,9 @@ pub(crate) struct Worker {
     /// Header blocks of the segments of one superframe.
     segments: SegmentHeaders,
     ready: VecDeque<Token>,
+    /// How long to keep polling after a batch that moved something (see
+    /// `RuntimeConfig::busy_poll`).
+    busy_poll: Duration,
 }
 
 /// Counts a failed TAP write under its reason: a full queue, or anything else.
@@ -116,6 +120,7 @@ impl Worker {
         socket: UdpSocket,
         commands: Receiver<Command>,
         batch: usize,
+        busy_poll: Duration,
     ) -> Result<Worker, RuntimeError> {
         let poll_err = |what| {
             move |source| RuntimeError::Poll {
@@ -149,6 +154,7 @@ impl Worker {
             plain: SendBatch::new(crate::io::GSO_MAX_SEGMENTS),
             segments: SegmentHeaders::new(),
             ready: VecDeque::new(),
+            busy_poll,
         })
     }
 
@@ -158,12 +164,16 @@ impl Worker {
 
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(256);
+        // When the last readiness of a TAP or the socket was seen, while busy polling.
+        let mut last_traffic: Option<Instant> = None;
         loop {
-            // Block only when no source is known to have more waiting.
-            let timeout = if self.ready.is_empty() {
+            // Block only when no source is known to have more waiting and the busy-poll
+            // window after the last traffic (if any) has passed.
+            let spinning = last_traffic.is_some_and(|t| t.elapsed() < self.busy_poll);
+            let timeout = if self.ready.is_empty() && !spinning {
                 None
             } else {
-                Some(std::time::Duration::ZERO)
+                Some(Duration::ZERO)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -172,10 +182,21 @@ impl Worker {
                 tracing::error!(worker = self.id, error = %e, "event loop failed; worker stops");
                 return;
             }
+            if spinning && events.is_empty() && self.ready.is_empty() {
+                // Let whatever else wants this CPU (the other side of the conversation,
+                // often) run before polling again.
+                std::thread::yield_now();
+                continue;
+            }
+            let mut traffic = false;
             for event in events.iter() {
+                traffic |= event.token() != WAKER;
                 if !self.ready.contains(&event.token()) {
                     self.ready.push_back(event.token());
                 }
+            }
+            if traffic && !self.busy_poll.is_zero() {
+                last_traffic = Some(Instant::now());
             }
             // Round robin over ready sources, a few batches each, so a busy TAP cannot starve
             // the socket or another TAP.
@@ -290,8 +311,10 @@ impl Worker {
                 Some(LinkInfo { slot, mtu })
             };
             self.ingress
-                .process(&mut self.rx, self.gro, &mut switch, now, link);
+                .decide(&self.rx, self.gro, &mut switch, now, link);
         }
+        // Dissecting, checksum checks and coalescing need no switch: outside its lock.
+        self.ingress.plan(&mut self.rx);
         let counts = self.ingress.counts();
         add(&global.udp_rx_datagrams, counts.datagrams);
         add(&global.udp_rx_oversize, counts.oversize);
@@ -343,17 +366,14 @@ impl Worker {
             return drained;
         }
         let senders = &self.shared.senders;
+        // Headers, checksums, dissection and flow hashes need no switch: outside its lock.
+        self.egress
+            .prepare(&mut self.frames, &self.shared.source_ports);
         {
             let now = self.shared.now();
             let mut switch = self.shared.switch();
-            self.egress.process(
-                &mut self.frames,
-                link.vni,
-                &mut switch,
-                now,
-                &self.shared.source_ports,
-                senders.ports(),
-            );
+            self.egress
+                .decide(&self.frames, link.vni, &mut switch, now, senders.ports());
         }
         add(&link.counters.tap_rx_errors, self.egress.counts().refused);
         let mut batch = std::mem::replace(&mut self.send, SendBatch::new(0)).recycle();
