@@ -16,4 +16,5 @@ pub mod docker;
 pub mod http;
 pub mod plumbing;
 pub mod store;
+pub mod topology;
 pub mod unix_listener;

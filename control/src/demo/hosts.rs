@@ -12,7 +12,8 @@
 
 use super::cmd::{self, Limits};
 use super::error::DemoError;
-use super::{check, mounts};
+use super::check;
+use crate::topology::mounts;
 use std::ffi::OsString;
 use std::fs::File;
 use std::net::Ipv4Addr;
