@@ -5,6 +5,7 @@
 //! use the store and its conformance suite directly.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -10,9 +10,9 @@
 //! Every name carries the run's prefix (`vxdemo<pid>`); nothing is ever added to the root
 //! namespace, and nothing without that prefix is ever removed.
 
+use super::check;
 use super::cmd::{self, Limits};
 use super::error::DemoError;
-use super::check;
 use crate::topology::mounts;
 use std::ffi::OsString;
 use std::fs::File;

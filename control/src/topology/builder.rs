@@ -408,8 +408,7 @@ impl<D: VtepControl> Topology<D> {
         match (&host.daemon, host.kind) {
             (Some(daemon), HostKind::Vxtap) => {
                 let mut args = vec![
-                    "link", "add", link, "id", &vni, "proxy", "learning", "dstport", &port,
-                    "netns",
+                    "link", "add", link, "id", &vni, "proxy", "learning", "dstport", &port, "netns",
                 ];
                 args.push(overlay.name());
                 args.extend(spec.link_args.iter().map(String::as_str));
@@ -751,8 +750,14 @@ mod tests {
         let spec = NetworkSpec::recipe()
             .link_args(&["ageing", "2"])
             .host_link_args(1, &["offload", "off"]);
-        assert_eq!((spec.vni, spec.link.as_str(), spec.first_ip), (42, "vxlan1", 2));
+        assert_eq!(
+            (spec.vni, spec.link.as_str(), spec.first_ip),
+            (42, "vxlan1", 2)
+        );
         assert_eq!(spec.link_args, ["ageing", "2"]);
-        assert_eq!(spec.host_link_args, [(1, vec!["offload".into(), "off".into()])]);
+        assert_eq!(
+            spec.host_link_args,
+            [(1, vec!["offload".into(), "off".into()])]
+        );
     }
 }

@@ -70,7 +70,9 @@ impl DaemonProcess {
             .arg("daemon")
             .args(args)
             // A log file, not a terminal: no colour codes.
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            // It runs ip, nsenter and unshare by name.
+            .env("PATH", super::programs::child_path());
         let mut daemon = DaemonProcess::spawn(label, command, binary, run_dir, log)?;
         daemon.wait_ready(START_TIMEOUT, None)?;
         Ok(daemon)
@@ -277,11 +279,7 @@ impl DaemonProcess {
             return Ok(Some(format!("it had already exited ({status})")));
         }
         let host = self.label.clone();
-        let failed = |problem: String| TopologyError::DaemonStop {
-            host,
-            pid,
-            problem,
-        };
+        let failed = |problem: String| TopologyError::DaemonStop { host, pid, problem };
         match self.terminate(STOP_TIMEOUT) {
             Some(status) if status.success() => Ok(None),
             Some(status) => Err(failed(format!("it exited with {status}"))),

@@ -28,10 +28,11 @@ mod builder;
 mod daemon;
 pub mod mounts;
 mod namespace;
+pub mod programs;
 mod sys;
 
-pub use builder::{Attachment, Container, Host, HostKind, NetworkSpec, Topology, Underlay};
 pub use builder::mac_for;
+pub use builder::{Attachment, Container, Host, HostKind, NetworkSpec, Topology, Underlay};
 pub use daemon::{log_excerpt, log_tail, DaemonProcess, VtepControl, START_TIMEOUT, STOP_TIMEOUT};
 pub use namespace::Namespace;
 
