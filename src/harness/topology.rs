@@ -107,9 +107,10 @@ impl Topology {
             "building the underlay switch",
             builder::Topology::new(&unique_prefix(), Underlay::Switch, wire_checksums),
         );
+        must("adding the hosts", inner.add_hosts(kinds));
         must(
-            "adding the hosts",
-            inner.add_hosts(kinds, |host, _| {
+            "starting the daemons",
+            inner.start_daemons(|host, _| {
                 Ok(if wrapper.is_empty() {
                     Daemon::start(&host.ns)
                 } else {

@@ -18,12 +18,12 @@ use super::stats::{self, Probe, UdpSearch};
 use super::BenchError;
 use crate::plumbing;
 use crate::topology::{
-    DaemonProcess, HostKind, Namespace, NetworkSpec, Topology, TopologyError, Underlay, VXLAN_PORT,
+    private_dir, DaemonProcess, HostKind, Namespace, NetworkSpec, Topology, TopologyError,
+    Underlay, VXLAN_PORT,
 };
 use serde_json::Value;
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,15 +178,8 @@ impl<'a> Bench<'a> {
         };
         self.built += 1;
         let id = format!("{}-{}", std::process::id(), self.built);
-        let dir = std::env::temp_dir().join(format!("vxtap-bench-{id}"));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| BenchError::Io {
-                action: "creating",
-                path: dir.clone(),
-                source,
-            })?;
+        let dir =
+            private_dir(&std::env::temp_dir(), &format!("vxtap-bench-{id}")).map_err(failed)?;
         let mut topology = Topology::new(&format!("vxb{id}-"), Underlay::Pair, false);
         if let Ok(t) = &mut topology {
             t.own_dir(dir.clone());
@@ -204,9 +197,10 @@ impl<'a> Bench<'a> {
         if let Some(threads) = self.settings.threads {
             args.extend(["--threads".into(), threads.to_string().into()]);
         }
-        let exe = &self.exe;
+        let (exe, interrupt) = (&self.exe, self.interrupt);
+        topology.add_hosts(&kinds).map_err(failed)?;
         topology
-            .add_hosts(&kinds, |host, _| {
+            .start_daemons(|host, _| {
                 let run_dir = dir.join(&host.label);
                 std::fs::create_dir(&run_dir).map_err(|source| TopologyError::Io {
                     action: "creating",
@@ -214,7 +208,15 @@ impl<'a> Bench<'a> {
                     source,
                 })?;
                 let log = dir.join(format!("{}.log", host.label));
-                DaemonProcess::start(&host.label, host.ns.path(), exe, &run_dir, &log, &args)
+                DaemonProcess::start(
+                    &host.label,
+                    host.ns.path(),
+                    exe,
+                    &run_dir,
+                    &log,
+                    &args,
+                    Some(interrupt),
+                )
             })
             .map_err(failed)?;
         let mut spec = NetworkSpec::recipe();

@@ -206,18 +206,13 @@ impl<D: VtepControl> Topology<D> {
         &self.prefix
     }
 
-    /// Adds hosts `h<i>` of `kinds` on the underlay (`198.18.0.<i>/24` on `ul0`), then calls
-    /// `start(host namespace, host index)` for each vxtap host to start its daemon.
+    /// Adds hosts `h<i>` of `kinds` on the underlay (`198.18.0.<i>/24` on `ul0`), without
+    /// daemons yet (see [`start_daemons`](Self::start_daemons)).
     ///
     /// # Errors
     ///
-    /// A namespace or link step fails, a pair underlay would not hold exactly two hosts, or
-    /// `start` fails.
-    pub fn add_hosts(
-        &mut self,
-        kinds: &[HostKind],
-        mut start: impl FnMut(&Host<D>, usize) -> Result<D, TopologyError>,
-    ) -> Result<(), TopologyError> {
+    /// A namespace or link step fails, or a pair underlay would not hold exactly two hosts.
+    pub fn add_hosts(&mut self, kinds: &[HostKind]) -> Result<(), TopologyError> {
         let first = self.hosts.len();
         if self.underlay == Underlay::Pair && first + kinds.len() != 2 {
             return Err(TopologyError::Shape(format!(
@@ -263,8 +258,22 @@ impl<D: VtepControl> Topology<D> {
         for host in &self.hosts[first..] {
             self.address_underlay(&host.ns, UNDERLAY_IF, host.underlay_ip)?;
         }
-        for i in first..self.hosts.len() {
-            if self.hosts[i].kind == HostKind::Vxtap {
+        Ok(())
+    }
+
+    /// Calls `start(host, host index)` for each vxtap host without a daemon, in order, and
+    /// keeps the daemon it returns.
+    ///
+    /// # Errors
+    ///
+    /// The first `start` that fails; the daemons started before it are kept (and stopped
+    /// by the teardown).
+    pub fn start_daemons(
+        &mut self,
+        mut start: impl FnMut(&Host<D>, usize) -> Result<D, TopologyError>,
+    ) -> Result<(), TopologyError> {
+        for i in 0..self.hosts.len() {
+            if self.hosts[i].kind == HostKind::Vxtap && self.hosts[i].daemon.is_none() {
                 let daemon = start(&self.hosts[i], i)?;
                 self.hosts[i].daemon = Some(daemon);
             }

@@ -48,11 +48,12 @@ impl DaemonProcess {
     /// Starts `binary --run-dir RUN_DIR daemon ARGS...` inside `netns` (through `nsenter
     /// --net`, which execs it: the child's pid is the daemon's, and it shares this process's
     /// mount namespace), with stdout and stderr appended to `log`, and waits until its admin
-    /// socket answers.
+    /// socket answers (giving up once `interrupt` is set).
     ///
     /// # Errors
     ///
-    /// `Io` for the log, `DaemonStart` if it cannot start, exits or stays silent.
+    /// `Io` for the log, `DaemonStart` if it cannot start, exits or stays silent,
+    /// `Interrupted`.
     pub fn start(
         label: &str,
         netns: &Path,
@@ -60,6 +61,7 @@ impl DaemonProcess {
         run_dir: &Path,
         log: &Path,
         args: &[OsString],
+        interrupt: Option<&AtomicBool>,
     ) -> Result<DaemonProcess, TopologyError> {
         let mut command = Command::new("nsenter");
         command
@@ -74,7 +76,7 @@ impl DaemonProcess {
             // It runs ip, nsenter and unshare by name.
             .env("PATH", super::programs::child_path());
         let mut daemon = DaemonProcess::spawn(label, command, binary, run_dir, log)?;
-        daemon.wait_ready(START_TIMEOUT, None)?;
+        daemon.wait_ready(START_TIMEOUT, interrupt)?;
         Ok(daemon)
     }
 

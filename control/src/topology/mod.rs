@@ -38,7 +38,8 @@ pub use namespace::Namespace;
 
 use crate::plumbing::PlumbingError;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 /// The UDP port every VTEP uses.
 pub const VXLAN_PORT: u16 = 4789;
@@ -130,6 +131,35 @@ pub enum TopologyError {
     Interrupted,
 }
 
+/// Creates `parent/name` (or `name-2`, `name-3`, ... if taken) readable by root only: a
+/// work dir for run dirs, logs and stores.
+///
+/// # Errors
+///
+/// `Io` if it cannot be created or restricted.
+pub fn private_dir(parent: &Path, name: &str) -> Result<PathBuf, TopologyError> {
+    let mut attempt = 1;
+    loop {
+        let dir = if attempt == 1 {
+            parent.join(name)
+        } else {
+            parent.join(format!("{name}-{attempt}"))
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                // Whatever the umask.
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(TopologyError::io("restricting", &dir))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(TopologyError::io("creating", dir)(e)),
+        }
+    }
+}
+
 impl TopologyError {
     /// A closure for `map_err` that files an I/O error on `path`.
     pub(crate) fn io(
@@ -142,5 +172,23 @@ impl TopologyError {
             path,
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dirs_get_a_fresh_name_when_taken() {
+        let base = std::env::temp_dir().join(format!("vxtopo-test-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let first = private_dir(&base, "x").unwrap();
+        let second = private_dir(&base, "x").unwrap();
+        assert_ne!(first, second);
+        assert!(second.to_string_lossy().ends_with("x-2"));
+        let mode = std::fs::metadata(&first).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
