@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(rates[0], 0);
         assert_eq!(rates[1], 900_000_000);
         assert_eq!(rates[2], (900_000_000 + 1_250_000_000) / 2);
-        assert!(best >= 0.9 && best <= 1.0, "{best}");
+        assert!((0.9..=1.0).contains(&best), "{best}");
         // Never more than a probe carried.
         let (best, _) = run(1.0, 3.0, 8);
         assert!(best <= 1.0 && best > 0.99, "{best}");

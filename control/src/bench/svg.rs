@@ -13,6 +13,14 @@ const TOP: f64 = 60.0;
 const PLOT: f64 = 260.0;
 const LEFT: f64 = 50.0;
 
+/// One group of bars: the metric's label, whether lower is better, each configuration's
+/// ratio.
+struct Group {
+    label: &'static str,
+    lower_is_better: bool,
+    bars: Vec<(Config, f64)>,
+}
+
 /// Escapes text for SVG.
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -26,7 +34,7 @@ fn escape(text: &str) -> String {
 pub fn chart(report: &Report) -> String {
     let configs = &report.settings.configs;
     let results = &report.results;
-    let groups: Vec<(&str, bool, Vec<(Config, f64)>)> = results
+    let groups: Vec<Group> = results
         .metrics(configs)
         .into_iter()
         .filter_map(|m| {
@@ -34,12 +42,16 @@ pub fn chart(report: &Report) -> String {
                 .iter()
                 .filter_map(|&c| results.ratio(m.key, c).map(|r| (c, r)))
                 .collect();
-            (!bars.is_empty()).then_some((m.label, m.lower_is_better, bars))
+            (!bars.is_empty()).then_some(Group {
+                label: m.label,
+                lower_is_better: m.lower_is_better,
+                bars,
+            })
         })
         .collect();
     let top = groups
         .iter()
-        .flat_map(|(_, _, bars)| bars.iter().map(|&(_, r)| r))
+        .flat_map(|g| g.bars.iter().map(|&(_, r)| r))
         .fold(1.0_f64, f64::max)
         * 1.1;
     let group_width = BAR * configs.len() as f64 + GAP;
@@ -82,7 +94,8 @@ pub fn chart(report: &Report) -> String {
         LEFT - 4.0,
         y(1.0) + 4.0
     );
-    for (g, (label, lower_is_better, bars)) in groups.iter().enumerate() {
+    for (g, group) in groups.iter().enumerate() {
+        let bars = &group.bars;
         let x0 = LEFT + GAP / 2.0 + group_width * g as f64;
         for (b, &(config, ratio)) in bars.iter().enumerate() {
             let x = x0 + BAR * b as f64;
@@ -99,7 +112,7 @@ pub fn chart(report: &Report) -> String {
                 y(ratio) - 3.0
             );
         }
-        let suffix = if *lower_is_better {
+        let suffix = if group.lower_is_better {
             " (lower is better)"
         } else {
             ""
@@ -109,7 +122,7 @@ pub fn chart(report: &Report) -> String {
             svg,
             r#"<text transform="translate({cx:.1},{:.1}) rotate(30)" font-size="10">{}{suffix}</text>"#,
             TOP + PLOT + 14.0,
-            escape(label)
+            escape(group.label)
         );
     }
     for (i, config) in configs.iter().enumerate() {
