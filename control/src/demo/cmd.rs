@@ -7,6 +7,7 @@
 //! command line and the end of its stderr. This module never changes anything by itself.
 
 use super::error::DemoError;
+pub(crate) use crate::topology::last_lines;
 pub(crate) use crate::topology::programs::{child_path, find_program};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -191,12 +192,6 @@ fn wait(
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
-}
-
-/// The last `n` non-empty lines of `text`, joined by newlines.
-pub(crate) fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

@@ -242,18 +242,7 @@ impl<D: VtepControl> Topology<D> {
         }
         if self.underlay == Underlay::Pair {
             let [a, b] = [&self.hosts[0].ns, &self.hosts[1].ns];
-            a.run_ip(&[
-                "link",
-                "add",
-                UNDERLAY_IF,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                UNDERLAY_IF,
-                "netns",
-                b.name(),
-            ])?;
+            veth(a, UNDERLAY_IF, b, UNDERLAY_IF)?;
         }
         for host in &self.hosts[first..] {
             self.address_underlay(&host.ns, UNDERLAY_IF, host.underlay_ip)?;
@@ -357,18 +346,7 @@ impl<D: VtepControl> Topology<D> {
         let host_ns = &self.host(host)?.ns;
         let ns = Namespace::create(&format!("{}x{number}", self.prefix))?;
         let host_if = format!("ul{number}");
-        ns.run_ip(&[
-            "link",
-            "add",
-            UNDERLAY_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &host_if,
-            "netns",
-            host_ns.name(),
-        ])?;
+        veth(&ns, UNDERLAY_IF, host_ns, &host_if)?;
         self.address_underlay(&ns, UNDERLAY_IF, stranger_ip)?;
         self.address_underlay(host_ns, &host_if, host_ip)?;
         self.extras.push(ns);
@@ -724,20 +702,26 @@ impl<D: VtepControl> Drop for Topology<D> {
     }
 }
 
-/// A veth from the switch's bridge (port `port`) to `ns`'s `ul0`, made inside the switch.
-fn plug_into_switch(switch: &Namespace, ns: &Namespace, port: &str) -> Result<(), TopologyError> {
-    switch.run_ip(&[
+/// A veth pair made inside `a` (never in the root namespace): `a_if` there, `b_if` in `b`.
+fn veth(a: &Namespace, a_if: &str, b: &Namespace, b_if: &str) -> Result<(), TopologyError> {
+    a.run_ip(&[
         "link",
         "add",
-        port,
+        a_if,
         "type",
         "veth",
         "peer",
         "name",
-        UNDERLAY_IF,
+        b_if,
         "netns",
-        ns.name(),
+        b.name(),
     ])?;
+    Ok(())
+}
+
+/// A veth from the switch's bridge (port `port`) to `ns`'s `ul0`, made inside the switch.
+fn plug_into_switch(switch: &Namespace, ns: &Namespace, port: &str) -> Result<(), TopologyError> {
+    veth(switch, port, ns, UNDERLAY_IF)?;
     switch.run_ip(&["link", "set", port, "master", "sw0", "up"])?;
     Ok(())
 }

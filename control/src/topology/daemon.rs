@@ -348,11 +348,14 @@ pub fn log_excerpt(text: &str, lines: usize) -> String {
             .copied()
             .collect::<Vec<_>>()
             .join("\n"),
-        None => {
-            let kept: Vec<&str> = all.into_iter().filter(|l| !l.trim().is_empty()).collect();
-            kept[kept.len().saturating_sub(lines)..].join("\n")
-        }
+        None => last_lines(text, lines),
     }
+}
+
+/// The last `n` non-empty lines of `text`, joined by newlines.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ mod sys;
 
 pub use builder::mac_for;
 pub use builder::{Attachment, Container, Host, HostKind, NetworkSpec, Topology, Underlay};
-pub use daemon::{log_excerpt, log_tail, DaemonProcess, VtepControl, START_TIMEOUT, STOP_TIMEOUT};
+pub use daemon::{
+    last_lines, log_excerpt, log_tail, DaemonProcess, VtepControl, START_TIMEOUT, STOP_TIMEOUT,
+};
 pub use namespace::Namespace;
 
 use crate::plumbing::PlumbingError;
