@@ -55,7 +55,8 @@ pub fn chart(report: &Report) -> String {
         .fold(1.0_f64, f64::max)
         * 1.1;
     let group_width = BAR * configs.len() as f64 + GAP;
-    let width = (LEFT + group_width * groups.len().max(1) as f64 + 20.0).max(420.0);
+    // Room on the right for the last group's slanted label.
+    let width = (LEFT + group_width * groups.len().max(1) as f64 + 200.0).max(420.0);
     let height = TOP + PLOT + 120.0;
     let y = |ratio: f64| TOP + PLOT - PLOT * ratio / top;
     let mut svg = String::new();
