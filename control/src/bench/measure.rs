@@ -355,9 +355,9 @@ impl<'a> Bench<'a> {
             match plumbing::run(&mut client, &line, limit) {
                 Ok(out) => {
                     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-                    if json.get("error").is_none() && json["end"].get("sum_received").is_some()
-                        || json["end"].get("sum").is_some() && json.get("error").is_none()
-                    {
+                    let end = &json["end"];
+                    let summed = end.get("sum_received").is_some() || end.get("sum").is_some();
+                    if json.get("error").is_none() && summed {
                         return Ok(json);
                     }
                     problem = json
