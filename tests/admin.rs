@@ -19,6 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use vxtap_suite::harness::daemon::binary;
+use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{netns::unique_prefix, wait_until, Daemon, Netns};
 
 /// utime + stime of `pid`, in clock ticks (fields 14 and 15 of /proc/PID/stat).

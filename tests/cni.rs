@@ -12,6 +12,7 @@ use std::time::Duration;
 use vxtap_suite::harness::cluster::{Cluster, StoreKind};
 use vxtap_suite::harness::daemon::binary;
 use vxtap_suite::harness::wait_for;
+use vxtap_suite::harness::NetnsExt;
 
 /// Runs the plugin with `vars` (and nothing else of this process's environment but PATH)
 /// and `conf` on stdin; its exit status and stdout parsed (Null when empty).

@@ -30,6 +30,7 @@ use vxtap::dns::{
 };
 use vxtap_suite::harness::netns::unique_prefix;
 use vxtap_suite::harness::Netns;
+use vxtap_suite::harness::NetnsExt;
 
 /// The client container's address, on the overlay namespace's `lo`.
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);

@@ -17,6 +17,7 @@ use vxtap_suite::harness::docker::{
     self, busybox_image, DockerEngine, StartOptions, PLUGIN_SOCKET_DIR,
 };
 use vxtap_suite::harness::topology::{HostKind, Topology};
+use vxtap_suite::harness::NetnsExt;
 
 /// `ls -A /run/docker/plugins` as the process `pid` sees it (its mount namespace).
 /// `docker run --rm --network none IMAGE sh -c SCRIPT` on `engine`; its output.

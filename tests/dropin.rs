@@ -14,6 +14,7 @@ use vxtap_dataplane::wire::{ArpOperation, EtherType, MacAddr, VxlanPacket};
 use vxtap_dataplane::DropReason;
 use vxtap_suite::harness::capture::{self, Capture, TEST_ETHERTYPE};
 use vxtap_suite::harness::topology::{HostKind, NetworkSpec, Topology, UNDERLAY_IF, VXLAN_PORT};
+use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{require_root, stats, traffic, wait_until, Daemon, Netns};
 
 const MB: u64 = 1 << 20;

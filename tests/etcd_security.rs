@@ -19,6 +19,7 @@ use vxtap::store::{
 };
 use vxtap_suite::harness::cluster::{Cluster, StoreKind};
 use vxtap_suite::harness::etcd::{Etcd, EtcdConfig, Permission};
+use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{require_root, wait_until, Netns};
 
 const VXTAP_PASSWORD: &str = "vxtap-pw-1";

@@ -46,6 +46,7 @@ use vxtap_dataplane::wire::{
 use vxtap_suite::harness::capture::{Capture, VxlanDatagram};
 use vxtap_suite::harness::topology::{HostKind, NetworkSpec, Topology, UNDERLAY_IF, VXLAN_PORT};
 use vxtap_suite::harness::traffic::{self, TcpOptions, TcpSession, Transfer, UdpFlow};
+use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{require_root, stats, Netns};
 
 const MB: u64 = 1 << 20;

@@ -9,6 +9,7 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 use vxtap_suite::harness::cluster::{Cluster, StoreKind};
+use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{self, cmd};
 
 /// Generous bound for anything the control plane propagates.

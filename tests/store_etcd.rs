@@ -14,6 +14,7 @@ use serde_json::json;
 use vxtap::store::etcd::{EtcdOptions, EtcdStore};
 use vxtap::store::{conformance, Lifetime, Listing, Store, StoreError, WatchEvent};
 use vxtap_suite::harness::etcd::Etcd;
+use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{require_root, wait_until, Netns};
 
 /// How long an expected change may take to show (lease expiry included).

@@ -10,6 +10,7 @@ use std::time::Duration;
 use vxtap::cluster::{Endpoint, Host};
 use vxtap::store::{self, Lifetime};
 use vxtap_suite::harness::cluster::{Cluster, StoreKind};
+use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{self, cmd};
 
 /// How long a change may take to reach every host.

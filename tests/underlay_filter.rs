@@ -14,6 +14,7 @@ use vxtap_dataplane::wire::{MacAddr, VxlanPacket};
 use vxtap_dataplane::DropReason;
 use vxtap_suite::harness::capture::{self, Capture, TEST_ETHERTYPE};
 use vxtap_suite::harness::topology::{HostKind, NetworkSpec, Topology, VXLAN_PORT};
+use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{require_root, stats, traffic, wait_until};
 
 const VXTAP: HostKind = HostKind::Vxtap;

@@ -5,6 +5,7 @@
 //! use the store and its conformance suite directly.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod cluster;
@@ -16,4 +17,5 @@ pub mod docker;
 pub mod http;
 pub mod plumbing;
 pub mod store;
+pub mod topology;
 pub mod unix_listener;

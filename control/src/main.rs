@@ -1,6 +1,6 @@
 //! The `vxtap` command: the daemon, and the iproute2-shaped commands that talk to it.
 
-use vxtap::{api, cli, client, daemon, demo};
+use vxtap::{api, bench, cli, client, daemon, demo};
 
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
@@ -197,6 +197,14 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// The overlay benchmark: vxtap next to the kernel's vxlan device on two hosts made of
+    /// network namespaces, rebuilt per configuration and run: TCP 1 and 4 streams, UDP rate
+    /// under 1% loss, ping p50/p99, CPU per GB, TCP under a flood from an unknown host.
+    /// Prints medians with the per-run spread and ratios to the kernel (needs root, iperf3).
+    Bench(Box<bench::BenchArgs>),
+    /// The benchmark's flood sender (run inside the unknown host's namespace).
+    #[command(hide = true)]
+    BenchFlood(bench::FloodArgs),
     /// Counters per link: frames and bytes each way, drops by reason, learning, floods, misses.
     Stats {
         /// Print JSON.
@@ -459,6 +467,30 @@ fn main() -> ExitCode {
                         Some(demo::DemoError::Interrupted)
                     );
                     ExitCode::from(if interrupted { 130 } else { 1 })
+                }
+            };
+        }
+        Command::Bench(args) => {
+            let line = std::env::args().collect::<Vec<_>>().join(" ");
+            return match bench::run(&args, &line) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxtap bench: {e}");
+                    ExitCode::from(match e {
+                        bench::BenchError::BadArgument { .. }
+                        | bench::BenchError::UnknownConfig { .. } => 2,
+                        bench::BenchError::Interrupted => 130,
+                        _ => 1,
+                    })
+                }
+            };
+        }
+        Command::BenchFlood(args) => {
+            return match bench::run_flood(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxtap bench-flood: {e}");
+                    ExitCode::FAILURE
                 }
             };
         }

@@ -11,7 +11,7 @@
 //! Sockets are opened inside the namespace with `run_in`, so the test's own threads never
 //! change namespace.
 
-use super::netns::Netns;
+use super::netns::{Netns, NetnsExt};
 use super::sys;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Read};

@@ -13,7 +13,7 @@
 
 use super::daemon::Daemon;
 use super::etcd::{Etcd, EtcdConfig, Permission};
-use super::netns::{unique_prefix, Netns};
+use super::netns::{unique_prefix, Netns, NetnsExt};
 use super::topology::{HostKind, Topology};
 use serde_json::Value;
 use std::net::Ipv4Addr;

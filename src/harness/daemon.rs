@@ -8,14 +8,13 @@
 
 use super::cmd;
 use super::netns::Netns;
-use super::sys;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Output};
+use std::time::Duration;
+use vxtap::topology::{DaemonProcess, START_TIMEOUT};
 
-/// How long a daemon may take to open its admin socket, or to exit after SIGTERM.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a daemon may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `vxtap` binary: `$VXTAP_BIN`, or `vxtap` in the target directory that holds the
@@ -60,8 +59,8 @@ pub fn cli_at(run_dir: &Path, args: &[&str]) -> Output {
 /// A `vxtap daemon --threads 2` running in a host namespace.
 #[derive(Debug)]
 pub struct Daemon {
-    child: Option<Child>,
-    run_dir: PathBuf,
+    /// The process (the topology builder's); stopped before the run directory goes.
+    process: DaemonProcess,
     /// The run directory when the guard made it (removed on drop); `None` when the caller
     /// owns it (a daemon restarted in the same directory).
     _owned_dir: Option<tempfile::TempDir>,
@@ -86,7 +85,7 @@ impl Daemon {
             .prefix("vxtap-test-")
             .tempdir_in("/tmp")
             .expect("a run directory under /tmp");
-        let command = host.command(&binary().to_string_lossy());
+        let command = host.command(binary());
         let path = run_dir.path().to_owned();
         Daemon::launch(command, host, path, Some(run_dir), extra)
     }
@@ -132,68 +131,36 @@ impl Daemon {
         owned_dir: Option<tempfile::TempDir>,
         extra: &[&str],
     ) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(run_dir.join("daemon.log"))
-            .expect("daemon.log");
         command
             .args(["daemon", "--threads", "2"])
             .args(extra)
             .env("VXTAP_RUN_DIR", &run_dir)
-            .env("VXTAP_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", cmd::describe(&command)));
-        let mut daemon = Daemon {
-            child: Some(child),
-            run_dir,
+            .env("VXTAP_LOG", "debug");
+        let log = run_dir.join("daemon.log");
+        let mut process = DaemonProcess::spawn(host.name(), command, &binary(), &run_dir, &log)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Err(e) = process.wait_ready(START_TIMEOUT, None) {
+            panic!(
+                "vxtap daemon in {}: {e}\nfull log:\n{}",
+                host.name(),
+                process.log()
+            );
+        }
+        Daemon {
+            process,
             _owned_dir: owned_dir,
             host: host.name().to_owned(),
-        };
-        daemon.wait_ready();
-        daemon
+        }
     }
 
     /// SIGKILL, as a crash would: nothing gets cleaned up.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
-                return;
-            }
-            let child = self.child.as_mut().expect("a running daemon");
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "vxtap daemon in {} exited ({status}) before opening its socket:\n{}",
-                    self.host,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vxtap daemon in {} did not open {} within {START_TIMEOUT:?}:\n{}",
-                self.host,
-                self.socket().display(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.kill();
     }
 
     /// Its run directory (`VXTAP_RUN_DIR`).
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.process.run_dir()
     }
 
     /// Its admin socket.
@@ -203,7 +170,7 @@ impl Daemon {
 
     /// Its pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// The name of the host namespace it runs in.
@@ -213,7 +180,7 @@ impl Daemon {
 
     /// What it has logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.run_dir().join("daemon.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// A `vxtap` command aimed at this daemon (run from the test's own namespace: the
@@ -288,26 +255,15 @@ impl Daemon {
     /// Sends SIGTERM and waits (bounded) for the daemon to exit; SIGKILL if it does not.
     /// Returns how it exited, or `None` if it had to be killed (or was already reaped).
     pub fn terminate(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
+        let running = self.process.pid().is_some() && self.process.exited().is_none();
+        let status = self.process.terminate(STOP_TIMEOUT);
+        if running && status.is_none() {
+            eprintln!(
+                "vxtap daemon in {} ignored SIGTERM for {STOP_TIMEOUT:?}; it was killed",
+                self.host
+            );
         }
-        let _ = sys::signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => break,
-            }
-        }
-        eprintln!(
-            "vxtap daemon in {} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
-            self.host
-        );
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        status
     }
 }
 

@@ -46,23 +46,14 @@ mod sys;
 pub use capture::{Capture, VxlanDatagram};
 pub use daemon::Daemon;
 pub use docker::DockerEngine;
-pub use netns::Netns;
+pub use netns::{Netns, NetnsExt};
 pub use podman::Podman;
 pub use topology::{Container, HostKind, NetworkSpec, Topology};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The programs of `needed` (program, Debian package) that are not on `PATH`, each as
-/// "program (Debian package P)".
-pub fn missing_programs(needed: &[(&str, &str)]) -> Vec<String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    needed
-        .iter()
-        .filter(|(program, _)| !std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-        .map(|(program, package)| format!("{program} (Debian package {package})"))
-        .collect()
-}
+pub use vxtap::topology::programs::missing_programs;
 
 /// [`wait_until`], panicking with `what` if `check` does not hold within `limit`.
 ///

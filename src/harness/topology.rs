@@ -1,6 +1,7 @@
-//! [`Topology`]: hosts on an underlay, overlay networks across them, containers on those,
-//! built the way Docker's overlay driver builds them, with vxtap or the kernel's vxlan device
-//! as each host's tunnel endpoint.
+//! [`Topology`]: the test harness's face of the shared topology builder
+//! ([`vxtap::topology::Topology`]): hosts on an underlay switch, overlay networks across
+//! them, containers on those, built the way Docker's overlay driver builds them, with vxtap
+//! or the kernel's vxlan device as each host's tunnel endpoint.
 //!
 //! ```text
 //!  switch ns: bridge sw0 ── veth p<i> ──┐            (one per host, 198.18.0.<i>/24)
@@ -9,159 +10,72 @@
 //!      container ns c<n><i>: eth0 10.0.0.<first+i-1>/24, MAC 02:42:0a:00:00:<ip>, MTU 1450
 //! ```
 //!
-//! A vxtap host runs `vxtap link add LINK id VNI proxy learning dstport 4789 netns OVERLAY`
-//! and `ip link set LINK master br0 up`, the recipe of /tmp/smoke.sh; a kernel host creates
-//! `ip link add LINK type vxlan id VNI dstport 4789 local IP proxy l2miss l3miss learning` in
-//! its host namespace and moves it into the overlay namespace, as kernel-overlay.sh does.
-//! The peer-programming helpers then add what a control plane would: static fdb and neigh
-//! entries per remote container, or a flood list.
-//!
-//! The underlay behaves like a wire: TX checksum offload is off on every host's `ul0`, so
-//! every checksum is finished before a frame leaves its host. A bare veth would instead hand
-//! the next host `CHECKSUM_PARTIAL` packets, whose inner TCP/UDP checksum fields still hold
-//! only the pseudo-header sum; a kernel vxlan receiver copes because that state travels with
-//! the packet, but any userspace receiver (vxtap's UDP socket) reads the unfinished bytes, and
-//! the container drops them (TcpInCsumErrors). Real NICs finish checksums on transmit; the
-//! bare behaviour stays available through [`Topology::with_underlay`] to reproduce it.
-//!
-//! Bridges are created without multicast snooping, which would otherwise send IGMP reports
-//! through the overlay when they come up and disturb exact counter checks.
+//! The builder does the work and returns errors; this wrapper panics on them, as a test
+//! wants, starts the harness's own [`Daemon`] on vxtap hosts, and adds the assertions tests
+//! make about a topology. Everything else (fields, accessors) is the builder's, through
+//! `Deref`. The underlay behaves like a wire by default (TX checksums finished before a
+//! frame leaves its host; see the builder's docs), and [`Topology::with_underlay`] keeps the
+//! bare veth behaviour available to reproduce what a userspace receiver sees without it.
 //!
 //! Everything lives in namespaces the topology created; dropping it stops the daemons first
 //! (they remove their TAPs), then deletes every namespace.
 
 use super::daemon::Daemon;
-use super::netns::{unique_prefix, Netns};
+use super::netns::{unique_prefix, NetnsExt};
 use std::net::Ipv4Addr;
+use std::ops::{Deref, DerefMut};
+use vxtap::topology::{self as builder, TopologyError, Underlay, VtepControl};
 use vxtap_dataplane::wire::MacAddr;
 
-/// What terminates the tunnel on a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostKind {
-    /// A `vxtap daemon` in the host namespace and a TAP in each overlay namespace.
-    Vxtap,
-    /// The kernel's vxlan device, created in the host namespace and moved into the overlay.
-    Kernel,
-}
+pub use vxtap::topology::{
+    Attachment, Container, HostKind, NetworkSpec, GATEWAY, UNDERLAY_IF, VXLAN_PORT,
+};
 
-/// The UDP port every VTEP uses.
-pub const VXLAN_PORT: u16 = 4789;
-/// The overlay gateway address on every `br0`.
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// A host of the harness's topology: its daemon is the harness's [`Daemon`].
+pub type Host = builder::Host<Daemon>;
 
-/// One overlay network across all hosts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkSpec {
-    /// Its VNI.
-    pub vni: u32,
-    /// The tunnel device's name in every overlay namespace.
-    pub link: String,
-    /// Last octet of host 1's container address; host i gets `first_ip + i - 1`.
-    pub first_ip: u8,
-    /// Extra `vxtap link add` words for every vxtap host (e.g. `ageing 2`).
-    pub link_args: Vec<String>,
-    /// Extra `vxtap link add` words for one host (index from 0).
-    pub host_link_args: Vec<(usize, Vec<String>)>,
-}
-
-impl NetworkSpec {
-    /// VNI `vni` on device `link`, containers from `10.0.0.<first_ip>`.
-    pub fn new(vni: u32, link: &str, first_ip: u8) -> NetworkSpec {
-        NetworkSpec {
-            vni,
-            link: link.to_owned(),
-            first_ip,
-            link_args: Vec::new(),
-            host_link_args: Vec::new(),
+impl VtepControl for Daemon {
+    fn vxtap(&self, args: &[&str]) -> Result<String, TopologyError> {
+        let out = self.cli(args);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(TopologyError::Vxtap {
+                host: self.host().to_owned(),
+                args: args.join(" "),
+                stderr: format!(
+                    "{}\ndaemon log:\n{}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    self.log()
+                ),
+            })
         }
     }
-
-    /// The recipe's network: VNI 42 on `vxlan1`, containers from 10.0.0.2.
-    pub fn recipe() -> NetworkSpec {
-        NetworkSpec::new(42, "vxlan1", 2)
-    }
-
-    /// Adds `vxtap link add` words for host `host` (index from 0) only.
-    pub fn host_link_args(mut self, host: usize, args: &[&str]) -> NetworkSpec {
-        self.host_link_args
-            .push((host, args.iter().map(|s| (*s).to_owned()).collect()));
-        self
-    }
 }
-
-/// A container: a namespace with `eth0` on an overlay's `br0`.
-#[derive(Debug)]
-pub struct Container {
-    /// Its namespace.
-    pub ns: Netns,
-    /// The address of its `eth0`.
-    pub ip: Ipv4Addr,
-    /// The MAC of its `eth0` (Docker's: 02:42 then the IPv4 address).
-    pub mac: MacAddr,
-}
-
-/// One host's part of one overlay network.
-#[derive(Debug)]
-pub struct Attachment {
-    /// The network's VNI.
-    pub vni: u32,
-    /// The tunnel device's name.
-    pub link: String,
-    /// The container on it.
-    pub container: Container,
-    /// The overlay namespace holding `br0`, the tunnel device and the container's veth.
-    pub overlay: Netns,
-}
-
-/// A host: a namespace on the underlay, maybe a daemon, and its overlay networks.
-#[derive(Debug)]
-pub struct Host {
-    /// The daemon of a vxtap host. First field: it stops before any namespace goes.
-    pub daemon: Option<Daemon>,
-    /// Its overlay networks, in [`Topology::add_network`] order.
-    pub networks: Vec<Attachment>,
-    /// Vxtap or kernel.
-    pub kind: HostKind,
-    /// Its underlay address (`198.18.0.<i>`, i from 1).
-    pub underlay_ip: Ipv4Addr,
-    /// Its namespace; the underlay interface in it is `ul0`.
-    pub ns: Netns,
-}
-
-/// `ip link add NAME type bridge` without multicast snooping: a snooping bridge joins
-/// 224.0.0.106 and sends IGMP reports when it comes up, which would flood through the overlay
-/// and disturb the exact counter checks. Nothing else differs from Docker's `br0`.
-const QUIET_BRIDGE: [&str; 7] = [
-    "link",
-    "add",
-    "NAME",
-    "type",
-    "bridge",
-    "mcast_snooping",
-    "0",
-];
-
-/// The underlay interface in every host namespace.
-pub const UNDERLAY_IF: &str = "ul0";
 
 /// Hosts on one underlay switch, and the overlay networks across them.
 #[derive(Debug)]
 pub struct Topology {
-    /// The hosts, in the order given.
-    pub hosts: Vec<Host>,
-    /// Namespaces on the underlay that are no VTEP (strangers, test senders).
-    pub extras: Vec<Netns>,
-    /// The networks added, in order.
-    pub specs: Vec<NetworkSpec>,
-    /// The underlay switch: bridge `sw0`.
-    pub switch: Netns,
-    prefix: String,
-    wire_checksums: bool,
+    inner: builder::Topology<Daemon>,
 }
 
-fn mac_for(ip: Ipv4Addr) -> MacAddr {
-    let [a, b, c, d] = ip.octets();
-    MacAddr([0x02, 0x42, a, b, c, d])
+impl Deref for Topology {
+    type Target = builder::Topology<Daemon>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl DerefMut for Topology {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+/// The value of a builder step, or a panic naming what failed.
+fn must<T>(what: &str, result: Result<T, TopologyError>) -> T {
+    result.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 impl Topology {
@@ -189,37 +103,22 @@ impl Topology {
         wrapper: &[&str],
     ) -> Topology {
         super::require_root();
-        let prefix = unique_prefix();
-        let switch = Netns::new(&prefix, "sw");
-        switch.ip(&QUIET_BRIDGE.map(|w| if w == "NAME" { "sw0" } else { w }));
-        switch.ip(&["link", "set", "sw0", "up"]);
-        let mut topology = Topology {
-            hosts: Vec::new(),
-            extras: Vec::new(),
-            specs: Vec::new(),
-            switch,
-            prefix,
-            wire_checksums,
-        };
-        for (i, &kind) in kinds.iter().enumerate() {
-            let number = u8::try_from(i + 1).expect("fewer than 255 hosts");
-            let ns = topology.underlay_ns(&format!("h{number}"), number);
-            let daemon = (kind == HostKind::Vxtap).then(|| {
-                if wrapper.is_empty() {
-                    Daemon::start(&ns)
+        let mut inner = must(
+            "building the underlay switch",
+            builder::Topology::new(&unique_prefix(), Underlay::Switch, wire_checksums),
+        );
+        must("adding the hosts", inner.add_hosts(kinds));
+        must(
+            "starting the daemons",
+            inner.start_daemons(|host, _| {
+                Ok(if wrapper.is_empty() {
+                    Daemon::start(&host.ns)
                 } else {
-                    Daemon::start_via(&ns, wrapper, &[])
-                }
-            });
-            topology.hosts.push(Host {
-                daemon,
-                networks: Vec::new(),
-                kind,
-                underlay_ip: Ipv4Addr::new(198, 18, 0, number),
-                ns,
-            });
-        }
-        topology
+                    Daemon::start_via(&host.ns, wrapper, &[])
+                })
+            }),
+        );
+        Topology { inner }
     }
 
     /// The recipe: `kinds` hosts and one network, VNI 42 on `vxlan1`, no peers programmed.
@@ -229,45 +128,10 @@ impl Topology {
         topology
     }
 
-    /// A namespace on the switch with `ul0` at `198.18.0.<number>/24`.
-    fn underlay_ns(&self, role: &str, number: u8) -> Netns {
-        let ns = Netns::new(&self.prefix, role);
-        let port = format!("p{role}");
-        self.switch.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            UNDERLAY_IF,
-            "netns",
-            ns.name(),
-        ]);
-        self.switch
-            .ip(&["link", "set", &port, "master", "sw0", "up"]);
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("198.18.0.{number}/24"),
-            "dev",
-            UNDERLAY_IF,
-        ]);
-        if self.wire_checksums {
-            ns.run_in(|| super::sys::set_tx_checksum(UNDERLAY_IF, false))
-                .unwrap_or_else(|e| panic!("{UNDERLAY_IF} in {}: tx checksum off: {e}", ns.name()));
-        }
-        ns.ip(&["link", "set", UNDERLAY_IF, "up"]);
-        ns
-    }
-
     /// Adds a namespace on the underlay at `198.18.0.<number>` that is no VTEP (for a
     /// stranger sending datagrams) and returns its index in `extras`.
     pub fn add_underlay_ns(&mut self, number: u8) -> usize {
-        let ns = self.underlay_ns(&format!("x{number}"), number);
-        self.extras.push(ns);
-        self.extras.len() - 1
+        must("adding a stranger", self.inner.add_underlay_ns(number))
     }
 
     /// Adds an overlay network on every host: overlay namespace with `br0`, the tunnel device
@@ -277,93 +141,13 @@ impl Topology {
     ///
     /// If any step fails (a `vxtap link add` refusal included).
     pub fn add_network(&mut self, spec: NetworkSpec) -> usize {
-        let net = self.specs.len();
-        for i in 0..self.hosts.len() {
-            let attachment = self.attach(net, i, &spec);
-            self.hosts[i].networks.push(attachment);
-        }
-        self.specs.push(spec);
-        net
-    }
-
-    fn attach(&self, net: usize, i: usize, spec: &NetworkSpec) -> Attachment {
-        let host = &self.hosts[i];
-        let overlay = Netns::new(&self.prefix, &format!("o{net}{}", i + 1));
-        let ip = Ipv4Addr::new(
-            10,
-            0,
-            0,
-            spec.first_ip + u8::try_from(i).expect("few hosts"),
-        );
-        let container = Container {
-            ns: Netns::new(&self.prefix, &format!("c{net}{}", i + 1)),
-            ip,
-            mac: mac_for(ip),
-        };
-        overlay.ip(&QUIET_BRIDGE.map(|w| if w == "NAME" { "br0" } else { w }));
-        overlay.ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", "br0"]);
-        let link = spec.link.as_str();
-        let vni = spec.vni.to_string();
-        match (&host.daemon, host.kind) {
-            (Some(daemon), HostKind::Vxtap) => {
-                let mut args = vec![
-                    "link", "add", link, "id", &vni, "proxy", "learning", "dstport", "4789",
-                    "netns",
-                ];
-                args.push(overlay.name());
-                args.extend(spec.link_args.iter().map(String::as_str));
-                for (h, extra) in &spec.host_link_args {
-                    if *h == i {
-                        args.extend(extra.iter().map(String::as_str));
-                    }
-                }
-                daemon.cli_ok(&args);
-            }
-            _ => {
-                let local = host.underlay_ip.to_string();
-                host.ns.ip(&[
-                    "link", "add", link, "type", "vxlan", "id", &vni, "dstport", "4789", "local",
-                    &local, "proxy", "l2miss", "l3miss", "learning",
-                ]);
-                host.ns.ip(&["link", "set", link, "netns", overlay.name()]);
-            }
-        }
-        overlay.ip(&["link", "set", link, "master", "br0"]);
-        overlay.ip(&[
-            "link",
-            "add",
-            "veth0",
-            "mtu",
-            "1450",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            container.ns.name(),
-            "mtu",
-            "1450",
-        ]);
-        overlay.ip(&["link", "set", "veth0", "master", "br0"]);
-        for dev in ["br0", link, "veth0"] {
-            overlay.ip(&["link", "set", dev, "up"]);
-        }
-        let c = &container.ns;
-        c.ip(&["link", "set", "eth0", "address", &container.mac.to_string()]);
-        c.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        c.ip(&["link", "set", "eth0", "up"]);
-        Attachment {
-            vni: spec.vni,
-            link: spec.link.clone(),
-            container,
-            overlay,
-        }
+        let what = format!("adding network VNI {}", spec.vni);
+        must(&what, self.inner.add_network(spec))
     }
 
     /// Host `i` (from 0).
     pub fn host(&self, i: usize) -> &Host {
-        &self.hosts[i]
+        &self.inner.hosts[i]
     }
 
     /// The daemon of host `i`.
@@ -372,7 +156,7 @@ impl Topology {
     ///
     /// If host `i` runs the kernel's vxlan device.
     pub fn daemon(&self, i: usize) -> &Daemon {
-        self.hosts[i]
+        self.inner.hosts[i]
             .daemon
             .as_ref()
             .unwrap_or_else(|| panic!("host {i} has no vxtap daemon"))
@@ -384,7 +168,7 @@ impl Topology {
     ///
     /// If host `i` runs the kernel's vxlan device.
     pub fn daemon_mut(&mut self, i: usize) -> &mut Daemon {
-        self.hosts[i]
+        self.inner.hosts[i]
             .daemon
             .as_mut()
             .unwrap_or_else(|| panic!("host {i} has no vxtap daemon"))
@@ -392,7 +176,7 @@ impl Topology {
 
     /// Host `i`'s part of network `net`.
     pub fn attachment(&self, i: usize, net: usize) -> &Attachment {
-        &self.hosts[i].networks[net]
+        &self.inner.hosts[i].networks[net]
     }
 
     /// The container of host `i` on network `net`.
@@ -400,116 +184,33 @@ impl Topology {
         &self.attachment(i, net).container
     }
 
-    /// On host `i`, network `net`: answer ARP for `ip` with `mac`
-    /// (`vxtap neigh add` / `ip neigh add ... nud permanent`).
+    /// On host `i`, network `net`: answer ARP for `ip` with `mac`.
     pub fn add_neigh(&self, i: usize, net: usize, ip: Ipv4Addr, mac: MacAddr) {
-        let a = self.attachment(i, net);
-        let (ip, mac) = (ip.to_string(), mac.to_string());
-        match self.hosts[i].kind {
-            HostKind::Vxtap => {
-                self.daemon(i)
-                    .cli_ok(&["neigh", "add", &ip, "lladdr", &mac, "dev", &a.link]);
-            }
-            HostKind::Kernel => {
-                a.overlay.ip(&[
-                    "neigh",
-                    "add",
-                    &ip,
-                    "lladdr",
-                    &mac,
-                    "dev",
-                    &a.link,
-                    "nud",
-                    "permanent",
-                ]);
-            }
-        }
+        must(
+            "adding a neigh entry",
+            self.inner.neigh_add(i, net, ip, mac),
+        );
     }
 
-    /// On host `i`, network `net`: send frames for `mac` to host `dst`'s VTEP
-    /// (`vxtap fdb add` / `bridge fdb add ... self`).
+    /// On host `i`, network `net`: send frames for `mac` to host `dst`'s VTEP.
     pub fn add_fdb(&self, i: usize, net: usize, mac: MacAddr, dst: usize) {
-        let a = self.attachment(i, net);
-        let words = [
-            "add".to_owned(),
-            mac.to_string(),
-            "dev".to_owned(),
-            a.link.clone(),
-            "self".to_owned(),
-            "dst".to_owned(),
-            self.hosts[dst].underlay_ip.to_string(),
-            "vni".to_owned(),
-            a.vni.to_string(),
-            "port".to_owned(),
-            VXLAN_PORT.to_string(),
-        ];
-        self.fdb(i, a, &words);
+        must("adding an fdb entry", self.inner.fdb_add(i, net, mac, dst));
     }
 
-    /// On host `i`, network `net`: add host `dst` to the flood list
-    /// (`fdb append 00:00:00:00:00:00 ... dst`).
+    /// On host `i`, network `net`: add host `dst` to the flood list.
     pub fn append_flood(&self, i: usize, net: usize, dst: usize) {
-        let a = self.attachment(i, net);
-        let words = [
-            "append".to_owned(),
-            MacAddr::ZERO.to_string(),
-            "dev".to_owned(),
-            a.link.clone(),
-            "self".to_owned(),
-            "dst".to_owned(),
-            self.hosts[dst].underlay_ip.to_string(),
-        ];
-        self.fdb(i, a, &words);
-    }
-
-    fn fdb(&self, i: usize, a: &Attachment, words: &[String]) {
-        match self.hosts[i].kind {
-            HostKind::Vxtap => {
-                let mut args = vec!["fdb"];
-                args.extend(words.iter().map(String::as_str));
-                self.daemon(i).cli_ok(&args);
-            }
-            HostKind::Kernel => {
-                let mut args = vec!["fdb"];
-                args.extend(words.iter().map(String::as_str));
-                a.overlay.bridge(&args);
-            }
-        }
+        must("adding a flood entry", self.inner.flood_append(i, net, dst));
     }
 
     /// On every host of network `net`: a neigh and an fdb entry for every other host's
     /// container, as Docker's overlay driver programs them.
     pub fn program_static_peers(&self, net: usize) {
-        for i in 0..self.hosts.len() {
-            for j in (0..self.hosts.len()).filter(|&j| j != i) {
-                let peer = self.container(j, net);
-                self.add_neigh(i, net, peer.ip, peer.mac);
-                self.add_fdb(i, net, peer.mac, j);
-            }
-        }
+        must("programming static peers", self.inner.static_peers(net));
     }
 
     /// On every host of network `net`: every other host on the flood list.
     pub fn program_flood_lists(&self, net: usize) {
-        for i in 0..self.hosts.len() {
-            for j in (0..self.hosts.len()).filter(|&j| j != i) {
-                self.append_flood(i, net, j);
-            }
-        }
-    }
-
-    /// Every namespace of the topology.
-    pub fn namespaces(&self) -> Vec<&Netns> {
-        let mut all = vec![&self.switch];
-        all.extend(self.extras.iter());
-        for host in &self.hosts {
-            all.push(&host.ns);
-            for a in &host.networks {
-                all.push(&a.overlay);
-                all.push(&a.container.ns);
-            }
-        }
-        all
+        must("programming flood lists", self.inner.flood_lists(net));
     }
 
     /// Issue 3, check 7: no kernel vxlan device in any namespace of the topology, except the

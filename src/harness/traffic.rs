@@ -8,7 +8,7 @@
 //! test's threads drive them. Every read and write has a timeout and the whole transfer a
 //! deadline, so a broken overlay fails the test instead of hanging it.
 
-use super::netns::Netns;
+use super::netns::{Netns, NetnsExt};
 use sha2::{Digest, Sha256};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Read, Write};

@@ -7,18 +7,13 @@
 //! command line and the end of its stderr. This module never changes anything by itself.
 
 use super::error::DemoError;
-use std::ffi::{OsStr, OsString};
+pub(crate) use crate::topology::last_lines;
+pub(crate) use crate::topology::programs::{child_path, find_program};
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Directories searched after `$PATH`: `su` without `-` keeps a user's PATH, which lacks
-/// `/usr/sbin` (where Debian puts `ip`).
-const FALLBACK_DIRS: [&str; 4] = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// Lines of a failed command's output kept in the error.
 const ERROR_LINES: usize = 6;
@@ -199,84 +194,9 @@ fn wait(
     }
 }
 
-/// The last `n` non-empty lines of `text`, joined by newlines.
-pub(crate) fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The directories to search: each absolute directory of `path_var`, then the fallback
-/// directories, without repeats.
-fn search_dirs(path_var: Option<&OsStr>) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = path_var
-        .map(|p| std::env::split_paths(p).collect())
-        .unwrap_or_default();
-    dirs.extend(FALLBACK_DIRS.iter().map(PathBuf::from));
-    let mut seen = Vec::new();
-    for dir in dirs {
-        // Relative PATH entries depend on the working directory; skip them.
-        if dir.is_absolute() && !seen.contains(&dir) {
-            seen.push(dir);
-        }
-    }
-    seen
-}
-
-/// Where to look for `name`, in order.
-fn candidates(name: &str, path_var: Option<&OsStr>) -> Vec<PathBuf> {
-    search_dirs(path_var)
-        .into_iter()
-        .map(|dir| dir.join(name))
-        .collect()
-}
-
-/// `$PATH` plus the sbin directories it lacks, for the daemons: they run `ip`, `nsenter`
-/// and `unshare` by name.
-pub(crate) fn child_path() -> OsString {
-    let path_var = std::env::var_os("PATH");
-    // Joining fails only on a directory containing `:`, which split_paths never yields.
-    std::env::join_paths(search_dirs(path_var.as_deref()))
-        .unwrap_or_else(|_| path_var.unwrap_or_default())
-}
-
-/// The absolute path of the program `name`, searched like a shell would (plus the sbin
-/// directories), or `None`.
-pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
-    let path_var = std::env::var_os("PATH");
-    candidates(name, path_var.as_deref())
-        .into_iter()
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn candidates_follow_path_then_fallbacks_without_repeats() {
-        let found = candidates("ip", Some(OsStr::new("/usr/local/bin:/usr/bin:rel:/bin")));
-        let found: Vec<&str> = found.iter().map(|p| p.to_str().unwrap()).collect();
-        assert_eq!(
-            found,
-            [
-                "/usr/local/bin/ip",
-                "/usr/bin/ip",
-                "/bin/ip",
-                "/usr/sbin/ip",
-                "/sbin/ip"
-            ]
-        );
-        assert_eq!(candidates("ip", None).len(), FALLBACK_DIRS.len());
-        let dirs = search_dirs(Some(OsStr::new("/opt/bin")));
-        assert_eq!(
-            std::env::join_paths(dirs).unwrap(),
-            "/opt/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        );
-    }
 
     #[test]
     fn last_lines_skips_blank_lines() {

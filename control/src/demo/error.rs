@@ -110,6 +110,9 @@ pub enum DemoError {
         source: vxtap_dataplane::io::IoError,
     },
     /// `vxtap network inspect` printed something that is not the expected JSON.
+    /// A step of the shared topology builder failed.
+    #[error(transparent)]
+    Topology(crate::topology::TopologyError),
     #[error("`vxtap network inspect {network}` printed unexpected output ({reason}): {output}")]
     Inspect {
         /// The network name.
@@ -147,6 +150,29 @@ pub enum DemoError {
         /// What went wrong.
         detail: String,
     },
+}
+
+impl From<crate::topology::TopologyError> for DemoError {
+    fn from(e: crate::topology::TopologyError) -> Self {
+        use crate::topology::TopologyError as T;
+        match e {
+            T::Interrupted => DemoError::Interrupted,
+            T::NamespaceExists { name } => DemoError::NamespaceExists { name },
+            T::DaemonStart {
+                host,
+                problem,
+                log,
+                tail,
+            } => DemoError::DaemonStart {
+                host,
+                problem,
+                log,
+                tail,
+            },
+            T::DaemonStop { host, pid, problem } => DemoError::DaemonStop { host, pid, problem },
+            other => DemoError::Topology(other),
+        }
+    }
 }
 
 impl DemoError {

@@ -23,7 +23,7 @@ mod engine;
 mod error;
 mod hosts;
 mod inspect;
-mod mounts;
+
 mod ping;
 mod throughput;
 

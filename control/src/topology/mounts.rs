@@ -1,10 +1,10 @@
-//! Finding and undoing mounts under the demo's temp dir: the daemons bind-mount their overlay
-//! namespaces under `RUN_DIR/netns` (as Docker does under `/var/run/docker/netns`), and a
-//! daemon that was killed leaves them behind.
+//! Finding and undoing mounts under a topology's work dir: control-plane daemons bind-mount
+//! their overlay namespaces under `RUN_DIR/netns` (as Docker does under
+//! `/var/run/docker/netns`), and a daemon that was killed leaves them behind.
 //!
-//! Mounts are read from `/proc/self/mountinfo` (the demo shares its mount namespace with the
-//! daemons, which run under `nsenter --net` only). This module never touches a mount outside
-//! the directory it is given.
+//! Mounts are read from `/proc/self/mountinfo` (the caller shares its mount namespace with
+//! the daemons, which run under `nsenter --net` only). This module never touches a mount
+//! outside the directory it is given.
 
 use rustix::mount::{unmount, UnmountFlags};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ const MAX_ROUNDS: usize = 8;
 
 /// Mount points strictly under `dir`, from the text of a mountinfo file, latest first (so
 /// that a mount on top of another, or inside another, is undone first).
-pub(crate) fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = mountinfo
         .lines()
         // Fields: ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS ...
@@ -58,13 +58,13 @@ fn unescape(field: &str) -> String {
 /// # Errors
 ///
 /// `/proc/self/mountinfo` cannot be read.
-pub(crate) fn current_mounts_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn current_mounts_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(mounts_under(&std::fs::read_to_string(MOUNTINFO)?, dir))
 }
 
 /// Unmounts everything under `dir`; returns how many mounts were undone, or a description of
 /// each one that could not be.
-pub(crate) fn unmount_all_under(dir: &Path) -> Result<usize, Vec<String>> {
+pub fn unmount_all_under(dir: &Path) -> Result<usize, Vec<String>> {
     let mut undone = 0;
     for _ in 0..MAX_ROUNDS {
         let points =
