@@ -470,16 +470,6 @@ fn without_udp_offloads_in_the_kernel_no_send_carries_udp_segment() {
     topo.assert_no_kernel_vxlan();
 }
 
-/// CPU ticks (user + system, every thread) the process `pid` has used so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("a command name in /proc/PID/stat") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 /// Busy polling (`--busy-poll`, here through its environment variable, 5 ms): the same
 /// traffic arrives intact both ways, and once it stops the workers go back to sleep: over
 /// two idle seconds the daemon uses at most a tenth of a vCPU. An idle daemon uses next to
@@ -496,12 +486,12 @@ fn busy_polling_carries_traffic_and_never_spins_while_idle() {
     transfer_both_ways_cutting_superframes(&topo, "with busy polling");
     let ticks_per_second = 100; // USER_HZ, which /proc reports in on Linux
     for i in 0..2 {
-        let pid = topo.daemon(i).pid().expect("a running daemon");
+        let daemon = topo.daemon(i);
         // Past the polling window after the last traffic.
         std::thread::sleep(Duration::from_millis(200));
-        let before = cpu_ticks(pid);
+        let before = daemon.cpu_ticks();
         std::thread::sleep(Duration::from_secs(2));
-        let used = cpu_ticks(pid) - before;
+        let used = daemon.cpu_ticks() - before;
         assert!(
             used < 2 * ticks_per_second / 10,
             "host {i}: the idle daemon used {used} ticks in 2 s: a worker is spinning"

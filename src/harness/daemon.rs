@@ -173,6 +173,17 @@ impl Daemon {
         self.process.pid()
     }
 
+    /// CPU clock ticks (utime + stime, every thread, live and exited) it has used so far.
+    ///
+    /// # Panics
+    ///
+    /// If its `/proc` entry cannot be read (it is not running).
+    pub fn cpu_ticks(&self) -> u64 {
+        self.process
+            .cpu_ticks()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.host))
+    }
+
     /// The name of the host namespace it runs in.
     pub fn host(&self) -> &str {
         &self.host

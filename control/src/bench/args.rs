@@ -15,7 +15,7 @@ pub struct BenchArgs {
     pub runs: u32,
     /// Configurations to compare, comma-separated: kernel, vxtap, vxtap-off (offloads
     /// off), vxtap-kernel (vxtap on host A, kernel on host B), vxtap-nofilter (the
-    /// underlay filter off).
+    /// underlay filter off), vxtap-busypoll (workers poll 200 us after traffic).
     #[arg(
         long,
         value_delimiter = ',',
@@ -69,16 +69,20 @@ pub enum Config {
     VxtapKernel,
     /// vxtap on both hosts, `--underlay-filter off`.
     VxtapNofilter,
+    /// vxtap on both hosts, `--busy-poll 200`: workers poll for 200 us after traffic
+    /// before they sleep.
+    VxtapBusypoll,
 }
 
 impl Config {
     /// Every configuration, in the order of the docs.
-    pub const ALL: [Config; 5] = [
+    pub const ALL: [Config; 6] = [
         Config::Kernel,
         Config::Vxtap,
         Config::VxtapOff,
         Config::VxtapKernel,
         Config::VxtapNofilter,
+        Config::VxtapBusypoll,
     ];
 
     /// Its name on the command line and in JSON.
@@ -89,6 +93,7 @@ impl Config {
             Config::VxtapOff => "vxtap-off",
             Config::VxtapKernel => "vxtap-kernel",
             Config::VxtapNofilter => "vxtap-nofilter",
+            Config::VxtapBusypoll => "vxtap-busypoll",
         }
     }
 
@@ -109,6 +114,15 @@ impl Config {
     /// Whether vxtap's underlay filter is on.
     pub fn filter(self) -> bool {
         self != Config::VxtapNofilter
+    }
+
+    /// The daemons' `--busy-poll`, in microseconds (0: workers sleep at once).
+    pub fn busy_poll_us(self) -> u32 {
+        if self == Config::VxtapBusypoll {
+            200
+        } else {
+            0
+        }
     }
 
     /// The configuration called `name`.
@@ -336,6 +350,13 @@ mod tests {
         assert_eq!(Config::VxtapKernel.vxtap_hosts(), [true, false]);
         assert!(!Config::VxtapOff.offload() && Config::VxtapOff.filter());
         assert!(!Config::VxtapNofilter.filter());
+        assert_eq!(
+            (
+                Config::VxtapBusypoll.busy_poll_us(),
+                Config::Vxtap.busy_poll_us()
+            ),
+            (200, 0)
+        );
         for c in Config::ALL {
             assert_eq!(Config::parse(c.name()).unwrap(), c);
         }

@@ -188,9 +188,12 @@ impl<'a> Bench<'a> {
         let kinds = config
             .vxtap_hosts()
             .map(|v| if v { HostKind::Vxtap } else { HostKind::Kernel });
+        // Given explicitly, so that a VXTAP_BUSY_POLL in the environment cannot leak in.
         let mut args: Vec<OsString> = vec![
             "--underlay-filter".into(),
             if config.filter() { "on" } else { "off" }.into(),
+            "--busy-poll".into(),
+            config.busy_poll_us().to_string().into(),
         ];
         if let Some(threads) = self.settings.threads {
             args.extend(["--threads".into(), threads.to_string().into()]);

@@ -1,7 +1,7 @@
 //! `vxtap bench`: vxtap next to the kernel's vxlan device on one machine, in one run. Each
-//! configuration (kernel, vxtap, vxtap-off, vxtap-kernel, vxtap-nofilter) gets a topology
-//! built from scratch by the shared [`crate::topology`] builder, as Docker lays out an
-//! overlay; it is measured (TCP 1 and 4 streams, UDP rate under 1% loss, ping p50/p99, CPU
+//! configuration (kernel, vxtap, vxtap-off, vxtap-kernel, vxtap-nofilter, vxtap-busypoll)
+//! gets a topology built from scratch by the shared [`crate::topology`] builder, as Docker
+//! lays out an overlay; it is measured (TCP 1 and 4 streams, UDP rate under 1% loss, ping p50/p99, CPU
 //! per GB, TCP under a flood from an unknown host) and torn down. Runs rotate the order.
 //! Progress goes to stderr; the table (or JSON) to stdout; a chart of the ratios to the
 //! kernel to an SVG file if asked.
