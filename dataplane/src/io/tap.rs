@@ -481,6 +481,10 @@ mod tests {
 
     /// Gives the TAP 192.0.2.1/24 and brings it up, inside the test namespace.
     fn bring_up(ns: &TestNetns, tap: &TapDevice) {
+        // No IPv6 link-local address, so the kernel sends nothing of its own through the
+        // TAP (no DAD, router solicitations or MLD reports) that could land among the
+        // frames a test counts.
+        ns.ip(&["link", "set", "dev", tap.name(), "addrgenmode", "none"]);
         ns.ip(&["addr", "add", "192.0.2.1/24", "dev", tap.name()]);
         ns.ip(&["link", "set", tap.name(), "up"]);
     }
