@@ -193,14 +193,7 @@ pub fn run(args: &BenchArgs, command_line: &str) -> Result<(), BenchError> {
         settings: settings.clone(),
         results: bench.results.clone(),
     };
-    if let Some(path) = &args.svg {
-        std::fs::write(path, svg::chart(&report)).map_err(|source| BenchError::Io {
-            action: "writing",
-            path: path.clone(),
-            source,
-        })?;
-        bench.log(&format!("chart written to {}", path.display()));
-    }
+    // The measurements first: a chart that cannot be written must not cost them.
     if args.json {
         println!(
             "{}",
@@ -208,6 +201,14 @@ pub fn run(args: &BenchArgs, command_line: &str) -> Result<(), BenchError> {
         );
     } else {
         print!("{}", report.table());
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg::chart(&report)).map_err(|source| BenchError::Io {
+            action: "writing",
+            path: path.clone(),
+            source,
+        })?;
+        bench.log(&format!("chart written to {}", path.display()));
     }
     Ok(())
 }

@@ -6,7 +6,10 @@ use super::args::Config;
 use super::report::Report;
 use std::fmt::Write as _;
 
-const COLOURS: [&str; 5] = ["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
+/// One per configuration, in the order of `Config::ALL` (its length ties them at compile time).
+const COLOURS: [&str; Config::ALL.len()] = [
+    "#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+];
 const BAR: f64 = 26.0;
 const GAP: f64 = 30.0;
 const TOP: f64 = 60.0;
@@ -157,6 +160,20 @@ mod tests {
         assert!(svg.contains("ping RTT p50, ms (lower is better)"));
         // Balanced tags, roughly: every opened rect and text is closed.
         assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
+    }
+
+    #[test]
+    fn every_configuration_has_a_colour() {
+        let mut report = sample();
+        report.settings.configs = Config::ALL.to_vec();
+        for config in Config::ALL {
+            report.results.record("tcp1", config, 5.0);
+        }
+        let svg = chart(&report);
+        for config in Config::ALL {
+            let bar = format!(r#"data-config="{}""#, config.name());
+            assert!(svg.contains(&bar), "no bar for {}", config.name());
+        }
     }
 
     #[test]
