@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use vxtap_dataplane::dissect::Layout as FrameLayout;
 use vxtap_dataplane::pipeline::{
-    Datagram, Datagrams, Egress, Ingress, LinkInfo, TapFrames, MAX_RUN,
+    Datagram, Egress, HeldDatagram, Ingress, LinkInfo, TapFrames, MAX_RUN,
 };
 use vxtap_dataplane::switch::{NetworkConfig, Switch};
 use vxtap_dataplane::tunnel::{PortRange, Vtep};
@@ -111,34 +111,6 @@ fn arp_request(target: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// Datagrams as a `recvmmsg` batch holds them (one per slot, or a GRO train in one slot).
-struct Received {
-    payloads: Vec<Vec<u8>>,
-    sources: Vec<SocketAddrV4>,
-    segment_size: Option<u16>,
-}
-
-impl Datagrams for Received {
-    fn count(&self) -> usize {
-        self.payloads.len()
-    }
-    fn payload(&self, i: usize) -> &[u8] {
-        &self.payloads[i]
-    }
-    fn payload_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.payloads[i]
-    }
-    fn source(&self, i: usize) -> SocketAddrV4 {
-        self.sources[i]
-    }
-    fn segment_size(&self, _: usize) -> Option<u16> {
-        self.segment_size
-    }
-    fn truncated(&self, _: usize) -> bool {
-        false
-    }
-}
-
 /// Copies `frames` (each behind an all-zero virtio-net header) into `batch`'s buffers.
 fn fill(batch: &mut TapFrames, frames: &[&[u8]]) {
     batch.clear();
@@ -187,23 +159,21 @@ fn pipeline_does_not_allocate() {
 
     // Everything the loop feeds in is built before counting starts: every datagram twice,
     // from two VTEPs (the second claim of a MAC is a move), plus a spoof and garbage.
-    let mut learn = Received {
-        payloads: Vec::new(),
-        sources: Vec::new(),
-        segment_size: None,
-    };
+    let mut learn: Vec<HeldDatagram> = Vec::new();
     for i in 0..2 * MAX_LEARNED {
         let d = datagram(&frame(LOCAL, remote_mac(i), EtherType::IPV4));
-        learn.payloads.push(d.clone());
-        learn.payloads.push(d);
+        learn.push(HeldDatagram::new(senders[0], d.clone()));
+        learn.push(HeldDatagram::new(senders[0], d));
     }
-    learn.payloads.push(datagram(&frame(
-        LOCAL,
-        MacAddr([2, 0x42, 10, 0, 0, 3]),
-        EtherType::IPV4,
-    )));
-    learn.payloads.push(vec![0u8; 5]);
-    learn.sources = vec![senders[0]; learn.payloads.len()];
+    learn.push(HeldDatagram::new(
+        senders[0],
+        datagram(&frame(
+            LOCAL,
+            MacAddr([2, 0x42, 10, 0, 0, 3]),
+            EtherType::IPV4,
+        )),
+    ));
+    learn.push(HeldDatagram::new(senders[0], vec![0u8; 5]));
     let to_learned: Vec<Vec<u8>> = (0..2 * MAX_LEARNED)
         .map(|i| frame(remote_mac(i), LOCAL, EtherType::IPV4))
         .collect();
@@ -218,7 +188,7 @@ fn pipeline_does_not_allocate() {
     let sockets = [49152, 53248, 57344, 61440];
     let mut frames = TapFrames::new(64, 2048);
     let mut egress = Egress::new(64, sockets.len());
-    let mut ingress = Ingress::new(learn.payloads.len());
+    let mut ingress = Ingress::new(learn.len());
 
     let mut delivered = 0u64;
     let mut sent = 0u64;
@@ -227,8 +197,8 @@ fn pipeline_does_not_allocate() {
             // Each round learns the table full, then ages it empty; the next round's inserts
             // must reuse the tombstones without growing the map.
             let now = Timestamp::from_secs(round * 11);
-            for (i, source) in learn.sources.iter_mut().enumerate() {
-                *source = senders[(i / 2 + i % 2 + round as usize) % senders.len()];
+            for (i, d) in learn.iter_mut().enumerate() {
+                d.source = senders[(i / 2 + i % 2 + round as usize) % senders.len()];
             }
             ingress.decide(&learn, false, &mut switch, now, |_| {
                 Some(LinkInfo { slot: 0, mtu: 1450 })
@@ -342,11 +312,10 @@ fn offload_paths_do_not_allocate() {
     let mut egress = Egress::new(4, sockets.len());
     let mut ingress = Ingress::new(4);
     let pristine: Vec<u8> = arrived.iter().flat_map(|f| datagram(f)).collect();
-    let mut train = Received {
-        payloads: vec![pristine.clone()],
-        sources: vec![SocketAddrV4::new(vtep.ip, 50000)],
+    let mut train = vec![HeldDatagram {
         segment_size: Some((8 + arrived[0].len()) as u16),
-    };
+        ..HeldDatagram::new(SocketAddrV4::new(vtep.ip, 50000), pristine.clone())
+    }];
     let (mut coalesced, mut writes) = (0, 0);
 
     let allocations = allocations_during(|| {
@@ -396,7 +365,7 @@ fn offload_paths_do_not_allocate() {
                 }
             }
             // ...and its segments as one GRO train from the underlay, coalesced back.
-            train.payloads[0].copy_from_slice(&pristine);
+            train[0].payload.copy_from_slice(&pristine);
             ingress.decide(&train, true, &mut switch, now, |_| {
                 Some(LinkInfo { slot: 0, mtu: 1450 })
             });

@@ -16,7 +16,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use vxtap_dataplane::dissect::Layout;
 use vxtap_dataplane::pipeline::{
-    Datagram, Datagrams, Egress, Ingress, LinkInfo, TapFrames, MAX_RUN,
+    Datagram, Egress, HeldDatagram, Ingress, LinkInfo, TapFrames, MAX_RUN,
 };
 use vxtap_dataplane::segment::{SegmentError, SegmentHeaders, TcpSuperframe, UdpSuperframe};
 use vxtap_dataplane::switch::{NetworkConfig, Switch};
@@ -62,36 +62,6 @@ fn switch() -> Switch {
     s
 }
 
-struct Slot {
-    payload: Vec<u8>,
-    source: SocketAddrV4,
-    segment_size: Option<u16>,
-    truncated: bool,
-}
-
-struct Received(Vec<Slot>);
-
-impl Datagrams for Received {
-    fn count(&self) -> usize {
-        self.0.len()
-    }
-    fn payload(&self, i: usize) -> &[u8] {
-        &self.0[i].payload
-    }
-    fn payload_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.0[i].payload
-    }
-    fn source(&self, i: usize) -> SocketAddrV4 {
-        self.0[i].source
-    }
-    fn segment_size(&self, i: usize) -> Option<u16> {
-        self.0[i].segment_size
-    }
-    fn truncated(&self, i: usize) -> bool {
-        self.0[i].truncated
-    }
-}
-
 /// Every drop the switch counted, globally and per network.
 fn drops(s: &Switch) -> u64 {
     s.counters().drops.total()
@@ -107,7 +77,7 @@ pub fn pipeline(data: &[u8]) {
     };
     let gro = flags & 1 != 0;
     let mut frames = TapFrames::new(BATCH, 65_550);
-    let mut rx = Received(Vec::new());
+    let mut rx: Vec<HeldDatagram> = Vec::new();
     while let [kind, hi, lo, tail @ ..] = rest {
         let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
         let (bytes, after) = tail.split_at(len);
@@ -129,7 +99,7 @@ pub fn pipeline(data: &[u8]) {
             payload[4..7].copy_from_slice(&[0, 0, 43]);
         }
         let ip = if kind & 2 != 0 { STRANGER } else { KNOWN };
-        rx.0.push(Slot {
+        rx.push(HeldDatagram {
             payload,
             source: SocketAddrV4::new(ip, 50000),
             segment_size,
@@ -216,7 +186,7 @@ fn cut_joins_back(
     assert_eq!(at, payload.end, "the segments cover the payload");
 }
 
-fn ingress(rx: &mut Received, gro: bool, s: &mut Switch) {
+fn ingress(rx: &mut Vec<HeldDatagram>, gro: bool, s: &mut Switch) {
     let before = drops(s);
     let mut ingress = Ingress::new(BATCH);
     let now = Timestamp::from_secs(2);
@@ -231,7 +201,7 @@ fn ingress(rx: &mut Received, gro: bool, s: &mut Switch) {
         counts.datagrams,
         "every datagram is written or counted as one drop"
     );
-    let truncated = rx.0.iter().filter(|slot| slot.truncated).count() as u64;
+    let truncated = rx.iter().filter(|d| d.truncated).count() as u64;
     assert_eq!(counts.oversize, truncated);
     let mut parts: [&[u8]; MAX_RUN] = [&[]; MAX_RUN];
     for write in ingress.writes() {

@@ -31,6 +31,53 @@ pub trait Datagrams {
     fn truncated(&self, i: usize) -> bool;
 }
 
+/// A received datagram held in memory, for batches that come from somewhere other than a
+/// socket: tests, fuzzing, replayed captures. A `Vec` of them is a [`Datagrams`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldDatagram {
+    /// The UDP payload.
+    pub payload: Vec<u8>,
+    /// Who sent it.
+    pub source: SocketAddrV4,
+    /// With GRO: the size of each datagram coalesced into it.
+    pub segment_size: Option<u16>,
+    /// Whether it lost its tail to a short buffer.
+    pub truncated: bool,
+}
+
+impl HeldDatagram {
+    /// A single, whole datagram from `source`.
+    pub fn new(source: SocketAddrV4, payload: Vec<u8>) -> HeldDatagram {
+        HeldDatagram {
+            payload,
+            source,
+            segment_size: None,
+            truncated: false,
+        }
+    }
+}
+
+impl Datagrams for Vec<HeldDatagram> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn payload(&self, i: usize) -> &[u8] {
+        &self[i].payload
+    }
+    fn payload_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self[i].payload
+    }
+    fn source(&self, i: usize) -> SocketAddrV4 {
+        self[i].source
+    }
+    fn segment_size(&self, i: usize) -> Option<u16> {
+        self[i].segment_size
+    }
+    fn truncated(&self, i: usize) -> bool {
+        self[i].truncated
+    }
+}
+
 /// Where a network's frames go on this side: the TAP (by the caller's slot number) and its
 /// MTU, which decides whether an oversize TCP segment is handed over for segmentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,7 +33,7 @@ mod egress;
 mod ingress;
 
 pub use egress::{Datagram, Egress, EgressCounts, TapFrames, Transmit};
-pub use ingress::{Datagrams, Ingress, IngressCounts, LinkInfo, TapWrite, MAX_RUN};
+pub use ingress::{Datagrams, HeldDatagram, Ingress, IngressCounts, LinkInfo, TapWrite, MAX_RUN};
 
 /// The index of the last of `ports` (sorted, as a source pool binds them) at or below
 /// `port`, or 0: the socket that sends a flow whose hash picked `port`.

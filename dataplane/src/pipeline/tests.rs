@@ -287,52 +287,12 @@ fn superframes_are_cut_and_their_segments_join_back() {
     assert_eq!((e.copies().len(), e.counts().refused), (0, 1));
 }
 
-/// Datagrams as a `recvmmsg` batch holds them.
-struct Received {
-    payloads: Vec<Vec<u8>>,
-    sources: Vec<SocketAddrV4>,
-    segment_sizes: Vec<Option<u16>>,
-    truncated: Vec<bool>,
-}
-
-impl Received {
-    fn new() -> Received {
-        Received {
-            payloads: Vec::new(),
-            sources: Vec::new(),
-            segment_sizes: Vec::new(),
-            truncated: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, from: u8, payload: Vec<u8>) {
-        self.payloads.push(payload);
-        self.sources
-            .push(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, from), 50000));
-        self.segment_sizes.push(None);
-        self.truncated.push(false);
-    }
-}
-
-impl Datagrams for Received {
-    fn count(&self) -> usize {
-        self.payloads.len()
-    }
-    fn payload(&self, i: usize) -> &[u8] {
-        &self.payloads[i]
-    }
-    fn payload_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.payloads[i]
-    }
-    fn source(&self, i: usize) -> SocketAddrV4 {
-        self.sources[i]
-    }
-    fn segment_size(&self, i: usize) -> Option<u16> {
-        self.segment_sizes[i]
-    }
-    fn truncated(&self, i: usize) -> bool {
-        self.truncated[i]
-    }
+/// A datagram from VTEP 198.18.0.`from`.
+fn from(from: u8, payload: Vec<u8>) -> HeldDatagram {
+    HeldDatagram::new(
+        SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, from), 50000),
+        payload,
+    )
 }
 
 fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
@@ -350,7 +310,7 @@ const LINK: LinkInfo = LinkInfo { slot: 7, mtu: 1450 };
 /// Both halves of the ingress, as a worker runs them.
 fn decide_and_plan(
     ingress: &mut Ingress,
-    rx: &mut Received,
+    rx: &mut Vec<HeldDatagram>,
     gro: bool,
     switch: &mut Switch,
     link: impl FnMut(Vni) -> Option<LinkInfo>,
@@ -376,14 +336,15 @@ fn every_datagram_is_written_or_counted_once() {
         f[6..12].copy_from_slice(&REMOTE.octets());
         f
     };
-    let mut rx = Received::new();
-    rx.push(2, vxlan(42, &from_remote)); // delivered
-    rx.push(2, vec![8, 0, 0]); // truncated header
-    rx.push(2, vxlan(77, &from_remote)); // unknown VNI
-    rx.push(9, vxlan(42, &from_remote)); // unknown VTEP
-    rx.push(2, vxlan(43, &from_remote)); // a network with no TAP here
-    rx.push(2, vxlan(42, &from_remote)); // cut short by the buffer
-    rx.truncated[5] = true;
+    let mut rx = vec![
+        from(2, vxlan(42, &from_remote)), // delivered
+        from(2, vec![8, 0, 0]),           // truncated header
+        from(2, vxlan(77, &from_remote)), // unknown VNI
+        from(9, vxlan(42, &from_remote)), // unknown VTEP
+        from(2, vxlan(43, &from_remote)), // a network with no TAP here
+        from(2, vxlan(42, &from_remote)), // cut short by the buffer
+    ];
+    rx[5].truncated = true;
     let mut ingress = Ingress::new(8);
     decide_and_plan(&mut ingress, &mut rx, true, &mut s, |vni| {
         (vni == VNI).then_some(LINK)
@@ -441,9 +402,9 @@ fn a_gro_train_of_one_flow_becomes_one_superframe() {
     let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
     let segments = arrived_segments(&payload, 1000);
     assert_eq!(segments.len(), 10);
-    let mut rx = Received::new();
-    rx.push(2, segments.concat());
-    rx.segment_sizes[0] = Some(segments[0].len() as u16);
+    let mut rx: Vec<HeldDatagram> = Vec::new();
+    rx.push(from(2, segments.concat()));
+    rx[0].segment_size = Some(segments[0].len() as u16);
     let mut ingress = Ingress::new(4);
     decide_and_plan(&mut ingress, &mut rx, true, &mut s, |_| Some(LINK));
     let writes: Vec<TapWrite> = ingress.writes().collect();
@@ -468,9 +429,9 @@ fn a_gro_train_of_one_flow_becomes_one_superframe() {
 
     // Without GRO on the socket, a slot is one datagram: the train is not cut, and the
     // oversize "frame" is written as it came rather than coalesced.
-    let mut rx = Received::new();
-    rx.push(2, segments[..2].concat());
-    rx.segment_sizes[0] = Some(segments[0].len() as u16);
+    let mut rx: Vec<HeldDatagram> = Vec::new();
+    rx.push(from(2, segments[..2].concat()));
+    rx[0].segment_size = Some(segments[0].len() as u16);
     decide_and_plan(&mut ingress, &mut rx, false, &mut s, |_| Some(LINK));
     assert_eq!(ingress.counts().datagrams, 1);
     assert_eq!(ingress.writes().map(|w| w.frames).sum::<usize>(), 1);
@@ -481,19 +442,19 @@ fn runs_break_at_gaps_other_links_and_other_flows() {
     let mut s = switch();
     let payload: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
     let segments = arrived_segments(&payload, 1000);
-    let mut rx = Received::new();
+    let mut rx: Vec<HeldDatagram> = Vec::new();
     // 0, 1, then 3 (a gap), then 2.
     for i in [0, 1, 3, 2] {
-        rx.push(2, segments[i].clone());
+        rx.push(from(2, segments[i].clone()));
     }
     let mut ingress = Ingress::new(8);
     decide_and_plan(&mut ingress, &mut rx, true, &mut s, |_| Some(LINK));
     let frames: Vec<usize> = ingress.writes().map(|w| w.frames).collect();
     assert_eq!(frames, [2, 1, 1]);
     // Two links never share a run, even for one flow.
-    let mut rx = Received::new();
-    rx.push(2, segments[0].clone());
-    rx.push(2, segments[1].clone());
+    let mut rx: Vec<HeldDatagram> = Vec::new();
+    rx.push(from(2, segments[0].clone()));
+    rx.push(from(2, segments[1].clone()));
     let mut first = true;
     let links = std::cell::Cell::new(0);
     decide_and_plan(&mut ingress, &mut rx, true, &mut s, |_| {
