@@ -79,23 +79,28 @@ impl IpLayout {
         !self.fragment && !self.extension
     }
 
-    /// The source and destination addresses, as they lie in the header.
+    /// The source and destination addresses, as they lie in the header; empty for a frame
+    /// too short for this layout (one it was not taken from).
     pub fn addresses<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
-        // `dissect` checked that the whole header is in the frame.
-        if self.ipv6 {
-            &frame[self.l3 + 8..self.l3 + 40]
+        let range = if self.ipv6 {
+            self.l3 + 8..self.l3 + 40
         } else {
-            &frame[self.l3 + 12..self.l3 + 20]
-        }
+            self.l3 + 12..self.l3 + 20
+        };
+        frame.get(range).unwrap_or(&[])
     }
 
-    /// The pseudo-header sum for an upper layer of `protocol` and `len` bytes.
+    /// The pseudo-header sum for an upper layer of `protocol` and `len` bytes (0 for a frame
+    /// too short for this layout).
     pub fn pseudo_header(&self, frame: &[u8], protocol: IpProtocol, len: usize) -> u16 {
         let a = self.addresses(frame);
         if self.ipv6 {
-            let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
-            src.copy_from_slice(&a[..16]);
-            dst.copy_from_slice(&a[16..]);
+            let (Ok(src), Ok(dst)) = (
+                <[u8; 16]>::try_from(a.get(..16).unwrap_or(&[])),
+                <[u8; 16]>::try_from(a.get(16..).unwrap_or(&[])),
+            ) else {
+                return 0;
+            };
             checksum::pseudo_header_v6(
                 Ipv6Addr::from(src),
                 Ipv6Addr::from(dst),
@@ -103,8 +108,11 @@ impl IpLayout {
                 len as u32,
             )
         } else {
-            let src = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-            let dst = Ipv4Addr::new(a[4], a[5], a[6], a[7]);
+            let Ok([s0, s1, s2, s3, d0, d1, d2, d3]) = <[u8; 8]>::try_from(a) else {
+                return 0;
+            };
+            let src = Ipv4Addr::new(s0, s1, s2, s3);
+            let dst = Ipv4Addr::new(d0, d1, d2, d3);
             checksum::pseudo_header_v4(src, dst, protocol.0, len as u16)
         }
     }
@@ -358,6 +366,21 @@ mod tests {
         assert!(Layout::dissect(&frame).ip().is_some_and(|ip| ip.extension));
         frame[14 + 5] = 9;
         assert_eq!(Layout::dissect(&frame).ip, Err(IpError::Truncated));
+    }
+
+    #[test]
+    fn a_layout_read_against_a_shorter_frame_does_not_panic() {
+        let frame = ipv4_tcp(&[], 0, 4);
+        let ip = *Layout::dissect(&frame).ip().unwrap();
+        assert!(ip.addresses(&frame[..20]).is_empty());
+        assert_eq!(ip.pseudo_header(&frame[..20], IpProtocol::TCP, 24), 0);
+        let layout = Layout::dissect(&frame);
+        let _ = crate::tunnel::flow_hash(&frame[..30], &layout);
+        assert_eq!(
+            crate::offload::pending_checksum(&frame[..30], &layout),
+            None
+        );
+        assert_eq!(crate::coalesce::inspect(&frame[..30], &layout), None);
     }
 
     #[test]
