@@ -719,7 +719,7 @@ impl Agent {
         while !stop.load(Ordering::SeqCst) {
             match watch.next(Duration::from_millis(250)) {
                 Ok(Some(_)) => {
-                    settle(watch);
+                    settle(watch, SETTLE_DEADLINE);
                     return;
                 }
                 Ok(None) => {
@@ -794,13 +794,22 @@ fn read_record(
     Ok(local)
 }
 
+/// How long a burst of changes may hold back the re-list that follows it: a steady stream of
+/// writes less than 10 ms apart must not delay every change behind it (one endpoint waited
+/// 8 s behind such a stream).
+const SETTLE_DEADLINE: Duration = Duration::from_millis(50);
+
 /// Lets a burst of changes settle into one re-list: consumes changes until the watch is
-/// quiet for 10 ms. Stops at a `Resync` or an error, which a finished watch repeats at once
-/// for ever (draining those would spin).
-fn settle(watch: &mut dyn Watch) {
-    while let Ok(Some(crate::store::WatchEvent::Changed { .. })) =
-        watch.next(Duration::from_millis(10))
-    {}
+/// quiet for 10 ms, or for at most `deadline` in all. Stops at a `Resync` or an error, which
+/// a finished watch repeats at once for ever (draining those would spin).
+fn settle(watch: &mut dyn Watch, deadline: Duration) {
+    let start = Instant::now();
+    while let Some(left) = deadline.checked_sub(start.elapsed()) {
+        match watch.next(left.min(Duration::from_millis(10))) {
+            Ok(Some(crate::store::WatchEvent::Changed { .. })) => {}
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -848,8 +857,38 @@ mod tests {
                 then,
                 calls: 0,
             };
-            settle(&mut watch);
+            settle(&mut watch, SETTLE_DEADLINE);
             assert_eq!(watch.calls, 4, "three changes, then one more call");
         }
+    }
+
+    /// A watch that never goes quiet: a change per call, each a millisecond after the last.
+    struct Endless {
+        calls: usize,
+    }
+
+    impl Watch for Endless {
+        fn next(&mut self, _: Duration) -> Result<Option<WatchEvent>, StoreError> {
+            self.calls += 1;
+            assert!(
+                self.calls < 1000,
+                "settle never stopped for a steady stream"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(Some(WatchEvent::Changed {
+                key: "networks/x".into(),
+                value: None,
+                revision: 1,
+            }))
+        }
+    }
+
+    #[test]
+    fn a_steady_stream_of_changes_settles_at_the_deadline() {
+        let mut watch = Endless { calls: 0 };
+        settle(&mut watch, SETTLE_DEADLINE);
+        // Without the deadline the stream would run into the assertion in `next`; with it,
+        // settling ends after about 50 calls.
+        assert!(watch.calls > 1);
     }
 }
