@@ -84,6 +84,38 @@ pub(crate) struct Worker {
     busy_poll: Duration,
 }
 
+/// TAP writes to one link not yet added to its shared counters.
+#[derive(Default)]
+struct WriteTally {
+    slot: Option<usize>,
+    frames: u64,
+    bytes: u64,
+}
+
+impl WriteTally {
+    /// Adds what was tallied to its link's counters and starts tallying for `slot`.
+    fn switch_to(&mut self, slot: usize, links: &[Option<Link>]) {
+        if self.slot != Some(slot) {
+            self.flush(links);
+            self.slot = Some(slot);
+        }
+    }
+
+    /// Adds what was tallied to its link's counters.
+    fn flush(&mut self, links: &[Option<Link>]) {
+        if let Some(link) = self
+            .slot
+            .and_then(|s| links.get(s))
+            .and_then(Option::as_ref)
+        {
+            add(&link.counters.tap_tx_frames, self.frames);
+            add(&link.counters.tap_tx_bytes, self.bytes);
+        }
+        self.frames = 0;
+        self.bytes = 0;
+    }
+}
+
 /// Counts a failed TAP write under its reason: a full queue, or anything else.
 fn count_tap_write_error(counters: &LinkIoCounters, e: &io::Error) {
     if tap::is_queue_full(e) {
@@ -320,20 +352,25 @@ impl Worker {
         add(&global.udp_rx_oversize, counts.oversize);
         add(&global.udp_rx_no_link, counts.no_link);
         let mut parts: [&[u8]; MAX_RUN] = [&[]; MAX_RUN];
+        // The link counters are shared by every worker: what a run of writes to one link
+        // wrote is added once, not per write.
+        let mut written = WriteTally::default();
         for write in self.ingress.writes() {
             let Some(link) = self.links.get(write.slot).and_then(Option::as_ref) else {
                 add(&global.udp_rx_no_link, write.frames as u64);
                 continue;
             };
+            written.switch_to(write.slot, &self.links);
             let count = self.ingress.parts(write.run, &self.rx, &mut parts);
             match link.queue.send_parts(write.vnet, &parts[..count]) {
-                Ok(written) => {
-                    add(&link.counters.tap_tx_frames, 1);
-                    add(&link.counters.tap_tx_bytes, (written - VNET_LEN) as u64);
+                Ok(bytes) => {
+                    written.frames += 1;
+                    written.bytes += (bytes - VNET_LEN) as u64;
                 }
                 Err(e) => count_tap_write_error(&link.counters, &e),
             }
         }
+        written.flush(&self.links);
         if n < self.rx.capacity() {
             Drained::Empty
         } else {
