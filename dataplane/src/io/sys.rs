@@ -93,23 +93,8 @@ pub(crate) fn peer_cred(socket: BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
         gid: 0,
     };
     let size = mem::size_of::<libc::ucred>();
-    let mut len = libc::socklen_t::try_from(size)
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    retry_eintr(|| {
-        // SAFETY: `cred` is a live `struct ucred` of exactly `len` bytes that the kernel may
-        // write (plain integers, any value valid); `len` is a live socklen_t it reads and
-        // updates. `socket` is open for the call because we borrow it.
-        cvt(unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&raw mut cred).cast(),
-                &mut len,
-            )
-        })
-    })?;
-    if len as usize != size {
+    let len = get_socket_option(socket, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred)?;
+    if len != size {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("SO_PEERCRED returned {len} bytes, not {size}"),
@@ -485,24 +470,9 @@ pub(crate) fn attach_socket_filter(socket: BorrowedFd<'_>, prog: BorrowedFd<'_>)
 pub(crate) fn socket_drops(socket: BorrowedFd<'_>) -> io::Result<u32> {
     // SK_MEMINFO_VARS: the kernel writes at most this many, fewer if we ask for fewer.
     let mut meminfo = [0u32; 9];
-    let mut len = libc::socklen_t::try_from(mem::size_of_val(&meminfo))
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    retry_eintr(|| {
-        // SAFETY: `meminfo` is a live array of exactly `len` bytes of plain integers the
-        // kernel may write; `len` is a live socklen_t it reads and updates. `socket` is
-        // borrowed, hence open.
-        cvt(unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_MEMINFO,
-                meminfo.as_mut_ptr().cast(),
-                &mut len,
-            )
-        })
-    })?;
+    let len = get_socket_option(socket, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut meminfo)?;
     let at = libc::SK_MEMINFO_DROPS as usize;
-    if (len as usize) < (at + 1) * mem::size_of::<u32>() {
+    if len < (at + 1) * mem::size_of::<u32>() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("SO_MEMINFO returned {len} bytes, too few for SK_MEMINFO_DROPS"),
@@ -612,6 +582,41 @@ pub(crate) fn set_socket_option_int(
     Ok(())
 }
 
+/// Option values any bytes of which are valid: plain integers and structs and arrays of them.
+///
+/// # Safety
+///
+/// Implementors must be plain old data: every bit pattern of `size_of::<Self>()` bytes is a
+/// valid value.
+unsafe trait PlainOption: Copy {}
+// SAFETY: an integer.
+unsafe impl PlainOption for libc::c_int {}
+// SAFETY: three integers.
+unsafe impl PlainOption for libc::ucred {}
+// SAFETY: integers.
+unsafe impl<const N: usize> PlainOption for [u32; N] {}
+
+/// `getsockopt(level, name)` into `value`; returns the length the kernel reports, which may be
+/// less than `value`'s size (the kernel writes at most that much).
+fn get_socket_option<T: PlainOption>(
+    socket: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &mut T,
+) -> io::Result<usize> {
+    let mut len = libc::socklen_t::try_from(mem::size_of::<T>())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let (value_ptr, len_ptr): (*mut T, *mut libc::socklen_t) = (value, &mut len);
+    retry_eintr(|| {
+        // SAFETY: the kernel writes at most `*len_ptr` (`size_of::<T>()`) bytes to
+        // `value_ptr`, an exclusively borrowed `T` of which any bytes are valid
+        // (`PlainOption`), and the length back to `len_ptr`, a live local; `socket` is
+        // borrowed, hence open.
+        cvt(unsafe { libc::getsockopt(socket.as_raw_fd(), level, name, value_ptr.cast(), len_ptr) })
+    })?;
+    Ok(len as usize)
+}
+
 /// `getsockopt` of an `int` option.
 pub(crate) fn socket_option_int(
     socket: BorrowedFd<'_>,
@@ -619,14 +624,7 @@ pub(crate) fn socket_option_int(
     name: libc::c_int,
 ) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let (value_ptr, len_ptr): (*mut libc::c_int, *mut libc::socklen_t) = (&mut value, &mut len);
-    retry_eintr(|| {
-        // SAFETY: the kernel writes at most `*len_ptr` (`sizeof(int)`) bytes to `value_ptr`
-        // and the length back to `len_ptr`, both live locals on our stack; `socket` is
-        // borrowed, hence open.
-        cvt(unsafe { libc::getsockopt(socket.as_raw_fd(), level, name, value_ptr.cast(), len_ptr) })
-    })?;
+    get_socket_option(socket, level, name, &mut value)?;
     Ok(value)
 }
 
