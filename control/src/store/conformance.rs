@@ -87,6 +87,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ),
     ("readers_see_whole_values", readers_see_whole_values),
     ("session_keys_are_visible", session_keys_are_visible),
+    (
+        "watch_events_carry_the_creation_stamp",
+        watch_events_carry_the_creation_stamp,
+    ),
 ];
 
 /// Runs every check of [`CHECKS`] in turn.
@@ -844,6 +848,54 @@ pub fn session_keys_are_visible(open: &dyn Fn() -> Box<dyn Store>) {
     assert_eq!(a.session_epoch(), 0, "session epoch after normal use");
 }
 
+/// A watch event for a write carries the key's creation stamp, the one a listing gives it, and
+/// an overwrite keeps it; a delete carries 0. Incremental readers check first claims with it.
+///
+/// # Panics
+///
+/// If an event's stamp differs from the listing's.
+pub fn watch_events_carry_the_creation_stamp(open: &dyn Fn() -> Box<dyn Store>) {
+    let store = open();
+    put_one(&*store, "c-created/k", b"1");
+    let listing = list(&*store, "c-created/");
+    let created = match listing.entries.as_slice() {
+        [entry] if entry.key == "c-created/k" => entry.created,
+        other => panic!("expected c-created/k alone, listed {other:?}"),
+    };
+    let mut watch = watch(&*store, "c-created/", listing.revision);
+    put_one(&*store, "c-created/k", b"2");
+    match next_event(&mut *watch, Instant::now() + EVENT_WAIT, "c-created/k") {
+        WatchEvent::Changed {
+            key,
+            value,
+            created: stamp,
+            ..
+        } => {
+            assert_eq!(
+                (key.as_str(), value.as_deref()),
+                ("c-created/k", Some(&b"2"[..]))
+            );
+            assert_eq!(
+                stamp, created,
+                "an overwrite's event has another creation stamp"
+            );
+        }
+        WatchEvent::Resync => panic!("a watch from a fresh listing said Resync"),
+    }
+    {
+        let mut locked = lock(&*store);
+        assert!(delete(&mut *locked, "c-created/k"), "delete returned false");
+    }
+    match next_event(&mut *watch, Instant::now() + EVENT_WAIT, "c-created/k") {
+        WatchEvent::Changed {
+            value: None,
+            created: 0,
+            ..
+        } => {}
+        other => panic!("a delete came as {}", show_event(&other)),
+    }
+}
+
 /// Joins scoped threads, raising the first one's panic as it was (with its message).
 fn join_all<T>(threads: Vec<thread::ScopedJoinHandle<'_, T>>) -> Vec<T> {
     threads
@@ -934,6 +986,7 @@ fn expect_changed(watch: &mut dyn Watch, key: &str, value: Option<&[u8]>, after:
             key: got_key,
             value: got_value,
             revision,
+            ..
         } if got_key == key && got_value.as_deref() == value => {
             assert!(
                 *revision > after,
@@ -1032,6 +1085,7 @@ fn show_event(event: &WatchEvent) -> String {
             key,
             value,
             revision,
+            ..
         } => format!(
             "Changed {{ key: {key:?}, value: {:?}, revision: {revision} }}",
             value.as_deref().map(show)

@@ -548,9 +548,9 @@ impl DirWatch {
     /// is filled in by [`Self::read_events`] once the batch is done.
     fn report(&mut self, key: &str) -> Result<(), StoreError> {
         let path = self.store.root.join(key);
-        let state = match fs::read(&path) {
-            Ok(value) => Some(value),
-            Err(e) if is_missing(&e) || e.kind() == ErrorKind::IsADirectory => None,
+        let (state, created) = match read_entry(&path) {
+            Ok((value, created)) => (Some(value), created),
+            Err(e) if is_missing(&e) || e.kind() == ErrorKind::IsADirectory => (None, 0),
             Err(e) => return Err(self.store.fail("reading", &path, e)),
         };
         if self.reported.get(key) != Some(&state) {
@@ -559,6 +559,7 @@ impl DirWatch {
                 key: key.to_owned(),
                 value: state,
                 revision: 0,
+                created,
             });
         }
         Ok(())

@@ -23,6 +23,7 @@
 pub mod conformance;
 pub mod dir;
 pub mod etcd;
+pub mod merged;
 pub mod options;
 
 pub use options::{Password, SecurityError, StoreOptions};
@@ -77,6 +78,8 @@ pub enum WatchEvent {
         value: Option<Vec<u8>>,
         /// The revision of the change (on the dir backend, a ceiling: at or above it).
         revision: Revision,
+        /// When the key was created, as [`Entry::created`] gives it; 0 for a delete.
+        created: Revision,
     },
     /// Changes may have been missed (etcd compacted past the watch's revision, the connection
     /// was re-established, the inotify queue overflowed): list again and watch from the new

@@ -142,7 +142,11 @@ impl Agent {
         let store = self.store()?;
         let mut locked = store.lock(LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let snapshot = self.check_records(&locked.list("")?);
+        let snapshot = self.check_records(&super::read_scope(
+            &mut |p: &str| locked.list(p),
+            &state.served(),
+            None,
+        )?);
         let path =
             super::netns_path(&endpoint.netns).unwrap_or_else(|_| PathBuf::from(&endpoint.netns));
         self.remove_endpoint(locked.as_mut(), &mut state, snapshot, endpoint, &path)?;

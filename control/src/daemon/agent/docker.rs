@@ -6,7 +6,7 @@
 //! Same rules as `connect`: the store's cluster lock before the agent's state, records
 //! checked like everything else read from the store, nothing left half-made on failure.
 
-use super::{lock, now_secs, to_json, Agent, AgentError, State};
+use super::{lock, now_secs, read_scope, to_json, Agent, AgentError, State};
 use crate::cluster::{self, ClusterError, Endpoint, EndpointRequest, Network, NetworkRequest};
 use crate::plumbing::overlay;
 use crate::store::Lifetime;
@@ -44,7 +44,9 @@ impl Agent {
     ///
     /// The store is unreachable.
     pub fn snapshot(&self) -> Result<cluster::Snapshot, AgentError> {
-        Ok(self.check_records(&self.store()?.list("")?))
+        let store = self.store()?;
+        let served = lock(&self.state).served();
+        Ok(self.check_records(&read_scope(&mut |p: &str| store.list(p), &served, None)?))
     }
 
     /// The records that passed the checks at the last listing, without asking the store.
@@ -91,7 +93,9 @@ impl Agent {
     ) -> Result<Network, AgentError> {
         let store = self.store()?;
         let mut locked = store.lock(super::LOCK_TIMEOUT)?;
-        let snapshot = self.check_records(&locked.list("")?);
+        let served = lock(&self.state).served();
+        let snapshot =
+            self.check_records(&read_scope(&mut |p: &str| locked.list(p), &served, None)?);
         if let Some(n) = snapshot.networks.get(id) {
             return Ok(n.clone());
         }
@@ -110,7 +114,12 @@ impl Agent {
     pub fn docker_remove_network(&self, id: &str) -> Result<Option<Network>, AgentError> {
         let store = self.store()?;
         let mut locked = store.lock(super::LOCK_TIMEOUT)?;
-        let snapshot = self.check_records(&locked.list("")?);
+        let served = lock(&self.state).served();
+        let snapshot = self.check_records(&read_scope(
+            &mut |p: &str| locked.list(p),
+            &served,
+            Some(id),
+        )?);
         if !snapshot.networks.contains_key(id) {
             return Ok(None);
         }
@@ -134,7 +143,11 @@ impl Agent {
         let store = self.store()?;
         let mut locked = store.lock(super::LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let snapshot = self.check_records(&locked.list("")?);
+        let snapshot = self.check_records(&read_scope(
+            &mut |p: &str| locked.list(p),
+            &state.served(),
+            Some(network_id),
+        )?);
         let network = snapshot.require_network(network_id)?.clone();
         // Claims of this host the store does not show yet count as taken too.
         let mut view = snapshot.clone();
@@ -309,7 +322,11 @@ impl Agent {
         let store = self.store()?;
         let mut locked = store.lock(super::LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let snapshot = self.check_records(&locked.list("")?);
+        let snapshot = self.check_records(&read_scope(
+            &mut |p: &str| locked.list(p),
+            &state.served(),
+            None,
+        )?);
         let Some(old) = state.local.get(key).cloned() else {
             return Err(AgentError::Dataplane(
                 "the endpoint was released meanwhile".to_owned(),

@@ -13,6 +13,7 @@
 mod cni;
 mod docker;
 mod reconcile;
+mod view;
 
 pub use docker::{is_docker, is_provisional, tag_of, DOCKER_NETNS};
 
@@ -23,21 +24,20 @@ use crate::cluster::{
     self, ClusterError, Endpoint, EndpointRequest, Network, NetworkRequest, Snapshot,
 };
 use crate::plumbing::{self, overlay, PlumbingError};
-use crate::store::{Lifetime, Store, StoreError, Watch};
+use crate::store::{Lifetime, Listing, Store, StoreError, Watch, WatchEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use view::{Lister, View};
 use vxtap_dataplane::io::netns::NetnsId;
 
 /// How long a request waits for the cluster lock.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to reach an unreachable store.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// A full re-list this often even when the watch is quiet.
-const RESYNC_EVERY: Duration = Duration::from_secs(30);
 
 /// Who this host is in the overlay.
 #[derive(Debug, Clone)]
@@ -175,6 +175,11 @@ impl RecordChecks {
 }
 
 impl State {
+    /// The networks this host serves: those of its local endpoints.
+    fn served(&self) -> BTreeSet<String> {
+        self.local.values().map(|e| e.network.clone()).collect()
+    }
+
     /// The local endpoint of `container` on network `network_id`. The same namespace named
     /// twice (`/var/run/netns/x`, `/run/netns/x`, a symlink, `/proc/PID/ns/net`) is one
     /// container: namespaces are compared by identity, and by path only when one is gone.
@@ -451,7 +456,9 @@ impl Agent {
     fn network_create(&self, request: &NetworkRequest) -> Result<NetworkView, AgentError> {
         let store = self.store()?;
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let snapshot = self.check_records(&locked.list("")?);
+        let served = lock(&self.state).served();
+        let snapshot =
+            self.check_records(&read_scope(&mut |p: &str| locked.list(p), &served, None)?);
         let id = cluster::new_id().map_err(AgentError::Random)?;
         let network = cluster::plan_network(&snapshot, request, id, now_secs())?;
         locked.put(&network.key(), &to_json(&network), Lifetime::Permanent)?;
@@ -463,7 +470,8 @@ impl Agent {
     }
 
     fn network_list(&self) -> Result<Vec<NetworkView>, AgentError> {
-        let snapshot = self.check_records(&self.store()?.list("")?);
+        let store = self.store()?;
+        let snapshot = self.check_records(&read_all(&mut |p: &str| store.list(p))?);
         let mut views: Vec<NetworkView> = snapshot
             .networks
             .values()
@@ -474,14 +482,25 @@ impl Agent {
     }
 
     fn network_inspect(&self, name: &str) -> Result<NetworkView, AgentError> {
-        let snapshot = self.check_records(&self.store()?.list("")?);
+        let store = self.store()?;
+        let served = lock(&self.state).served();
+        let snapshot = self.check_records(&read_scope(
+            &mut |p: &str| store.list(p),
+            &served,
+            Some(name),
+        )?);
         Ok(view(&snapshot, snapshot.require_network(name)?))
     }
 
     fn network_rm(&self, name: &str) -> Result<(), AgentError> {
         let store = self.store()?;
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let snapshot = self.check_records(&locked.list("")?);
+        let served = lock(&self.state).served();
+        let snapshot = self.check_records(&read_scope(
+            &mut |p: &str| locked.list(p),
+            &served,
+            Some(name),
+        )?);
         let network = cluster::plan_network_removal(&snapshot, name)?;
         locked.delete(&network.key())?;
         tracing::info!(name = %network.name, id = %network.id, "network removed");
@@ -506,7 +525,11 @@ impl Agent {
         // The cluster lock first, then the state: nothing holds the state while it waits.
         let mut locked = store.lock(LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let mut snapshot = self.check_records(&locked.list("")?);
+        let mut snapshot = self.check_records(&read_scope(
+            &mut |p: &str| locked.list(p),
+            &state.served(),
+            Some(network),
+        )?);
         let network = snapshot.require_network(network)?.clone();
         let default_name = container
             .path
@@ -644,7 +667,11 @@ impl Agent {
         let store = self.store()?;
         let mut locked = store.lock(LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let snapshot = self.check_records(&locked.list("")?);
+        let snapshot = self.check_records(&read_scope(
+            &mut |p: &str| locked.list(p),
+            &state.served(),
+            Some(network),
+        )?);
         let network = snapshot.require_network(network)?.clone();
         let Some(endpoint) = state.local_endpoint(&network.id, &container).cloned() else {
             return Err(ClusterError::NotConnected {
@@ -664,34 +691,61 @@ impl Agent {
         Ok(())
     }
 
-    /// Lists, publishes what is missing, and reconciles once.
-    fn sync_once(&self, store: &dyn Store) -> Result<crate::store::Revision, StoreError> {
-        let mut listing = store.list("")?;
+    /// Lists what this host reads, publishes what is missing, and reconciles once.
+    fn sync_once(&self, store: &dyn Store) -> Result<View, StoreError> {
+        let mut view = self.read_view(store)?;
         // Twice at most: a second listing shows what publishing wrote, and publishing never
         // writes again what the store already holds as written.
         for _ in 0..2 {
-            if !self.publish(store, &listing)? {
+            if !self.publish(store, &view.listing)? {
                 break;
             }
-            listing = store.list("")?;
+            view = self.read_view(store)?;
         }
-        let snapshot = self.check_records(&listing);
+        self.apply_view(&view);
+        tracing::debug!(
+            entries = view.listing.entries.len(),
+            bytes = view.bytes(),
+            networks = view.networks.len(),
+            revision = view.listing.revision,
+            "store listed"
+        );
+        Ok(view)
+    }
+
+    /// Lists the global records and the endpoints of the networks served here.
+    fn read_view(&self, store: &dyn Store) -> Result<View, StoreError> {
+        let served = lock(&self.state).served();
+        View::read(&mut |prefix: &str| store.list(prefix), &served)
+    }
+
+    /// Checks the records of `view` and brings the overlays in line with them.
+    fn apply_view(&self, view: &View) {
+        let snapshot = self.check_records(&view.listing);
         let mut state = lock(&self.state);
         self.reconcile(&mut state, &snapshot);
-        Ok(listing.revision)
     }
 
     /// The reconcile loop; returns when `stop` is set.
+    ///
+    /// It lists what this host reads once, then applies the watch's events one batch at a
+    /// time. It lists again only when the watch says changes were missed (`Resync`: etcd
+    /// compacted past it), when the watch breaks (the store went away: forwarding keeps the
+    /// last programmed state meanwhile), when the session was renewed or one of this host's
+    /// own records was deleted (they must be written again), or when the networks served
+    /// here changed (a first or last local endpoint on a network). There is no periodic
+    /// re-listing: while the watch is healthy, etcd reports every change in order.
     pub fn run(&self, stop: &AtomicBool) {
         let mut backoff = Duration::from_millis(100);
         let mut outage: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             let attempt = self.store_or_open().and_then(|store| {
-                let revision = self.sync_once(store.as_ref())?;
-                let watch = store.watch("", revision)?;
-                Ok((store, watch))
+                let view = self.sync_once(store.as_ref())?;
+                let watch =
+                    crate::store::merged::watch_prefixes(store.as_ref(), view.watch_from())?;
+                Ok((store, view, watch))
             });
-            let (store, mut watch) = match attempt {
+            let (store, mut view, mut watch) = match attempt {
                 Ok(ok) => ok,
                 Err(e) => {
                     if outage.is_none() {
@@ -707,33 +761,109 @@ impl Agent {
                 tracing::info!(after = ?since.elapsed(), "store reachable again; resynchronised");
             }
             backoff = Duration::from_millis(100);
-            self.wait_for_change(store.as_ref(), watch.as_mut(), stop);
+            self.follow(store.as_ref(), &mut view, watch.as_mut(), stop);
         }
     }
 
-    /// Returns when the store changed, the session was renewed, a periodic resync is due,
-    /// the watch broke, or `stop` is set.
-    fn wait_for_change(&self, store: &dyn Store, watch: &mut dyn Watch, stop: &AtomicBool) {
-        let since = Instant::now();
+    /// Applies the watch's changes to `view` and the overlays, batch by batch, until the view
+    /// must be listed again (see [`run`](Self::run)) or `stop` is set.
+    fn follow(&self, store: &dyn Store, view: &mut View, watch: &mut dyn Watch, stop: &AtomicBool) {
         let epoch = store.session_epoch();
         while !stop.load(Ordering::SeqCst) {
-            match watch.next(Duration::from_millis(250)) {
-                Ok(Some(_)) => {
-                    settle(watch, SETTLE_DEADLINE);
-                    return;
-                }
+            let first = match watch.next(Duration::from_millis(250)) {
+                Ok(Some(event)) => event,
                 Ok(None) => {
-                    if store.session_epoch() != epoch || since.elapsed() > RESYNC_EVERY {
+                    if store.session_epoch() != epoch {
+                        tracing::info!("store session renewed; publishing again");
                         return;
                     }
+                    if lock(&self.state).served() != view.networks {
+                        tracing::debug!("the networks served here changed; listing again");
+                        return;
+                    }
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "store watch ended");
                     return;
                 }
+            };
+            let (batch, complete) = gather(watch, first, SETTLE_DEADLINE);
+            let mut changed = false;
+            let mut own = false;
+            for event in batch {
+                if let WatchEvent::Changed { key, .. } = &event {
+                    own |= self.is_own_key(key);
+                }
+                match view.apply(event) {
+                    Ok(c) => changed |= c,
+                    Err(stale) => {
+                        tracing::info!(?stale, "store view is stale; listing again");
+                        return;
+                    }
+                }
+            }
+            if changed {
+                self.apply_view(view);
+            }
+            // A record of this host deleted or rewritten by someone else: written back as
+            // this host has it (publishing compares byte for byte, so our own writes coming
+            // back write nothing).
+            if own {
+                if let Err(e) = self.publish(store, &view.listing) {
+                    tracing::warn!(error = %e, "publishing this host's records");
+                    return;
+                }
+            }
+            if !complete {
+                return;
             }
         }
     }
+
+    /// Whether `key` is this host's record or one of its local endpoints.
+    fn is_own_key(&self, key: &str) -> bool {
+        key.strip_prefix(cluster::HOSTS) == Some(self.config.host.as_str())
+            || lock(&self.state).local.contains_key(key)
+    }
+}
+
+/// Reads what a request needs through `list`: the global records, and the endpoints of the
+/// networks in `served` and of `network` (a name, an id or an id prefix, resolved against the
+/// networks listed, as the request will resolve it).
+///
+/// # Errors
+///
+/// The first listing that failed.
+fn read_scope(
+    list: &mut Lister<'_>,
+    served: &BTreeSet<String>,
+    network: Option<&str>,
+) -> Result<Listing, StoreError> {
+    let mut networks = served.clone();
+    if let Some(name) = network {
+        let listed = list(cluster::NETWORKS)?;
+        if let Some(n) = Snapshot::from_listing(&listed).network(name) {
+            networks.insert(n.id.clone());
+        }
+    }
+    Ok(View::read(list, &networks)?.listing)
+}
+
+/// Every network, host and endpoint record, for the commands that show them all.
+///
+/// # Errors
+///
+/// The first listing that failed.
+fn read_all(list: &mut Lister<'_>) -> Result<Listing, StoreError> {
+    let mut all = Listing::default();
+    for prefix in [cluster::NETWORKS, cluster::HOSTS, cluster::ENDPOINTS] {
+        let listing = list(prefix)?;
+        all.entries.extend(listing.entries);
+        all.revision = all.revision.max(listing.revision);
+    }
+    all.entries.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(all)
 }
 
 fn sleep_unless(stop: &AtomicBool, total: Duration) {
@@ -794,28 +924,57 @@ fn read_record(
     Ok(local)
 }
 
-/// How long a burst of changes may hold back the re-list that follows it: a steady stream of
-/// writes less than 10 ms apart must not delay every change behind it (one endpoint waited
-/// 8 s behind such a stream).
+/// How long a burst of changes may hold back the first of them: a steady stream of writes
+/// must not delay every change behind it (one endpoint waited 8 s behind such a stream when
+/// every burst was re-listed).
 const SETTLE_DEADLINE: Duration = Duration::from_millis(50);
 
-/// Lets a burst of changes settle into one re-list: consumes changes until the watch is
-/// quiet for 10 ms, or for at most `deadline` in all. Stops at a `Resync` or an error, which
-/// a finished watch repeats at once for ever (draining those would spin).
-fn settle(watch: &mut dyn Watch, deadline: Duration) {
+/// How long the watch must be quiet for a batch to end before its deadline.
+const SETTLE_QUIET: Duration = Duration::from_millis(2);
+
+/// Gathers a burst of changes into one batch, so that checking and reconciling (which cost
+/// in proportion to what this host reads) run once per burst rather than once per key: takes
+/// `first` and the changes that follow it less than [`SETTLE_QUIET`] apart, for at most
+/// `deadline` in all. Returns the batch and whether the watch can go on: a `Resync` ends the
+/// batch (it is in it) and so does an error, which a finished watch repeats at once for ever
+/// (draining those would spin).
+fn gather(watch: &mut dyn Watch, first: WatchEvent, deadline: Duration) -> (Vec<WatchEvent>, bool) {
     let start = Instant::now();
+    let mut batch = vec![first];
+    if matches!(batch[0], WatchEvent::Resync) {
+        return (batch, false);
+    }
     while let Some(left) = deadline.checked_sub(start.elapsed()) {
-        match watch.next(left.min(Duration::from_millis(10))) {
-            Ok(Some(crate::store::WatchEvent::Changed { .. })) => {}
-            _ => return,
+        match watch.next(left.min(SETTLE_QUIET)) {
+            Ok(Some(event)) => {
+                let resync = matches!(event, WatchEvent::Resync);
+                batch.push(event);
+                if resync {
+                    return (batch, false);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "store watch ended");
+                return (batch, false);
+            }
         }
     }
+    (batch, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::WatchEvent;
+
+    fn change(n: usize) -> WatchEvent {
+        WatchEvent::Changed {
+            key: format!("networks/x{n}"),
+            value: None,
+            revision: 1,
+            created: 0,
+        }
+    }
 
     /// A watch that hands out `changes` changes, then repeats `then` without waiting, as a
     /// finished etcd watch does.
@@ -828,21 +987,20 @@ mod tests {
     impl Watch for Scripted {
         fn next(&mut self, _: Duration) -> Result<Option<WatchEvent>, StoreError> {
             self.calls += 1;
-            assert!(self.calls < 1000, "settle keeps draining a finished watch");
+            assert!(
+                self.calls < 1000,
+                "gathering keeps draining a finished watch"
+            );
             if self.changes > 0 {
                 self.changes -= 1;
-                return Ok(Some(WatchEvent::Changed {
-                    key: "networks/x".into(),
-                    value: None,
-                    revision: 1,
-                }));
+                return Ok(Some(change(self.calls)));
             }
             (self.then)()
         }
     }
 
     #[test]
-    fn settling_stops_at_quiet_resync_or_error() {
+    fn gathering_stops_at_quiet_resync_or_error() {
         let quiet: fn() -> _ = || Ok(None);
         let resync: fn() -> _ = || Ok(Some(WatchEvent::Resync));
         let broken: fn() -> _ = || {
@@ -851,15 +1009,29 @@ mod tests {
                 reason: "gone".into(),
             })
         };
-        for then in [quiet, resync, broken] {
+        for (then, batch_len, goes_on) in [(quiet, 4, true), (resync, 5, false), (broken, 4, false)]
+        {
             let mut watch = Scripted {
                 changes: 3,
                 then,
                 calls: 0,
             };
-            settle(&mut watch, SETTLE_DEADLINE);
+            let (batch, complete) = gather(&mut watch, change(0), SETTLE_DEADLINE);
             assert_eq!(watch.calls, 4, "three changes, then one more call");
+            assert_eq!(
+                batch.len(),
+                batch_len,
+                "the first, three changes, and a Resync if any"
+            );
+            assert_eq!(complete, goes_on);
         }
+        let mut watch = Scripted {
+            changes: 3,
+            then: quiet,
+            calls: 0,
+        };
+        let (batch, complete) = gather(&mut watch, WatchEvent::Resync, SETTLE_DEADLINE);
+        assert_eq!((batch.len(), complete, watch.calls), (1, false, 0));
     }
 
     /// A watch that never goes quiet: a change per call, each a millisecond after the last.
@@ -872,23 +1044,20 @@ mod tests {
             self.calls += 1;
             assert!(
                 self.calls < 1000,
-                "settle never stopped for a steady stream"
+                "gathering never stopped for a steady stream"
             );
             std::thread::sleep(Duration::from_millis(1));
-            Ok(Some(WatchEvent::Changed {
-                key: "networks/x".into(),
-                value: None,
-                revision: 1,
-            }))
+            Ok(Some(change(self.calls)))
         }
     }
 
     #[test]
-    fn a_steady_stream_of_changes_settles_at_the_deadline() {
+    fn a_steady_stream_of_changes_is_cut_at_the_deadline() {
         let mut watch = Endless { calls: 0 };
-        settle(&mut watch, SETTLE_DEADLINE);
+        let (batch, complete) = gather(&mut watch, change(0), SETTLE_DEADLINE);
         // Without the deadline the stream would run into the assertion in `next`; with it,
-        // settling ends after about 50 calls.
-        assert!(watch.calls > 1);
+        // the batch ends after about 50 calls and the watch goes on.
+        assert!(complete);
+        assert!(batch.len() > 1 && batch.len() == watch.calls + 1);
     }
 }

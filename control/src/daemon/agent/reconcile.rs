@@ -397,10 +397,10 @@ impl Agent {
             }
         }
         let mut locked = store.lock(LOCK_TIMEOUT)?;
-        let listing = locked.list("")?;
-        let current = self.check_records(&listing);
         // Again under the lock: a disconnect meanwhile must not be undone.
         let mut state = lock(&self.state);
+        let listing = super::read_scope(&mut |p: &str| locked.list(p), &state.served(), None)?;
+        let current = self.check_records(&listing);
         let (host_ok, missing) = Self::unpublished(&state, &listing, epoch, &host);
         let missing: Vec<Endpoint> = missing.into_iter().cloned().collect();
         let mut wrote = false;

@@ -297,9 +297,9 @@ fn translate(message: StreamMessage<WatchResponse>, url: &str) -> Result<Step, S
         let Some(key) = relative(url, &event.kv.key)? else {
             continue;
         };
-        let value = match event.kind.as_deref() {
-            None | Some("PUT") => Some(event.kv.value),
-            Some("DELETE") => None,
+        let (value, created) = match event.kind.as_deref() {
+            None | Some("PUT") => (Some(event.kv.value), event.kv.create_revision),
+            Some("DELETE") => (None, 0),
             Some(other) => {
                 return Err(StoreError::Protocol {
                     url: url.to_owned(),
@@ -311,6 +311,7 @@ fn translate(message: StreamMessage<WatchResponse>, url: &str) -> Result<Step, S
             key,
             value,
             revision: event.kv.mod_revision,
+            created,
         });
     }
     if response.canceled {
@@ -382,17 +383,20 @@ mod tests {
                 WatchEvent::Changed {
                     key: "e".to_owned(),
                     value: Some(Vec::new()),
-                    revision: 3
+                    revision: 3,
+                    created: 3,
                 },
                 WatchEvent::Changed {
                     key: "e".to_owned(),
                     value: None,
-                    revision: 4
+                    revision: 4,
+                    created: 0,
                 },
                 WatchEvent::Changed {
                     key: "x".to_owned(),
                     value: Some(b"v".to_vec()),
-                    revision: 6
+                    revision: 6,
+                    created: 6,
                 },
             ]
         );
@@ -461,7 +465,8 @@ mod tests {
             [WatchEvent::Changed {
                 key: "ok".to_owned(),
                 value: Some(b"1".to_vec()),
-                revision: 3
+                revision: 3,
+                created: 0,
             }]
         );
     }
