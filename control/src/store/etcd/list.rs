@@ -138,3 +138,210 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::wire::{read_body, read_request_head};
+    use crate::store::etcd::{http::Timeouts, EtcdOptions};
+    use serde_json::{json, Value};
+    use std::io::{BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicI64, AtomicU64};
+    use std::sync::Mutex;
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    /// What etcd 3.4.23 answered (HTTP 400) to a range at a compacted revision.
+    const COMPACTED_ANSWER: &str = r#"{"error":"etcdserver: mvcc: required revision has been compacted","message":"etcdserver: mvcc: required revision has been compacted","code":11}"#;
+
+    /// An answer of the fake gateway.
+    enum Answer {
+        /// The keys (relative), whether more follow, and the revision.
+        Page(&'static [&'static str], bool, i64),
+        Compacted,
+        /// A chunk announced over the 64 MiB cap.
+        Oversized,
+    }
+
+    /// A fake gateway on 127.0.0.1 answering the `n`th range request with `script(n)`,
+    /// until the client goes; its thread returns the requests it got.
+    fn gateway(
+        script: impl Fn(usize) -> Answer + Send + 'static,
+    ) -> (String, JoinHandle<Vec<Value>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            // The client reconnects after an oversized answer (its connection is not reused).
+            'connections: loop {
+                let (socket, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(socket.try_clone().unwrap());
+                let mut writer = socket;
+                while let Ok(head) = read_request_head(&mut reader) {
+                    let body = read_body(&mut reader, head.framing, 1 << 20).unwrap();
+                    if body == b"{}" {
+                        break 'connections; // The test is done.
+                    }
+                    requests.push(serde_json::from_slice::<Value>(&body).unwrap());
+                    let answer = match script(requests.len() - 1) {
+                        Answer::Page(keys, more, revision) => {
+                            let kvs: Vec<Value> = keys
+                                .iter()
+                                .map(|key| json!({
+                                    "key": json::encode(format!("{ROOT}{key}").as_bytes()),
+                                    "value": json::encode(key.as_bytes()),
+                                    "create_revision": "2",
+                                }))
+                                .collect();
+                            let body = json!({
+                                "header": {"revision": revision.to_string()},
+                                "kvs": kvs, "more": more,
+                            })
+                            .to_string();
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                        }
+                        Answer::Compacted => format!(
+                            "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{COMPACTED_ANSWER}",
+                            COMPACTED_ANSWER.len()
+                        ),
+                        Answer::Oversized => {
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4c6652d\r\n{".to_owned()
+                        }
+                    };
+                    writer.write_all(answer.as_bytes()).unwrap();
+                }
+            }
+            requests
+        });
+        (endpoint, server)
+    }
+
+    fn shared(endpoint: &str, list_page: usize) -> Shared {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(5),
+        };
+        Shared {
+            url: format!("etcd://{endpoint}"),
+            client: http::Client::new(vec![endpoint.to_owned()], timeouts, None),
+            options: EtcdOptions {
+                list_page,
+                ..EtcdOptions::default()
+            },
+            lease: AtomicI64::new(0),
+            epoch: AtomicU64::new(0),
+            renewing: Mutex::new(()),
+            lock_leases: Mutex::new(Vec::new()),
+            auth: None,
+        }
+    }
+
+    /// Ends the fake gateway and returns the range requests it got.
+    fn finish(shared: &Shared, server: JoinHandle<Vec<Value>>) -> Vec<Value> {
+        let _ = shared
+            .client
+            .post("/done", b"{}", None, http::Replay::OnlyIfUnsent);
+        server.join().unwrap()
+    }
+
+    fn keys(listing: &Listing) -> Vec<&str> {
+        listing.entries.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn pages_continue_after_the_last_key_at_the_first_revision() {
+        let (endpoint, server) = gateway(|n| match n {
+            0 => Answer::Page(&["a", "b"], true, 10),
+            1 => Answer::Page(&["c", "d"], true, 11),
+            _ => Answer::Page(&["e"], false, 12),
+        });
+        let shared = shared(&endpoint, 2);
+        let listing = shared.list("").unwrap();
+        assert_eq!(keys(&listing), ["a", "b", "c", "d", "e"]);
+        assert_eq!(listing.revision, 10, "the first page's revision");
+        let requests = finish(&shared, server);
+        assert_eq!(requests.len(), 3);
+        assert!(
+            requests[0].get("revision").is_none(),
+            "the first page reads the newest"
+        );
+        assert_eq!(requests[1]["revision"], "10");
+        assert_eq!(requests[2]["revision"], "10");
+        assert_eq!(requests[1]["key"], json::encode(b"/vxtap/v1/b\0"));
+        assert_eq!(requests[2]["key"], json::encode(b"/vxtap/v1/d\0"));
+        assert!(requests
+            .iter()
+            .all(|r| r["limit"] == "2" && r["range_end"] == json::encode(b"/vxtap/v10")));
+    }
+
+    #[test]
+    fn a_compacted_revision_starts_the_listing_over() {
+        let (endpoint, server) = gateway(|n| match n {
+            0 => Answer::Page(&["a", "b"], true, 10),
+            1 => Answer::Compacted,
+            2 => Answer::Page(&["a", "b"], true, 12),
+            _ => Answer::Page(&["c"], false, 13),
+        });
+        let shared = shared(&endpoint, 2);
+        let listing = shared.list("").unwrap();
+        assert_eq!(keys(&listing), ["a", "b", "c"]);
+        assert_eq!(listing.revision, 12);
+        let requests = finish(&shared, server);
+        assert_eq!(requests.len(), 4);
+        assert!(
+            requests[2].get("revision").is_none(),
+            "started over at the newest"
+        );
+        assert_eq!(requests[3]["revision"], "12");
+    }
+
+    #[test]
+    fn a_listing_compacted_every_time_gives_up() {
+        let (endpoint, server) = gateway(|n| {
+            if n % 2 == 0 {
+                Answer::Page(&["x/a"], true, 10)
+            } else {
+                Answer::Compacted
+            }
+        });
+        let shared = shared(&endpoint, 1);
+        match shared.list("x/") {
+            Err(StoreError::ListingCompacted {
+                prefix, attempts, ..
+            }) => {
+                assert_eq!(prefix, "x/");
+                assert_eq!(attempts, COMPACTED_RESTARTS + 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let requests = finish(&shared, server);
+        assert_eq!(requests.len() as u32, 2 * (COMPACTED_RESTARTS + 1));
+    }
+
+    #[test]
+    fn a_page_over_the_cap_is_asked_again_with_half_the_keys() {
+        let (endpoint, server) = gateway(|n| match n {
+            0 | 1 => Answer::Oversized,
+            2 => Answer::Page(&["a", "b"], true, 10),
+            3 => Answer::Oversized,
+            _ => Answer::Page(&["c"], false, 10),
+        });
+        let shared = shared(&endpoint, 8);
+        let listing = shared.list("").unwrap();
+        assert_eq!(keys(&listing), ["a", "b", "c"]);
+        let requests = finish(&shared, server);
+        let limits: Vec<&str> = requests
+            .iter()
+            .map(|r| r["limit"].as_str().unwrap())
+            .collect();
+        assert_eq!(limits, ["8", "4", "2", "2", "1"]);
+        assert_eq!(requests[4]["key"], json::encode(b"/vxtap/v1/b\0"));
+
+        // One key over the cap is an error, not a loop.
+        let (endpoint, server) = gateway(|_| Answer::Oversized);
+        let shared = super::tests::shared(&endpoint, 2);
+        assert!(matches!(shared.list(""), Err(StoreError::Protocol { .. })));
+        assert_eq!(finish(&shared, server).len(), 2);
+    }
+}
