@@ -422,3 +422,185 @@ fn lease_count(etcd: &Etcd) -> usize {
     assert_eq!(status, 200, "{body}");
     body["leases"].as_array().map_or(0, Vec::len)
 }
+
+/// Writes `count` keys `PREFIX/kNNNNNNN` with `value` straight through the gateway, in txns
+/// of `batch` puts (etcd's `--max-txn-ops` is 128), from `threads` threads.
+fn write_keys(etcd: &Etcd, prefix: &str, count: usize, value: &[u8], batch: usize, threads: usize) {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let value = base64.encode(value);
+    let batches: Vec<(usize, usize)> = (0..count)
+        .step_by(batch)
+        .map(|start| (start, (start + batch).min(count)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(start, end)) = batches.get(index) else {
+                    return;
+                };
+                let puts: Vec<_> = (start..end)
+                    .map(|n| {
+                        let key = format!("/vxtap/v1/{prefix}/k{n:07}");
+                        json!({"request_put": {"key": base64.encode(key), "value": value}})
+                    })
+                    .collect();
+                let (status, body) = etcd.post("/v3/kv/txn", &json!({ "success": puts }));
+                assert_eq!(status, 200, "{body}");
+            });
+        }
+    });
+}
+
+/// The keys `PREFIX/k0000000` .. of [`write_keys`].
+fn written_keys(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{prefix}/k{n:07}")).collect()
+}
+
+#[test]
+fn requests_reuse_connections_and_count_bytes() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let store = open(&etcd);
+        let opened = store.connections_opened();
+        let before = store.bytes_received();
+        for n in 0..20 {
+            put(&store, &format!("reuse/k{n}"), b"v", Lifetime::Permanent);
+            assert_eq!(list(&store, "reuse/").entries.len(), n + 1);
+        }
+        assert!(store.bytes_received() > before);
+        // 20 locks, puts, unlocks and lists on the connection that opened the store; at
+        // most one more if the lease keeper refreshed at the same moment.
+        let made = store.connections_opened() - opened;
+        assert!(made <= 1, "{made} connections for 80 requests");
+
+        // A restarted etcd closed every kept connection: the next requests still work.
+        let mut etcd = etcd;
+        etcd.stop();
+        etcd.start_again();
+        assert!(
+            wait_until(WAIT, || store.list("reuse/").is_ok()),
+            "etcd answers again"
+        );
+        assert_eq!(list(&store, "reuse/").entries.len(), 20);
+        put(&store, "reuse/after", b"v", Lifetime::Permanent);
+    });
+}
+
+#[test]
+fn lists_in_pages_at_one_revision() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let store = open_with(
+            &etcd,
+            EtcdOptions {
+                list_page: 3,
+                ..EtcdOptions::default()
+            },
+        );
+        write_keys(&etcd, "paged", 100, b"v", 16, 2);
+        put(&store, "paged0", b"after the prefix", Lifetime::Permanent);
+        put(&store, "other/x", b"before the prefix", Lifetime::Permanent);
+        let listing = list(&store, "paged/");
+        assert_eq!(keys(&listing), written_keys("paged", 100));
+        let whole = open(&etcd).list("").expect("list");
+        assert_eq!(whole.entries.len(), 102);
+        assert_eq!(list(&store, "").entries, whole.entries);
+
+        // Keys written while a paged listing runs are not in it: every page is read at the
+        // first one's revision. The writer's keys sort after the listed ones, so pages
+        // reach them; the listing is repeated until a write landed during one.
+        let writer = open(&etcd);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    put(
+                        &writer,
+                        &format!("paged/z{n:06}"),
+                        b"new",
+                        Lifetime::Permanent,
+                    );
+                    n += 1;
+                }
+            });
+            let mut raced = false;
+            for _ in 0..50 {
+                let listing = list(&store, "paged/");
+                let later = list(&store, "paged/");
+                let at_revision: Vec<_> = later
+                    .entries
+                    .iter()
+                    .filter(|entry| entry.created <= listing.revision)
+                    .collect();
+                assert_eq!(
+                    listing.entries.iter().collect::<Vec<_>>(),
+                    at_revision,
+                    "the listing is the store at its revision"
+                );
+                let first = listing.entries.first().map_or(0, |entry| entry.created);
+                // A key created after the listing's revision but before the listing read
+                // past it would have been seen without the pinned revision.
+                raced = later
+                    .entries
+                    .iter()
+                    .any(|entry| entry.created > listing.revision && entry.created > first);
+                if raced {
+                    break;
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(raced, "no write landed during a listing in 50 tries");
+        });
+    });
+}
+
+/// A listing of about 96 MiB of JSON (1200 values of 60 KB, base64 in the answer): a page
+/// of 1000 keys is over the 64 MiB body cap, so the listing halves its page and finishes.
+#[test]
+fn lists_past_the_body_cap() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let value = vec![b'x'; 60_000];
+        write_keys(&etcd, "big", 1200, &value, 16, 2);
+        let store = open(&etcd);
+        let before = store.bytes_received();
+        let listing = list(&store, "big/");
+        assert_eq!(keys(&listing), written_keys("big", 1200));
+        assert!(listing.entries.iter().all(|entry| entry.value == value));
+        let read = store.bytes_received() - before;
+        assert!(read > 96_000_000, "{read} bytes read");
+    });
+}
+
+/// One million keys list correctly. Slow (minutes): `benches/control.sh` runs it with
+/// `cargo test --release --test store_etcd -- --ignored lists_a_million_keys --nocapture`,
+/// which prints how long writing and listing took.
+#[test]
+#[ignore = "a benchmark: writes a million keys"]
+fn lists_a_million_keys() {
+    const KEYS: usize = 1_000_000;
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let started = Instant::now();
+        write_keys(&etcd, "million", KEYS, &[b'v'; 100], 128, 8);
+        let written = started.elapsed();
+        let store = open(&etcd);
+        let started = Instant::now();
+        let listing = list(&store, "million/");
+        let listed = started.elapsed();
+        assert_eq!(listing.entries.len(), KEYS);
+        assert!(listing
+            .entries
+            .iter()
+            .zip(written_keys("million", KEYS))
+            .all(|(entry, key)| entry.key == key && entry.value == [b'v'; 100]));
+        println!(
+            "wrote {KEYS} keys in {written:?}; listed them in {listed:?}, {} bytes read",
+            store.bytes_received()
+        );
+    });
+}

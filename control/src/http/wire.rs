@@ -22,7 +22,7 @@ use std::io::{self, BufRead, Read};
 
 /// The largest head (start line and header fields) read, requests and responses alike.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// The largest chunk believed: a bigger size line is a broken peer, whatever the body cap.
+/// The largest chunk believed: a bigger one is [`TooLarge::Body`], whatever the body cap.
 const MAX_CHUNK: u64 = 64 * 1024 * 1024;
 
 /// What [`read_response_head`] says when the peer closed before a single byte of the answer.
@@ -108,6 +108,10 @@ pub struct ResponseHead {
     pub status: u16,
     /// How the body is delimited.
     pub framing: Framing,
+    /// The server closes the connection after this answer: `Connection: close`, or an
+    /// HTTP/1.0 answer (whose keep-alive extension we never ask for). A client keeping
+    /// connections alive must not send another request on it.
+    pub close: bool,
 }
 
 /// One line ending in CRLF (or a bare LF), without it; counts against `budget`, and breaking
@@ -245,6 +249,7 @@ pub fn read_response_head<R: BufRead>(reader: &mut R) -> io::Result<ResponseHead
         .and_then(|code| code.parse::<u16>().ok())
         .filter(|code| *code >= 100)
         .ok_or_else(|| malformed(format!("status line {status_line:?}")))?;
+    let http_1_0 = version == "HTTP/1.0";
     let fields = read_fields(reader, &mut budget)?;
     // RFC 9112 section 6.3: these never have a body, whatever the fields say; otherwise a
     // transfer coding overrides a length.
@@ -253,7 +258,11 @@ pub fn read_response_head<R: BufRead>(reader: &mut R) -> io::Result<ResponseHead
     } else {
         fields.framing()?.unwrap_or(Framing::UntilClose)
     };
-    Ok(ResponseHead { status, framing })
+    Ok(ResponseHead {
+        status,
+        framing,
+        close: fields.close || http_1_0,
+    })
 }
 
 /// Reads a request line and the header fields. Empty lines before the request line are
@@ -399,8 +408,16 @@ impl<R: BufRead> Chunked<R> {
         let size = Some(size)
             .filter(|size| !size.is_empty() && size.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|size| u64::from_str_radix(size, 16).ok())
-            .filter(|&size| size <= MAX_CHUNK)
             .ok_or_else(|| malformed(format!("chunk size line {line:?}")))?;
+        if size > MAX_CHUNK {
+            // Well formed, but the body is over the cap whatever the reader's own: etcd's
+            // gateway sends a whole answer as one chunk, and its reader wants to know that
+            // it was too large rather than broken.
+            return Err(TooLarge::Body {
+                limit: MAX_CHUNK as usize,
+            }
+            .into());
+        }
         if size == 0 {
             while !read_line(&mut self.inner, &mut budget)
                 .map_err(oversized)?
@@ -556,6 +573,32 @@ mod tests {
         let (head, body) = parse(ENGINE_DELETED).unwrap();
         assert_eq!((head.status, head.framing), (204, Framing::Length(0)));
         assert!(body.is_empty());
+        assert!(head.close, "the engine said Connection: close");
+    }
+
+    #[test]
+    fn a_chunk_over_the_cap_is_too_large_not_malformed() {
+        // etcd's gateway sends an 80 MB range answer as one chunk.
+        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4c6652d\r\n{";
+        let err = parse(answer).unwrap_err();
+        assert_eq!(
+            too_large(&err),
+            Some(TooLarge::Body {
+                limit: MAX_CHUNK as usize
+            })
+        );
+    }
+
+    #[test]
+    fn responses_say_whether_the_connection_stays_open() {
+        let (head, _) = parse(WITH_LENGTH).unwrap();
+        assert!(!head.close, "HTTP/1.1 without Connection: close stays open");
+        let (head, _) = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(head.close, "HTTP/1.0 closes");
+        let (head, _) =
+            parse(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        assert!(head.close);
     }
 
     #[test]

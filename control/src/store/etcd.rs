@@ -3,8 +3,9 @@
 //! runtime and no protoc.
 //!
 //! Layout in etcd:
-//! - every key lives at `/vxtap/v1/` + its relative key; [`Store::list`] is one range request
-//!   over the prefix, [`Store::watch`] one streaming `/v3/watch` over it;
+//! - every key lives at `/vxtap/v1/` + its relative key; [`Store::list`] is a series of
+//!   range requests over the prefix, in pages pinned to one revision (module `list`),
+//!   [`Store::watch`] one streaming `/v3/watch` over it;
 //! - the cluster lock is the key `/vxtap/v1.lock`, *outside* the data prefix so that no
 //!   listing or watch of `""` ever shows it and no relative key can collide with it.
 //!
@@ -61,15 +62,14 @@
 mod auth;
 mod http;
 mod json;
+mod list;
 mod lock;
 pub(crate) mod tls;
 mod watch;
 
 pub(crate) use tls::tls_hint;
 
-use super::{
-    check_key, check_prefix, Entry, Listing, Locked, Revision, Store, StoreError, StoreOptions,
-};
+use super::{check_key, check_prefix, Listing, Locked, Revision, Store, StoreError, StoreOptions};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -110,6 +110,10 @@ pub struct EtcdOptions {
     pub connect_timeout: Duration,
     /// Timeout of each read or write of a request (the watch stream excepted).
     pub request_timeout: Duration,
+    /// Most keys per range request when listing (at least 1): a listing is paged, every
+    /// page read at the first one's revision. A page whose answer is over the 64 MiB body
+    /// cap is asked for again with half as many keys.
+    pub list_page: usize,
 }
 
 impl Default for EtcdOptions {
@@ -119,6 +123,7 @@ impl Default for EtcdOptions {
             lock_ttl: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            list_page: 1000,
         }
     }
 }
@@ -294,7 +299,7 @@ impl EtcdStore {
         shared.token().map_err(|err| shared.error(err))?;
         // Credentials and permissions are checked now rather than at the first write.
         let _: json::RangeResponse = shared
-            .call(
+            .call_replayable(
                 "/v3/kv/range",
                 &json::request::key_only(LOCK_KEY.as_bytes()),
             )
@@ -324,6 +329,18 @@ impl EtcdStore {
             .auth
             .as_ref()
             .map_or(0, auth::Auth::authentications)
+    }
+
+    /// How many bytes this handle read from etcd so far: the heads and bodies of every
+    /// answer (with their chunk framing), watch streams included, lease keep-alives too.
+    pub fn bytes_received(&self) -> u64 {
+        self.shared.client.bytes_received()
+    }
+
+    /// How many connections to etcd this handle opened so far (each watch opens one of
+    /// its own; other requests reuse idle connections).
+    pub fn connections_opened(&self) -> u64 {
+        self.shared.client.connections_opened()
     }
 
     /// The session lease ID: session keys are attached to it (0 after
@@ -431,10 +448,22 @@ fn keep_alive(shared: &Shared, stop: &mpsc::Receiver<()>) {
 }
 
 impl Shared {
-    /// `POST path` with `body`; the decoded 200 answer, or why there is none.
+    /// `POST path` with `body`; the decoded 200 answer, or why there is none. Not sent a
+    /// second time once sent whole (see `http`'s docs): for writes.
     fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CallError> {
         let request = body.to_string();
-        self.authorized(|token| self.post(path, &request, token))
+        self.authorized(|token| self.post(path, &request, token, http::Replay::OnlyIfUnsent))
+    }
+
+    /// [`call`](Self::call) for a read, or a call whose repetition is harmless: may be sent
+    /// again on a new connection when a kept one turns out closed.
+    fn call_replayable<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, CallError> {
+        let request = body.to_string();
+        self.authorized(|token| self.post(path, &request, token, http::Replay::Safe))
     }
 
     /// One `POST` with `token`; the decoded 200 answer.
@@ -443,10 +472,16 @@ impl Shared {
         path: &str,
         request: &str,
         token: Option<&auth::Token>,
+        replay: http::Replay,
     ) -> Result<T, CallError> {
         let response = self
             .client
-            .post(path, request.as_bytes(), token.map(auth::Token::as_str))
+            .post(
+                path,
+                request.as_bytes(),
+                token.map(auth::Token::as_str),
+                replay,
+            )
             .map_err(CallError::Http)?;
         if response.status != 200 {
             return Err(status_error(response.status, &response.body));
@@ -454,11 +489,13 @@ impl Shared {
         json::decode(&response.body).map_err(CallError::Decode)
     }
 
-    /// A call to a streaming endpoint with a single message: its single answer.
+    /// A call to a streaming endpoint with a single message: its single answer. Used for
+    /// lease keep-alives, which are harmless to repeat.
     fn call_once<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, CallError> {
         let request = body.to_string();
         self.authorized(|token| {
-            let message: json::StreamMessage<T> = self.post(path, &request, token)?;
+            let message: json::StreamMessage<T> =
+                self.post(path, &request, token, http::Replay::Safe)?;
             match (message.result, message.error) {
                 (Some(result), _) => Ok(result),
                 (None, error) => Err(stream_error(error.as_ref())),
@@ -514,29 +551,6 @@ impl Shared {
         store_error(&self.url, self.user(), err)
     }
 
-    /// Every entry under the relative `prefix` (already checked).
-    fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let key = format!("{ROOT}{prefix}");
-        let range: json::RangeResponse = self
-            .call("/v3/kv/range", &json::request::range_prefix(key.as_bytes()))
-            .map_err(|err| self.error(err))?;
-        let mut entries = Vec::with_capacity(range.kvs.len());
-        for kv in range.kvs {
-            if let Some(key) = self.relative(&kv.key)? {
-                entries.push(Entry {
-                    key,
-                    value: kv.value,
-                    created: kv.create_revision,
-                });
-            }
-        }
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(Listing {
-            entries,
-            revision: range.header.revision,
-        })
-    }
-
     /// See [`relative`].
     fn relative(&self, key: &[u8]) -> Result<Option<String>, StoreError> {
         relative(&self.url, key)
@@ -545,7 +559,7 @@ impl Shared {
     /// Grants a lease of `ttl`.
     fn grant(&self, ttl: Duration) -> Result<i64, StoreError> {
         let grant: json::LeaseResponse = self
-            .call("/v3/lease/grant", &json::request::grant(ttl_seconds(ttl)))
+            .call_replayable("/v3/lease/grant", &json::request::grant(ttl_seconds(ttl)))
             .map_err(|err| self.error(err))?;
         if !grant.error.is_empty() || grant.id == 0 {
             return Err(StoreError::Protocol {
@@ -630,6 +644,10 @@ fn store_error(url: &str, user: Option<&str>, err: CallError) -> StoreError {
         CallError::Http(http::HttpError::Malformed { endpoint, reason }) => StoreError::Protocol {
             url,
             reason: format!("{endpoint}: {reason}"),
+        },
+        CallError::Http(err @ http::HttpError::TooLarge { .. }) => StoreError::Protocol {
+            url,
+            reason: err.to_string(),
         },
         CallError::Http(http::HttpError::Tls {
             endpoint,

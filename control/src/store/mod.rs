@@ -326,6 +326,18 @@ pub enum StoreError {
         /// etcd's message.
         reason: String,
     },
+    /// A paged listing kept losing its revision to compaction between pages.
+    #[error(
+        "store {url}: listing {prefix:?} failed {attempts} times: etcd compacted the revision          being listed before the last page was read"
+    )]
+    ListingCompacted {
+        /// The store URL.
+        url: String,
+        /// The relative prefix listed.
+        prefix: String,
+        /// How many listings were started.
+        attempts: u32,
+    },
 }
 
 /// Opens a store from its URL (`dir:PATH`, `etcd://HOST:PORT[,HOST:PORT...]` or

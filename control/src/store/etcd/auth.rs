@@ -9,7 +9,7 @@
 //! is an error, never retried. This module owns the password and the token and never lets
 //! either out: both have redacted `Debug` output and neither appears in an error.
 
-use super::http::Client;
+use super::http::{Client, Replay};
 use super::{json, status_error, CallError};
 use crate::store::Password;
 use serde::Deserialize;
@@ -98,6 +98,8 @@ impl Auth {
                 "/v3/auth/authenticate",
                 request.to_string().as_bytes(),
                 None,
+                // Authenticating twice only makes one more token.
+                Replay::Safe,
             )
             .map_err(CallError::Http)?;
         if response.status != 200 {

@@ -108,6 +108,8 @@ pub(crate) struct KeyValue {
 pub(crate) struct RangeResponse {
     pub header: Header,
     pub kvs: Vec<KeyValue>,
+    /// More keys are in the range than the request's `limit` let through.
+    pub more: bool,
 }
 
 /// `DeleteRangeResponse`.
@@ -216,9 +218,18 @@ pub(crate) mod request {
         json!({ "key": encode(key), "keys_only": true })
     }
 
-    /// `RangeRequest` for every key starting with `prefix`.
-    pub(crate) fn range_prefix(prefix: &[u8]) -> Value {
-        json!({ "key": encode(prefix), "range_end": encode(&prefix_end(prefix)) })
+    /// `RangeRequest` for at most `limit` keys from `from` (included) to `end` (excluded),
+    /// as of `revision` (0: the latest).
+    pub(crate) fn range_page(from: &[u8], end: &[u8], limit: usize, revision: i64) -> Value {
+        let mut request = json!({
+            "key": encode(from),
+            "range_end": encode(end),
+            "limit": limit.to_string(),
+        });
+        if revision != 0 {
+            request["revision"] = json!(revision.to_string());
+        }
+        request
     }
 
     /// A txn creating `key` (bound to `lease`) unless it exists.
@@ -400,7 +411,7 @@ mod tests {
             );
         }
         // Numbers are accepted as well as strings, and unknown fields are ignored.
-        let range: RangeResponse = decode(br#"{"header":{"revision":7},"more":[1,2]}"#).unwrap();
+        let range: RangeResponse = decode(br#"{"header":{"revision":7},"later":[1,2]}"#).unwrap();
         assert_eq!(range.header.revision, 7);
     }
 
