@@ -380,6 +380,21 @@ impl Store for DirStore {
     fn commit(&self, txn: &Txn) -> Result<Committed, StoreError> {
         txn.check(&self.url)?;
         let mut locked = self.acquire(COMMIT_LOCK_TIMEOUT)?;
+        self.commit_locked(&mut locked, txn)
+    }
+
+    fn session_epoch(&self) -> u64 {
+        0
+    }
+}
+
+impl DirStore {
+    /// Runs `txn` (checked) under the flock `locked` holds (see the module docs).
+    fn commit_locked(
+        &self,
+        locked: &mut DirLocked<'_>,
+        txn: &Txn,
+    ) -> Result<Committed, StoreError> {
         let mut error = None;
         let failure = txn.first_failure(|_, key, condition| {
             let found = match condition {
@@ -417,12 +432,6 @@ impl Store for DirStore {
         })
     }
 
-    fn session_epoch(&self) -> u64 {
-        0
-    }
-}
-
-impl DirStore {
     /// Takes the flock, waiting at most `timeout`; closes a mutation a dead holder left open
     /// and completes its journal (see the module docs).
     fn acquire(&self, timeout: Duration) -> Result<DirLocked<'_>, StoreError> {
@@ -684,6 +693,12 @@ impl Locked for DirLocked<'_> {
             return Ok(false);
         }
         self.mutate(|store| store.remove(key))
+    }
+
+    fn commit(&mut self, txn: &Txn) -> Result<Committed, StoreError> {
+        txn.check(&self.store.url)?;
+        let store = self.store;
+        store.commit_locked(self, txn)
     }
 }
 

@@ -392,7 +392,7 @@ impl Store for EtcdStore {
     }
 
     fn commit(&self, txn: &super::Txn) -> Result<super::Committed, StoreError> {
-        txn::commit(&self.shared, txn)
+        txn::commit(&self.shared, txn, None)
     }
 
     fn session_epoch(&self) -> u64 {

@@ -125,6 +125,17 @@ pub trait Locked {
     ///
     /// As for [`put`](Self::put).
     fn delete(&mut self, key: &str) -> Result<bool, StoreError>;
+
+    /// [`Store::commit`] while holding the lock: the txn applies only if the lock is still
+    /// held (etcd: one more compare, on the lock key), so a lock holder can check what
+    /// claims cannot express (overlapping subnets) and write claims and records together.
+    /// Use this, not [`Store::commit`], while holding the lock: on the dir backend a commit
+    /// from the same process would wait for the flock it holds.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Store::commit`], and `LockLost` (nothing written) if the lock was lost.
+    fn commit(&mut self, txn: &Txn) -> Result<Committed, StoreError>;
 }
 
 /// A cluster store backend.
@@ -167,7 +178,7 @@ pub trait Store: Send + Sync {
     /// orders its own holders. Uniqueness that commits enforce must therefore be claimed by
     /// commits everywhere. On the dir backend a commit takes the directory's flock (waiting at
     /// most 10 s, then `LockTimeout`), so a thread holding [`Store::lock`] on a dir store must
-    /// not commit.
+    /// not call this (it would wait for itself): it calls [`Locked::commit`].
     ///
     /// # Errors
     ///

@@ -15,11 +15,13 @@
 use super::{check_key, check_prefix, Entry, Lifetime, Revision, StoreError};
 use std::collections::HashSet;
 
-/// The most conditions, and the most writes, one txn may hold: etcd's default
+/// The most conditions, and the most writes, one txn may hold: one below etcd's default
 /// `--max-txn-ops` (128), which bounds the compares and each branch of an etcd txn
-/// separately. A bigger txn is refused with [`StoreError::TxnTooBig`] before anything is
-/// sent, on every backend, so code tested on `dir` does not fail on etcd.
-pub const MAX_TXN_OPS: usize = 128;
+/// separately; the one left is for the lock's compare of
+/// [`Locked::commit`](super::Locked::commit). A bigger txn is refused with
+/// [`StoreError::TxnTooBig`] before anything is sent, on every backend, so code tested on
+/// `dir` does not fail on etcd.
+pub const MAX_TXN_OPS: usize = 127;
 
 /// What a key (or a prefix) must be for a txn to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,7 +324,10 @@ mod tests {
                 writes,
                 max,
                 ..
-            }) => assert_eq!((conditions, writes, max), (128, 129, 128)),
+            }) => assert_eq!(
+                (conditions, writes, max),
+                (MAX_TXN_OPS, MAX_TXN_OPS + 1, MAX_TXN_OPS)
+            ),
             other => panic!("{other:?}"),
         }
     }

@@ -508,3 +508,52 @@ pub fn commit_writes_are_watched(open: &dyn Fn() -> Box<dyn Store>) {
         }
     }
 }
+
+/// A commit through the cluster lock ([`Locked::commit`](crate::store::Locked::commit))
+/// applies and conflicts as [`Store::commit`] does, its writes are read by the lock's own
+/// listing, and the lock is free again once dropped.
+///
+/// # Panics
+///
+/// If a commit under the lock fails or is judged wrongly.
+pub fn locked_commit_applies_under_the_lock(open: &dyn Fn() -> Box<dyn Store>) {
+    let (a, b) = (open(), open());
+    {
+        let mut locked = super::lock(&*a);
+        let claim = Txn::new()
+            .require("c-txn-locked/dir", Condition::NothingUnder)
+            .create("c-txn-locked/k", b"under lock", Lifetime::Session);
+        match locked.commit(&claim) {
+            Ok(Committed::Done { .. }) => {}
+            other => panic!("a commit under the lock: expected Done, got {other:?}"),
+        }
+        let listing = locked
+            .list("c-txn-locked/")
+            .unwrap_or_else(|e| panic!("Locked::list failed: {e}"));
+        assert_entries(
+            &listing,
+            &[("c-txn-locked/k", b"under lock")],
+            "the lock's own listing",
+        );
+        match locked.commit(&claim) {
+            Ok(Committed::Conflict { key, found }) => {
+                assert_eq!(key, "c-txn-locked/k");
+                assert_eq!(found.map(|e| e.value), Some(b"under lock".to_vec()));
+            }
+            other => panic!("a second claim under the lock: expected a conflict, got {other:?}"),
+        }
+        let too_big =
+            (0..=MAX_TXN_OPS).fold(Txn::new(), |txn, i| txn.delete(format!("c-txn-locked/{i}")));
+        assert!(
+            matches!(locked.commit(&too_big), Err(StoreError::TxnTooBig { .. })),
+            "a too big txn under the lock"
+        );
+    }
+    // The lock was released: a commit without it and another lock both go through.
+    done(
+        &*b,
+        &Txn::new().create("c-txn-locked/after", b"", Lifetime::Permanent),
+        "a commit after the lock was dropped",
+    );
+    drop(super::lock(&*b));
+}

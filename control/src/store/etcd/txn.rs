@@ -11,17 +11,27 @@
 //! compares' revision, and the first condition that does not hold on what it read is the
 //! one reported.
 //!
+//! A commit through the cluster lock ([`Locked::commit`](crate::store::Locked::commit)) adds
+//! one compare, the lock key's create_revision is the holding's, and one read of the lock
+//! key, so a holder that lost the lock writes nothing and gets `LockLost`.
+//!
 //! etcd bounds compares, success ops and failure ops to `--max-txn-ops` each (128 by
-//! default); [`Txn::check`] refuses bigger txns before anything is sent. A txn that finds the
+//! default); [`Txn::check`] refuses txns over [`MAX_TXN_OPS`](crate::store::MAX_TXN_OPS)
+//! (127, leaving room for the lock's compare) before anything is sent. A txn that finds the
 //! session lease gone starts a new session (as a session put under the lock does) and is sent
 //! once more: etcd refused it whole, so nothing was applied.
 
-use super::{json, relative, Shared, ROOT};
+use super::{json, relative, Shared, LOCK_KEY, ROOT};
 use crate::store::{Committed, Condition, Entry, Lifetime, StoreError, Txn, Write};
 use serde_json::{json, Value};
 
-/// Runs `txn` (see the module docs).
-pub(super) fn commit(shared: &Shared, txn: &Txn) -> Result<Committed, StoreError> {
+/// Runs `txn` (see the module docs); with `lock`, only while the cluster lock key still has
+/// that create_revision.
+pub(super) fn commit(
+    shared: &Shared,
+    txn: &Txn,
+    lock: Option<i64>,
+) -> Result<Committed, StoreError> {
     txn.check(&shared.url)?;
     let session = txn.writes().iter().any(|write| {
         matches!(
@@ -35,14 +45,14 @@ pub(super) fn commit(shared: &Shared, txn: &Txn) -> Result<Committed, StoreError
     let mut lease = if session { shared.session_lease()? } else { 0 };
     // At most twice: once more with a new session if the session lease was gone.
     loop {
-        let answer = shared.call::<json::TxnResponse>("/v3/kv/txn", &request(txn, lease));
+        let answer = shared.call::<json::TxnResponse>("/v3/kv/txn", &request(txn, lease, lock));
         match answer {
             Ok(answer) if answer.succeeded => {
                 return Ok(Committed::Done {
                     revision: answer.header.revision,
                 })
             }
-            Ok(answer) => return conflict(&shared.url, txn, &answer),
+            Ok(answer) => return conflict(&shared.url, txn, lock, &answer),
             Err(err) if err.is_lease_not_found() && lease != 0 => {
                 let renewed = shared.renew_session(lease)?;
                 if renewed == lease {
@@ -118,9 +128,10 @@ fn read(key: &str, condition: &Condition) -> Value {
     }
 }
 
-/// The `TxnRequest` of `txn`, session puts bound to `lease`.
-fn request(txn: &Txn, lease: i64) -> Value {
-    let compare: Vec<Value> = txn
+/// The `TxnRequest` of `txn`, session puts bound to `lease`, guarded by the lock holding
+/// `lock` if given.
+fn request(txn: &Txn, lease: i64, lock: Option<i64>) -> Value {
+    let mut compare: Vec<Value> = txn
         .conditions()
         .iter()
         .map(|(key, condition)| compare(key, condition))
@@ -148,21 +159,40 @@ fn request(txn: &Txn, lease: i64) -> Value {
             }
         })
         .collect();
-    let failure: Vec<Value> = txn
+    let mut failure: Vec<Value> = txn
         .conditions()
         .iter()
         .map(|(key, condition)| read(key, condition))
         .collect();
+    if let Some(revision) = lock {
+        compare.push(json!({
+            "target": "CREATE",
+            "result": "EQUAL",
+            "key": json::encode(LOCK_KEY.as_bytes()),
+            "create_revision": revision.to_string(),
+        }));
+        failure.push(json!({ "request_range": {
+            "key": json::encode(LOCK_KEY.as_bytes()),
+            "keys_only": true,
+        }}));
+    }
     json!({ "compare": compare, "success": success, "failure": failure })
 }
 
-/// The [`Committed::Conflict`] of a refused txn, from its failure branch's reads.
-fn conflict(url: &str, txn: &Txn, answer: &json::TxnResponse) -> Result<Committed, StoreError> {
+/// The [`Committed::Conflict`] of a refused txn, from its failure branch's reads; `LockLost`
+/// if only the lock guard failed.
+fn conflict(
+    url: &str,
+    txn: &Txn,
+    lock: Option<i64>,
+    answer: &json::TxnResponse,
+) -> Result<Committed, StoreError> {
     let protocol = |reason: String| StoreError::Protocol {
         url: url.to_owned(),
         reason,
     };
-    if answer.responses.len() != txn.conditions().len() {
+    let reads = txn.conditions().len() + usize::from(lock.is_some());
+    if answer.responses.len() != reads {
         return Err(protocol(format!(
             "a refused txn with {} conditions answered {} reads",
             txn.conditions().len(),
@@ -170,12 +200,17 @@ fn conflict(url: &str, txn: &Txn, answer: &json::TxnResponse) -> Result<Committe
         )));
     }
     let mut found = Vec::with_capacity(answer.responses.len());
-    for response in &answer.responses {
+    let mut lock_revision = None;
+    for (i, response) in answer.responses.iter().enumerate() {
         let Some(range) = &response.response_range else {
             return Err(protocol(
                 "a refused txn answered something else than a read".to_owned(),
             ));
         };
+        if i == txn.conditions().len() {
+            lock_revision = Some(range.kvs.first().map_or(0, |kv| kv.create_revision));
+            break;
+        }
         let entry = match range.kvs.first() {
             Some(kv) => Some(Entry {
                 // A key under a prefix that breaks the key rules is still a key there.
@@ -192,6 +227,9 @@ fn conflict(url: &str, txn: &Txn, answer: &json::TxnResponse) -> Result<Committe
         Some((key, found)) => Ok(Committed::Conflict {
             key: key.to_owned(),
             found,
+        }),
+        None if lock.is_some() && lock_revision != lock => Err(StoreError::LockLost {
+            url: url.to_owned(),
         }),
         None => Err(protocol(
             "etcd refused a txn whose every condition held on what it read".to_owned(),
@@ -214,7 +252,7 @@ mod tests {
             .require("c/g", Condition::Created(0))
             .put("c/p", b"q", Lifetime::Permanent)
             .delete("c/x");
-        let request = request(&txn, 42);
+        let request = request(&txn, 42, None);
         let key = |k: &str| json!(json::encode(k.as_bytes()));
         assert_eq!(
             request["compare"],
@@ -257,7 +295,7 @@ mod tests {
             br#"{"header":{"revision":"9"},"responses":[{"response_range":{"header":{"revision":"9"}}},{"response_range":{"header":{"revision":"9"},"kvs":[{"key":"L3Z4dGFwL3YxL2MvYg==","create_revision":"8","mod_revision":"8","version":"1","value":"dGhlaXJz"}],"count":"1"}}]}"#,
         )
         .unwrap();
-        match conflict("etcd://x:1", &txn, &answer).unwrap() {
+        match conflict("etcd://x:1", &txn, None, &answer).unwrap() {
             Committed::Conflict { key, found } => {
                 assert_eq!(key, "c/b");
                 let found = found.unwrap();
@@ -273,13 +311,30 @@ mod tests {
             json::decode(br#"{"responses":[{"response_range":{}},{"response_range":{}}]}"#)
                 .unwrap();
         assert!(matches!(
-            conflict("etcd://x:1", &txn, &nothing),
+            conflict("etcd://x:1", &txn, None, &nothing),
             Err(StoreError::Protocol { .. })
         ));
         let short: json::TxnResponse = json::decode(br#"{"responses":[]}"#).unwrap();
         assert!(matches!(
-            conflict("etcd://x:1", &txn, &short),
+            conflict("etcd://x:1", &txn, None, &short),
             Err(StoreError::Protocol { .. })
         ));
+        // Through the lock: every condition held, the lock key is another holding's.
+        let lost: json::TxnResponse = json::decode(
+            br#"{"responses":[{"response_range":{}},{"response_range":{}},{"response_range":{"kvs":[{"key":"L3Z4dGFwL3YxLmxvY2s=","create_revision":"12"}]}}]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            conflict("etcd://x:1", &txn, Some(11), &lost),
+            Err(StoreError::LockLost { .. })
+        ));
+        assert!(matches!(
+            conflict("etcd://x:1", &txn, Some(12), &lost),
+            Err(StoreError::Protocol { .. })
+        ));
+        let guarded = request(&txn, 0, Some(11));
+        assert_eq!(guarded["compare"].as_array().unwrap().len(), 3);
+        assert_eq!(guarded["compare"][2]["create_revision"], json!("11"));
+        assert_eq!(guarded["failure"].as_array().unwrap().len(), 3);
     }
 }
