@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vxtap::store::etcd::{EtcdOptions, EtcdStore};
-use vxtap::store::{
-    conformance, Committed, Lifetime, Listing, Store, StoreError, Txn, WatchEvent,
-};
+use vxtap::store::{conformance, Committed, Lifetime, Listing, Store, StoreError, Txn, WatchEvent};
 use vxtap_suite::harness::etcd::Etcd;
 use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{require_root, wait_until, Netns};
@@ -253,7 +251,11 @@ fn committed_session_keys_live_and_die_with_the_session() {
         let other = open(&etcd);
         assert_eq!(keys(&list(&other, "")), ["claims/a", "kept/a"]);
         store.revoke_session().expect("revoke_session");
-        assert_eq!(keys(&list(&other, "")), ["kept/a"], "the session claim survived");
+        assert_eq!(
+            keys(&list(&other, "")),
+            ["kept/a"],
+            "the session claim survived"
+        );
 
         // The lease vanishes behind the store's back: the commit renews it and applies.
         commit(&claim("b"));
@@ -491,7 +493,9 @@ fn a_holder_that_lost_the_lock_writes_nothing() {
         }
         current.put("k", b"b1", Lifetime::Permanent).expect("put");
         drop(current);
-        assert_eq!(list(&a, "").entries[0].value, b"b1");
+        let listing = list(&a, "");
+        assert_eq!(keys(&listing), ["claims/x", "k"]);
+        assert_eq!(listing.entries[1].value, b"b1");
     });
 }
 

@@ -196,10 +196,10 @@ impl Txn {
     /// The first condition that fails, given what `found` says each key holds (for a prefix
     /// condition, `found` gives any one entry under it), with what was found; `None` if all
     /// hold.
-    pub fn first_failure<'a>(
-        &'a self,
+    pub fn first_failure(
+        &self,
         mut found: impl FnMut(usize, &str, &Condition) -> Option<Entry>,
-    ) -> Option<(&'a str, Option<Entry>)> {
+    ) -> Option<(&str, Option<Entry>)> {
         self.conditions
             .iter()
             .enumerate()

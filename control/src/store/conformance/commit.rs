@@ -261,6 +261,10 @@ pub fn commit_conditions(open: &dyn Fn() -> Box<dyn Store>) {
     );
 }
 
+/// What one racing thread did: its number, the keys it won, and the keys it lost with the
+/// holder each conflict named.
+type Race = (usize, Vec<usize>, Vec<(usize, Vec<u8>)>);
+
 /// Threads on separate handles racing to claim overlapping keys: every key has exactly one
 /// winner, the store holds the winner's value, and every loser was told the winner.
 ///
@@ -274,7 +278,7 @@ pub fn commit_race_has_one_winner(open: &dyn Fn() -> Box<dyn Store>) {
     let handles: Vec<Box<dyn Store>> = (0..THREADS).map(|_| open()).collect();
     let start = Barrier::new(THREADS);
     // Thread t claims keys 12t .. 12t+49 (mod 100): neighbours overlap on 38 keys.
-    let results: Vec<(usize, Vec<usize>, Vec<(usize, Vec<u8>)>)> = thread::scope(|scope| {
+    let results: Vec<Race> = thread::scope(|scope| {
         let threads = handles
             .iter()
             .enumerate()
