@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vxtap::store::etcd::{EtcdOptions, EtcdStore};
-use vxtap::store::{conformance, Lifetime, Listing, Store, StoreError, WatchEvent};
+use vxtap::store::{conformance, Committed, Lifetime, Listing, Store, StoreError, Txn, WatchEvent};
 use vxtap_suite::harness::etcd::Etcd;
 use vxtap_suite::harness::NetnsExt;
 use vxtap_suite::harness::{require_root, wait_until, Netns};
@@ -205,6 +205,75 @@ fn a_lost_session_lease_starts_a_new_epoch() {
         put(&store, "hosts/b", b"written", Lifetime::Session);
         assert_eq!(store.session_epoch(), 2);
         assert_eq!(keys(&list(&store, "")), ["hosts/b"]);
+    });
+}
+
+/// etcd refuses a txn over its default `--max-txn-ops` (128): the limit `Txn::check`
+/// enforces (127, one kept for the lock's compare) is real.
+#[test]
+fn etcd_refuses_txns_over_128_ops() {
+    use base64::Engine as _;
+    let base64_of = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let (_ns, etcd) = etcd_in_netns();
+    let compare = |n: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| {
+                let key = format!("/vxtap/v1/big/{i}");
+                json!({"target": "CREATE", "result": "EQUAL", "create_revision": "0",
+                       "key": base64_of(key.as_bytes())})
+            })
+            .collect()
+    };
+    let (status, body) = etcd.post("/v3/kv/txn", &json!({"compare": compare(128)}));
+    assert_eq!(status, 200, "128 compares: {body}");
+    let (status, body) = etcd.post("/v3/kv/txn", &json!({"compare": compare(129)}));
+    assert_ne!(status, 200, "129 compares were accepted: {body}");
+    assert!(body.to_string().contains("too many operations"), "{body}");
+}
+
+/// Session puts of a commit are bound to the session lease: they vanish with it, and a
+/// commit that finds the lease gone starts a new session and still applies.
+#[test]
+fn committed_session_keys_live_and_die_with_the_session() {
+    let (ns, etcd) = etcd_in_netns();
+    ns.run_in(|| {
+        let store = open(&etcd);
+        let claim = |key: &str| {
+            Txn::new()
+                .create(format!("claims/{key}"), b"mine", Lifetime::Session)
+                .create(format!("kept/{key}"), b"mine", Lifetime::Permanent)
+        };
+        let commit = |txn: &Txn| match store.commit(txn) {
+            Ok(Committed::Done { revision }) => revision,
+            other => panic!("commit: {other:?}"),
+        };
+        commit(&claim("a"));
+        let other = open(&etcd);
+        assert_eq!(keys(&list(&other, "")), ["claims/a", "kept/a"]);
+        store.revoke_session().expect("revoke_session");
+        assert_eq!(
+            keys(&list(&other, "")),
+            ["kept/a"],
+            "the session claim survived"
+        );
+
+        // The lease vanishes behind the store's back: the commit renews it and applies.
+        commit(&claim("b"));
+        assert_eq!(store.session_epoch(), 1);
+        let lease = store.session_lease();
+        let (status, body) = etcd.post("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
+        assert_eq!(status, 200, "{body}");
+        let revision = commit(&claim("c"));
+        assert_eq!(store.session_epoch(), 2);
+        assert_ne!(store.session_lease(), lease);
+        let listing = list(&other, "");
+        assert_eq!(keys(&listing), ["claims/c", "kept/a", "kept/b", "kept/c"]);
+        // Every key a commit creates has the commit's revision as its creation revision.
+        assert!(listing
+            .entries
+            .iter()
+            .filter(|e| e.key.ends_with("/c"))
+            .all(|e| e.created == revision));
     });
 }
 
@@ -404,6 +473,18 @@ fn a_holder_that_lost_the_lock_writes_nothing() {
             Err(StoreError::LockLost { .. }) => {}
             other => panic!("delete by the stale holder: {other:?}"),
         }
+        // A commit through the stale lock writes nothing either, even with its own
+        // conditions holding.
+        let claim = Txn::new().create("claims/x", b"a", Lifetime::Session);
+        match stale.commit(&claim) {
+            Err(StoreError::LockLost { .. }) => {}
+            other => panic!("commit by the stale holder: {other:?}"),
+        }
+        assert!(list(&b, "claims/").entries.is_empty());
+        match current.commit(&claim) {
+            Ok(Committed::Done { .. }) => {}
+            other => panic!("commit by the current holder: {other:?}"),
+        }
         // Releasing the stale handle leaves the current holder's lock alone.
         drop(stale);
         match a.lock(Duration::from_millis(200)) {
@@ -412,7 +493,9 @@ fn a_holder_that_lost_the_lock_writes_nothing() {
         }
         current.put("k", b"b1", Lifetime::Permanent).expect("put");
         drop(current);
-        assert_eq!(list(&a, "").entries[0].value, b"b1");
+        let listing = list(&a, "");
+        assert_eq!(keys(&listing), ["claims/x", "k"]);
+        assert_eq!(listing.entries[1].value, b"b1");
     });
 }
 

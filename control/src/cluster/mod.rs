@@ -3,9 +3,12 @@
 //!
 //! Everything here is pure: it reads a [`Snapshot`] and returns a new record or a
 //! [`ClusterError`]. A snapshot holds only records that passed [`validate`]: the store is
-//! untrusted input. The daemon takes the store's cluster lock, lists, plans with these
-//! functions and writes the result, so two hosts can never hand out the same IP or VNI.
+//! untrusted input. The daemon lists, plans with these functions and writes the result
+//! either under the store's cluster lock or, without it, as a txn that also takes the
+//! [`claims`] of what must be unique (IP, name, VNI, network name), so two hosts can never
+//! hand out the same IP or VNI.
 
+pub mod claims;
 pub mod ipam;
 pub mod validate;
 
@@ -290,6 +293,15 @@ pub enum ClusterError {
         network: String,
         /// The endpoint.
         endpoint: String,
+    },
+    /// A txn was refused on a store key that no other error describes: a claim found
+    /// released or taken by someone else while releasing it, or an id that collides.
+    #[error("store key {key} is held by {holder}")]
+    Claimed {
+        /// The key.
+        key: String,
+        /// What it held (escaped), or `nothing`.
+        holder: String,
     },
     /// The container has no endpoint on the network on this host.
     #[error("{netns} is not connected to network {network:?} on this host")]

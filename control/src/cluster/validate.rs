@@ -12,7 +12,9 @@
 //!   its MAC is unicast and not all zeros, written as vxtap writes it; its VTEP is a unicast
 //!   address; its interface name is a valid Linux interface name; its namespace is printable.
 //! - **Keys**: a record lives under the key its content names (`networks/ID`,
-//!   `endpoints/NETWORK/ID`, `hosts/NAME`), so one record cannot pose as another.
+//!   `endpoints/NETWORK/ID`, `hosts/NAME`), so one record cannot pose as another. Keys under
+//!   `claims/` ([`super::claims`]) are known and skipped: they are not records, they only
+//!   order writers, and a reader decides conflicts from the records themselves.
 //! - **Hosts own their endpoints**: an endpoint names its host, that host's record must exist,
 //!   and the endpoint's VTEP must be the one the host record gives.
 //! - **First claim wins**: within a network, an endpoint whose IP, MAC or name is held by an
@@ -36,6 +38,7 @@
 //!
 //! Everything here is pure and deterministic: the same listing and pins give the same result.
 
+use super::claims::CLAIMS;
 use super::ipam;
 use super::{check_name, Endpoint, Host, Network, Snapshot, ENDPOINTS, HOSTS, NETWORKS};
 use super::{MAX_MTU, MIN_MTU};
@@ -324,7 +327,7 @@ pub fn check(listing: &Listing, pins: &Pins) -> Checked {
                 Ok(h) => hosts.push((entry, h)),
                 Err((reason, detail)) => rejected.push(rejection(entry, reason, detail)),
             }
-        } else {
+        } else if !entry.key.starts_with(CLAIMS) {
             rejected.push(rejection(entry, Reason::UnknownPrefix, String::new()));
         }
     }
@@ -962,6 +965,34 @@ mod tests {
             ]
         );
         assert_eq!(checked.snapshot.networks.len(), 1);
+    }
+
+    /// Claims are neither records nor refusals, whatever they hold; a key that only looks
+    /// like one (`claimsx/...`, `claims` alone) is still refused.
+    #[test]
+    fn claims_are_known_and_skipped() {
+        let plain = check(&listing(vec![]), &Pins::default());
+        let checked = check(
+            &listing(vec![
+                entry(format!("claims/{NET}/ip/10.0.0.2"), b"garbage".to_vec(), 9),
+                entry(format!("claims/{NET}/name/web"), vec![], 9),
+                entry("claims/vni/42".into(), b"{not json".to_vec(), 9),
+                entry("claims/network-name/net".into(), b"networks/x".to_vec(), 9),
+                entry("claimsx/a".into(), vec![], 9),
+                entry("claims".into(), vec![], 9),
+            ]),
+            &Pins::default(),
+        );
+        let mut got = reasons(&checked);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("claims".to_owned(), Reason::UnknownPrefix),
+                ("claimsx/a".to_owned(), Reason::UnknownPrefix),
+            ]
+        );
+        assert_eq!(checked.snapshot, plain.snapshot);
     }
 
     #[test]

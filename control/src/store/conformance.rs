@@ -13,7 +13,10 @@
 //! - a watch reports each change once, in order; changes made between a listing and a watch
 //!   started from that listing's revision come as `Changed` or `Resync`, never lost;
 //! - a write raises the listing revision;
-//! - the lock excludes every other holder: other handles, other threads on the same handle.
+//! - the lock excludes every other holder: other handles, other threads on the same handle;
+//! - a commit ([`Store::commit`], checks in [`commit`]) applies whole or not at all, a
+//!   create-if-absent has exactly one winner however many handles race for it, and a refused
+//!   commit names its key and holder.
 //!
 //! It never asserts on timings: every wait is bounded and generous (a failure takes
 //! [`EVENT_WAIT`]), and a passing run takes a few seconds. It never relies on a backend
@@ -31,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use super::{Entry, Lifetime, Listing, Locked, Store, StoreError, Watch, WatchEvent};
 
+pub mod commit;
+
 /// How long a check waits for an event or a lock it expects before failing.
 pub const EVENT_WAIT: Duration = Duration::from_secs(10);
 
@@ -40,8 +45,9 @@ const SHORT_LOCK: Duration = Duration::from_millis(100);
 /// One check: it opens the handles it needs with the function given.
 pub type Check = fn(&dyn Fn() -> Box<dyn Store>);
 
-/// Every check with its name, in the order [`run_all`] runs them: the first needs the store
-/// empty; the others use prefixes of their own.
+/// Every check but the commit ones ([`COMMIT_CHECKS`]) with its name, in the order
+/// [`run_all`] runs them: the first needs the store empty; the others use prefixes of their
+/// own.
 pub const CHECKS: &[(&str, Check)] = &[
     ("empty_store_lists_nothing", empty_store_lists_nothing),
     ("put_then_list", put_then_list),
@@ -93,13 +99,39 @@ pub const CHECKS: &[(&str, Check)] = &[
     ),
 ];
 
-/// Runs every check of [`CHECKS`] in turn.
+/// The checks of [`Store::commit`], which [`run_all`] runs after [`CHECKS`].
+pub const COMMIT_CHECKS: &[(&str, Check)] = &[
+    ("commit_creates_once", commit::commit_creates_once),
+    ("commit_is_all_or_nothing", commit::commit_is_all_or_nothing),
+    ("commit_conditions", commit::commit_conditions),
+    (
+        "commit_race_has_one_winner",
+        commit::commit_race_has_one_winner,
+    ),
+    ("commit_refuses_bad_txns", commit::commit_refuses_bad_txns),
+    (
+        "commit_writes_are_watched",
+        commit::commit_writes_are_watched,
+    ),
+];
+
+/// Runs every check of [`CHECKS`], then of [`COMMIT_CHECKS`], in turn.
 ///
 /// # Panics
 ///
 /// On the first check that fails, with its name and what went wrong.
 pub fn run_all(open: &dyn Fn() -> Box<dyn Store>) {
-    for (name, check) in CHECKS {
+    run(CHECKS, open);
+    run(COMMIT_CHECKS, open);
+}
+
+/// Runs `checks` in turn (each one's prefix must be empty).
+///
+/// # Panics
+///
+/// On the first check that fails, with its name and what went wrong.
+pub fn run(checks: &[(&str, Check)], open: &dyn Fn() -> Box<dyn Store>) {
+    for (name, check) in checks {
         let started = Instant::now();
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| check(open))) {
             let reason = payload

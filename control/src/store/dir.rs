@@ -4,7 +4,8 @@
 //! Key `a/b/c` is the file `PATH/a/b/c`. Its value is replaced atomically: written to a
 //! temporary file in the same directory, synced, renamed over the key, and the directory
 //! synced, so a reader sees the old value or the new one. Names the backend uses for itself
-//! start with `~`, which no key segment can hold: `~lock`, `~rev`, and the temporary files.
+//! start with `~`, which no key segment can hold: `~lock`, `~rev`, `~txn`, and the temporary
+//! files.
 //! Listing skips every name that is not a valid key segment, and anything that is not a
 //! regular file or a directory.
 //!
@@ -20,6 +21,19 @@
 //! counter before the rename, so the counter is past the listing's revision and the watch
 //! reports [`WatchEvent::Resync`] first.
 //!
+//! A [`Store::commit`] takes the same flock, checks its conditions against the files, and
+//! then applies its writes as one mutation. Each write is its own rename, so to stay atomic
+//! across a crash the writes are first saved, synced, as the journal `PATH/~txn` (renamed
+//! into place, so it is whole or absent), then applied, then the journal is removed. Readers
+//! never see part of a commit (the counter is odd while it is applied, so listings retry).
+//! A crash mid-commit leaves some writes applied, the counter odd and the journal in place;
+//! the next holder of the flock (a lock or a commit, from any process) applies the journal
+//! again before anything else, which completes the commit: puts and deletes are idempotent,
+//! and nothing else wrote in between. A crash before the journal was renamed leaves nothing
+//! applied. A commit that fails with an I/O error while applying (a full disk) leaves its
+//! journal too: the next holder completes it, so its outcome is unknown to its caller, as
+//! the trait says.
+//!
 //! Limits, all documented at the trait or below: no sessions (`Lifetime::Session` keys are
 //! permanent, the session epoch is always 0); a key cannot also be the parent of other keys
 //! (`a` and `a/b`), since one name cannot be a file and a directory; a watch reports the state
@@ -29,7 +43,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Write as _};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -43,8 +57,8 @@ use rustix::fs::{Access, FlockOperation};
 use rustix::io::{retry_on_intr, Errno};
 
 use super::{
-    check_key, check_prefix, Entry, Lifetime, Listing, Locked, Revision, Store, StoreError, Watch,
-    WatchEvent,
+    check_key, check_prefix, Committed, Condition, Entry, Lifetime, Listing, Locked, Revision,
+    Store, StoreError, Txn, Watch, WatchEvent, Write,
 };
 
 /// The lock file, flocked by every mutation.
@@ -53,6 +67,12 @@ const LOCK_FILE: &str = "~lock";
 const REVISION_FILE: &str = "~rev";
 /// Where the next revision is written before it is renamed over [`REVISION_FILE`].
 const REVISION_TEMP: &str = "~rev.tmp";
+/// The journal of the commit under way (see the module docs).
+const JOURNAL_FILE: &str = "~txn";
+/// Where the journal is written before it is renamed over [`JOURNAL_FILE`].
+const JOURNAL_TEMP: &str = "~txn.tmp";
+/// How long a commit waits for the flock.
+const COMMIT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where a value is written before it is renamed over its key, in the key's directory. One
 /// name is enough: only the lock holder writes, and a file left by a crash is overwritten.
 const VALUE_TEMP: &str = "~tmp";
@@ -354,6 +374,67 @@ impl Store for DirStore {
     }
 
     fn lock(&self, timeout: Duration) -> Result<Box<dyn Locked + '_>, StoreError> {
+        Ok(Box::new(self.acquire(timeout)?))
+    }
+
+    fn commit(&self, txn: &Txn) -> Result<Committed, StoreError> {
+        txn.check(&self.url)?;
+        let mut locked = self.acquire(COMMIT_LOCK_TIMEOUT)?;
+        self.commit_locked(&mut locked, txn)
+    }
+
+    fn session_epoch(&self) -> u64 {
+        0
+    }
+}
+
+impl DirStore {
+    /// Runs `txn` (checked) under the flock `locked` holds (see the module docs).
+    fn commit_locked(
+        &self,
+        locked: &mut DirLocked<'_>,
+        txn: &Txn,
+    ) -> Result<Committed, StoreError> {
+        let mut error = None;
+        let failure = txn.first_failure(|_, key, condition| {
+            let found = match condition {
+                Condition::NothingUnder => {
+                    self.walk(&format!("{key}/")).map(|e| e.into_iter().next())
+                }
+                _ => self.entry(key),
+            };
+            found.unwrap_or_else(|e| {
+                error.get_or_insert(e);
+                None
+            })
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if let Some((key, found)) = failure {
+            return Ok(Committed::Conflict {
+                key: key.to_owned(),
+                found,
+            });
+        }
+        if txn.writes().is_empty() {
+            return Ok(Committed::Done {
+                revision: locked.revision,
+            });
+        }
+        self.check_writable(txn.writes())?;
+        let journal = Journal::of(txn.writes());
+        self.write_journal(&journal)?;
+        locked.mutate(|store| store.apply(&journal))?;
+        self.remove_journal();
+        Ok(Committed::Done {
+            revision: locked.revision,
+        })
+    }
+
+    /// Takes the flock, waiting at most `timeout`; closes a mutation a dead holder left open
+    /// and completes its journal (see the module docs).
+    fn acquire(&self, timeout: Duration) -> Result<DirLocked<'_>, StoreError> {
         let file = self.open_lock_file()?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
@@ -384,15 +465,181 @@ impl Store for DirStore {
             revision += 1;
             self.write_revision(revision)?;
         }
-        Ok(Box::new(DirLocked {
+        let mut locked = DirLocked {
             store: self,
             _lock: file,
             revision,
-        }))
+        };
+        if let Some(journal) = self.read_journal()? {
+            tracing::warn!(store = %self.url, writes = journal.writes.len(),
+                "completing a commit that a crash or an I/O error interrupted");
+            locked.mutate(|store| store.apply(&journal))?;
+            self.remove_journal();
+        }
+        Ok(locked)
     }
 
-    fn session_epoch(&self) -> u64 {
-        0
+    /// `key`'s entry now; `None` if it does not exist (or is a directory).
+    fn entry(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let path = self.root.join(key);
+        match read_entry(&path) {
+            Ok((value, created)) => Ok(Some(Entry {
+                key: key.to_owned(),
+                value,
+                created,
+            })),
+            Err(e) if is_missing(&e) || e.kind() == ErrorKind::IsADirectory => Ok(None),
+            Err(e) => Err(self.fail("reading", &path, e)),
+        }
+    }
+
+    /// Refuses, before anything is written, puts that [`Self::replace`] would fail on for
+    /// their shape: a key that is a directory, a key below a key, in the store or in `writes`.
+    fn check_writable(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let puts: Vec<&str> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Put { key, .. } => Some(key.as_str()),
+                Write::Delete { .. } => None,
+            })
+            .collect();
+        for key in &puts {
+            let nested = |message: String| {
+                let source = io::Error::new(ErrorKind::NotADirectory, message);
+                Err(self.fail("checking the txn's keys", &self.root.join(key), source))
+            };
+            if let Some(below) = puts
+                .iter()
+                .find(|other| other.starts_with(&format!("{key}/")))
+            {
+                return nested(format!(
+                    "the txn puts {key:?} and {below:?}: the dir backend cannot hold a key \
+                     and keys below it"
+                ));
+            }
+            let mut prefix = String::new();
+            for segment in key.split('/') {
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(segment);
+                let last = prefix.len() == key.len();
+                match fs::symlink_metadata(self.root.join(&prefix)) {
+                    Ok(meta) if last && meta.is_dir() => {
+                        return nested(format!(
+                            "keys below {key:?} exist: the dir backend cannot hold a key and \
+                             keys below it"
+                        ))
+                    }
+                    Ok(meta) if !last && !meta.is_dir() => {
+                        return nested(format!(
+                            "{prefix:?} is a key: the dir backend cannot hold a key and keys \
+                             below it"
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) if is_missing(&e) => break,
+                    Err(e) => return Err(self.fail("reading", &self.root.join(&prefix), e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the journal's writes (idempotent: applying it twice leaves what once does).
+    fn apply(&self, journal: &Journal) -> Result<(), StoreError> {
+        for write in &journal.writes {
+            match &write.value {
+                Some(value) => {
+                    self.make_parents(&write.key)?;
+                    self.replace(&write.key, value)?;
+                }
+                // A directory is not a key: deleting it deletes nothing, as `Locked::delete`.
+                None if self.holds(&write.key)? => {
+                    self.remove(&write.key)?;
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves `journal`, synced, renamed into place, and the rename synced.
+    fn write_journal(&self, journal: &Journal) -> Result<(), StoreError> {
+        let temp = self.root.join(JOURNAL_TEMP);
+        let bytes = serde_json::to_vec(journal)
+            .map_err(|e| self.fail("encoding the txn journal", &temp, io::Error::other(e)))?;
+        write_synced(&temp, &bytes, None).map_err(|e| self.fail("writing", &temp, e))?;
+        let path = self.root.join(JOURNAL_FILE);
+        fs::rename(&temp, &path).map_err(|e| self.fail("replacing", &path, e))?;
+        sync_dir(&self.root).map_err(|e| self.fail("syncing", &self.root, e))
+    }
+
+    /// The journal a commit left, if any. One that does not decode (someone wrote it by
+    /// hand: ours are renamed into place whole) is an error naming it, not ignored: writes
+    /// it holds may be half applied.
+    fn read_journal(&self) -> Result<Option<Journal>, StoreError> {
+        let path = self.root.join(JOURNAL_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.fail("reading", &path, e)),
+        };
+        let garbled = |reason: String| {
+            let source = io::Error::new(
+                ErrorKind::InvalidData,
+                format!("{reason}: check the keys it names, then remove it"),
+            );
+            self.fail("reading the txn journal", &path, source)
+        };
+        let journal: Journal =
+            serde_json::from_slice(&bytes).map_err(|e| garbled(e.to_string()))?;
+        for write in &journal.writes {
+            check_key(&write.key).map_err(|e| garbled(e.to_string()))?;
+        }
+        Ok(Some(journal))
+    }
+
+    /// Removes the journal of a commit that was applied. A journal left behind does no
+    /// harm: the next holder applies it again, and nothing changed in between.
+    fn remove_journal(&self) {
+        let path = self.root.join(JOURNAL_FILE);
+        if let Err(e) = fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "removing the txn journal; the next lock applies it again");
+        }
+    }
+}
+
+/// The writes of a commit, saved before they are applied (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Journal {
+    writes: Vec<JournalWrite>,
+}
+
+/// One write: a put of `value`, or a delete when it is `None`. Lifetimes do not matter here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct JournalWrite {
+    key: String,
+    value: Option<Vec<u8>>,
+}
+
+impl Journal {
+    fn of(writes: &[Write]) -> Journal {
+        Journal {
+            writes: writes
+                .iter()
+                .map(|write| match write {
+                    Write::Put { key, value, .. } => JournalWrite {
+                        key: key.clone(),
+                        value: Some(value.clone()),
+                    },
+                    Write::Delete { key } => JournalWrite {
+                        key: key.clone(),
+                        value: None,
+                    },
+                })
+                .collect(),
+        }
     }
 }
 
@@ -446,6 +693,12 @@ impl Locked for DirLocked<'_> {
             return Ok(false);
         }
         self.mutate(|store| store.remove(key))
+    }
+
+    fn commit(&mut self, txn: &Txn) -> Result<Committed, StoreError> {
+        txn.check(&self.store.url)?;
+        let store = self.store;
+        store.commit_locked(self, txn)
     }
 }
 
@@ -795,8 +1048,128 @@ mod tests {
     }
 
     #[test]
+    fn commits_pass_the_conformance_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::conformance::run(super::super::conformance::COMMIT_CHECKS, &|| {
+            Box::new(DirStore::open(dir.path()).unwrap()) as Box<dyn Store>
+        });
+    }
+
+    /// A crash after the journal was renamed into place, with some writes applied and the
+    /// counter odd: the next holder completes the commit, closes the counter and removes
+    /// the journal.
+    #[test]
+    fn a_commit_interrupted_by_a_crash_is_completed_by_the_next_holder() {
+        let (dir, store) = store();
+        {
+            let mut locked = store.lock(Duration::from_secs(5)).unwrap();
+            locked.put("c/old", b"o", Lifetime::Permanent).unwrap();
+        }
+        let txn = Txn::new()
+            .create("c/a", b"1", Lifetime::Permanent)
+            .create("c/b", b"2", Lifetime::Permanent)
+            .delete("c/old");
+        store.write_journal(&Journal::of(txn.writes())).unwrap();
+        // The crash: the counter odd, `c/a` written, the rest not.
+        fs::write(dir.path().join(REVISION_FILE), "3").unwrap();
+        fs::create_dir_all(dir.path().join("c")).unwrap();
+        fs::write(dir.path().join("c/a"), "1").unwrap();
+        {
+            let mut locked = store.lock(Duration::from_secs(5)).unwrap();
+            let keys: Vec<(String, Vec<u8>)> = locked
+                .list("c/")
+                .unwrap()
+                .entries
+                .into_iter()
+                .map(|e| (e.key, e.value))
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    ("c/a".to_owned(), b"1".to_vec()),
+                    ("c/b".to_owned(), b"2".to_vec())
+                ]
+            );
+        }
+        assert!(!dir.path().join(JOURNAL_FILE).exists());
+        assert_eq!(store.read_revision().unwrap(), 6);
+        // A garbled journal is reported, naming it, rather than skipped.
+        fs::write(dir.path().join(JOURNAL_FILE), "{").unwrap();
+        let error = store.commit(&Txn::new()).unwrap_err().to_string();
+        assert!(
+            error.contains("~txn") && error.contains("remove it"),
+            "{error}"
+        );
+        fs::write(
+            dir.path().join(JOURNAL_FILE),
+            r#"{"writes":[{"key":"../x","value":null}]}"#,
+        )
+        .unwrap();
+        let error = store.commit(&Txn::new()).unwrap_err().to_string();
+        assert!(error.contains("../x"), "{error}");
+    }
+
+    /// Puts the dir backend cannot hold are refused before anything is written.
+    #[test]
+    fn a_commit_of_a_key_and_keys_below_it_writes_nothing() {
+        let (_dir, store) = store();
+        store
+            .commit(&Txn::new().put("k", b"file", Lifetime::Permanent))
+            .unwrap();
+        for txn in [
+            Txn::new().put("fresh", b"x", Lifetime::Permanent).put(
+                "k/below",
+                b"x",
+                Lifetime::Permanent,
+            ),
+            Txn::new()
+                .put("n/a", b"x", Lifetime::Permanent)
+                .put("n", b"x", Lifetime::Permanent),
+            Txn::new()
+                .put("fresh", b"x", Lifetime::Permanent)
+                .put("n/a", b"x", Lifetime::Permanent)
+                .put("n/a/b", b"x", Lifetime::Permanent),
+        ] {
+            let error = store.commit(&txn).unwrap_err().to_string();
+            assert!(
+                error.contains("cannot hold a key and keys below it"),
+                "{error}"
+            );
+            let keys: Vec<String> = store
+                .list("")
+                .unwrap()
+                .entries
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
+            assert_eq!(keys, ["k"], "{txn:?}");
+        }
+        store
+            .commit(&Txn::new().put("d/e", b"x", Lifetime::Permanent))
+            .unwrap();
+        let error = store
+            .commit(&Txn::new().put("d", b"x", Lifetime::Permanent))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("keys below \"d\" exist"), "{error}");
+        // A delete of a directory deletes nothing, as `Locked::delete`.
+        assert!(matches!(
+            store.commit(&Txn::new().delete("d")).unwrap(),
+            Committed::Done { .. }
+        ));
+        assert_eq!(store.list("d/").unwrap().entries.len(), 1);
+    }
+
+    #[test]
     fn internal_names_are_never_segments() {
-        for name in [LOCK_FILE, REVISION_FILE, REVISION_TEMP, VALUE_TEMP] {
+        for name in [
+            LOCK_FILE,
+            REVISION_FILE,
+            REVISION_TEMP,
+            VALUE_TEMP,
+            JOURNAL_FILE,
+            JOURNAL_TEMP,
+        ] {
             assert!(!is_segment(name), "{name}");
         }
         for name in ["a", ".hidden", "x-1_2.json"] {

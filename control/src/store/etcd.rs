@@ -21,7 +21,7 @@
 //!
 //! Endpoints are tried in order, starting with the last one that answered; the next one is
 //! tried when a connection cannot be made. The lock and its guarded writes live in `lock`,
-//! the watch in `watch`, HTTP in `http` and the gateway's message shapes in `json`. Nothing
+//! lock-free txns ([`Store::commit`]) in `txn`, the watch in `watch`, HTTP in `http` and the gateway's message shapes in `json`. Nothing
 //! here panics on what etcd sends: answers that do not fit are [`StoreError::Protocol`];
 //! connection failures (and etcd saying it has no leader) are [`StoreError::Unreachable`].
 //!
@@ -65,6 +65,7 @@ mod json;
 mod list;
 mod lock;
 pub(crate) mod tls;
+mod txn;
 mod watch;
 
 pub(crate) use tls::tls_hint;
@@ -405,6 +406,10 @@ impl Store for EtcdStore {
 
     fn lock(&self, timeout: Duration) -> Result<Box<dyn Locked + '_>, StoreError> {
         Ok(Box::new(lock::EtcdLocked::acquire(&self.shared, timeout)?))
+    }
+
+    fn commit(&self, txn: &super::Txn) -> Result<super::Committed, StoreError> {
+        txn::commit(&self.shared, txn, None)
     }
 
     fn session_epoch(&self) -> u64 {

@@ -12,10 +12,13 @@
 //!
 //! The store is a small key-value space. Keys are relative (`networks/ID`), made of
 //! `/`-separated segments of `[A-Za-z0-9._-]` (never empty, `.` or `..`); values are opaque
-//! bytes (the daemon writes JSON). Every mutation runs inside [`Store::lock`], a cluster-wide
-//! lock, so that "check, then write" (a free VNI, a free IP) is safe across hosts. Readers
-//! never lock: [`Store::list`] returns a consistent snapshot of one prefix, and
-//! [`Store::watch`] reports changes after it.
+//! bytes (the daemon writes JSON). Mutations run either inside [`Store::lock`], a
+//! cluster-wide lock, so that "check, then write" is safe across hosts, or as a
+//! [`Store::commit`] of a [`Txn`] (module [`txn`]): conditions and writes applied together or
+//! not at all, without the cluster lock, so that hosts claiming different keys (an IP, a
+//! name) never wait for each other and two hosts claiming the same key are told apart by the
+//! store itself. Readers never lock: [`Store::list`] returns a consistent snapshot of one
+//! prefix, and [`Store::watch`] reports changes after it.
 //!
 //! [`conformance`] is the shared test suite both backends pass. This module never interprets
 //! values; the network model lives in `crate::cluster`.
@@ -25,8 +28,10 @@ pub mod dir;
 pub mod etcd;
 pub mod merged;
 pub mod options;
+pub mod txn;
 
 pub use options::{Password, SecurityError, StoreOptions};
+pub use txn::{Committed, Condition, Txn, Write, MAX_TXN_OPS};
 
 use std::time::Duration;
 
@@ -123,6 +128,17 @@ pub trait Locked {
     ///
     /// As for [`put`](Self::put).
     fn delete(&mut self, key: &str) -> Result<bool, StoreError>;
+
+    /// [`Store::commit`] while holding the lock: the txn applies only if the lock is still
+    /// held (etcd: one more compare, on the lock key), so a lock holder can check what
+    /// claims cannot express (overlapping subnets) and write claims and records together.
+    /// Use this, not [`Store::commit`], while holding the lock: on the dir backend a commit
+    /// from the same process would wait for the flock it holds.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Store::commit`], and `LockLost` (nothing written) if the lock was lost.
+    fn commit(&mut self, txn: &Txn) -> Result<Committed, StoreError>;
 }
 
 /// A cluster store backend.
@@ -153,6 +169,29 @@ pub trait Store: Send + Sync {
     ///
     /// `LockTimeout` if another holder keeps it, or an unreachable store.
     fn lock(&self, timeout: Duration) -> Result<Box<dyn Locked + '_>, StoreError>;
+
+    /// Runs `txn` atomically, without the cluster lock: if every condition holds, every write
+    /// is applied, all at one revision; otherwise nothing is written and the answer is
+    /// [`Committed::Conflict`], naming the first failing condition's key and what it held
+    /// (see the module [`txn`]). [`Lifetime::Session`] puts are bound to this handle's
+    /// session, as with [`Locked::put`] (on etcd, a lease found gone starts a new session and
+    /// the txn is sent once more).
+    ///
+    /// A commit does not wait for the cluster lock and is not excluded by it: the lock only
+    /// orders its own holders. Uniqueness that commits enforce must therefore be claimed by
+    /// commits everywhere. On the dir backend a commit takes the directory's flock (waiting at
+    /// most 10 s, then `LockTimeout`), so a thread holding [`Store::lock`] on a dir store must
+    /// not call this (it would wait for itself): it calls [`Locked::commit`].
+    ///
+    /// # Errors
+    ///
+    /// Before anything is sent: `InvalidKey`, `TxnRepeatedKey` (a key with two conditions or
+    /// two writes) or `TxnTooBig` (more than [`MAX_TXN_OPS`] conditions or writes). Then
+    /// whatever the backend reports; `Unreachable` (etcd) or `Io` (dir) leave the outcome
+    /// unknown: the txn may have been applied. Committing the same create-if-absent txn again
+    /// tells: a `Conflict` whose `found` holds one's own value means the first one went
+    /// through.
+    fn commit(&self, txn: &Txn) -> Result<Committed, StoreError>;
 
     /// Counts sessions: it starts at 0 and goes up each time the backend had to start a new
     /// one because the old one expired (etcd: the lease was gone when the store came back).
@@ -214,6 +253,30 @@ pub enum StoreError {
         path: std::path::PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// A txn with more conditions or more writes than etcd's default `--max-txn-ops` allows;
+    /// nothing was sent. Split it, or claim fewer keys at once.
+    #[error(
+        "store {url}: a txn with {conditions} conditions and {writes} writes is too big: at \
+         most {max} of each (etcd's --max-txn-ops)"
+    )]
+    TxnTooBig {
+        /// The store URL.
+        url: String,
+        /// How many conditions it had.
+        conditions: usize,
+        /// How many writes it had.
+        writes: usize,
+        /// The most allowed of each ([`MAX_TXN_OPS`]).
+        max: usize,
+    },
+    /// A txn with two conditions or two writes on one key; nothing was sent.
+    #[error("store {url}: a txn names key {key:?} twice (two conditions or two writes)")]
+    TxnRepeatedKey {
+        /// The store URL.
+        url: String,
+        /// The key.
+        key: String,
     },
     /// The store answered something that does not follow its protocol.
     #[error("store {url}: unexpected answer: {reason}")]

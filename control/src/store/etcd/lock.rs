@@ -13,8 +13,10 @@
 //! whose store handle was dropped, stops refreshing the lease and the lock frees itself
 //! within `lock_ttl`.
 
-use super::{json, CallError, Shared, LOCK_KEY, ROOT};
-use crate::store::{check_key, check_prefix, Lifetime, Listing, Locked, StoreError};
+use super::{json, txn, CallError, Shared, LOCK_KEY, ROOT};
+use crate::store::{
+    check_key, check_prefix, Committed, Lifetime, Listing, Locked, StoreError, Txn,
+};
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
@@ -152,6 +154,17 @@ impl Locked for EtcdLocked<'_> {
                 reason: "a delete txn that succeeded without a delete response".to_owned(),
             }),
         }
+    }
+
+    fn commit(&mut self, txn: &Txn) -> Result<Committed, StoreError> {
+        self.commit_guarded(txn)
+    }
+}
+
+impl EtcdLocked<'_> {
+    /// See [`Locked::commit`]: the txn also compares the lock key with this holding.
+    fn commit_guarded(&self, txn: &Txn) -> Result<Committed, StoreError> {
+        txn::commit(self.shared, txn, Some(self.revision))
     }
 }
 
