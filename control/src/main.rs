@@ -1,6 +1,6 @@
 //! The `vxtap` command: the daemon, and the iproute2-shaped commands that talk to it.
 
-use vxtap::{api, bench, cli, client, daemon, demo};
+use vxtap::{api, bench, cli, client, daemon, demo, sim};
 
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
@@ -205,6 +205,10 @@ enum Command {
     /// The benchmark's flood sender (run inside the unknown host's namespace).
     #[command(hide = true)]
     BenchFlood(bench::FloodArgs),
+    /// Simulated hosts for scale tests: writes N hosts with E endpoints each into an etcd,
+    /// every host with a lease of its own kept alive, then takes commands on stdin (add
+    /// HOST, del KEY, kill HOST, ping, quit), one answer line each on stdout.
+    Sim(Box<sim::SimArgs>),
     /// Counters per link: frames and bytes each way, drops by reason, learning, floods, misses.
     Stats {
         /// Print JSON.
@@ -490,6 +494,15 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vxtap bench-flood: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Sim(args) => {
+            return match sim::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxtap sim: {e}");
                     ExitCode::FAILURE
                 }
             };

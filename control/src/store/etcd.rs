@@ -61,6 +61,7 @@
 mod auth;
 mod http;
 mod json;
+pub mod leases;
 mod lock;
 pub(crate) mod tls;
 mod watch;
