@@ -23,11 +23,13 @@
 //! record) and deletes only those; it never takes the cluster lock.
 
 mod plan;
+mod process;
 
 pub use plan::{
     endpoint_record, host_name, host_record, host_vtep, mac_text, parse_command, SimCommand,
     SimHost, TopDown,
 };
+pub use process::{parse_time, Added, Killed, SimProcess, ANSWER_TIMEOUT, READY_TIMEOUT};
 
 use crate::cluster::{self, Endpoint, Network, NetworkRequest, Snapshot};
 use crate::store::etcd::{leases::MAX_TXN_PUTS, EtcdStore};
