@@ -202,6 +202,11 @@ enum Command {
     /// under 1% loss, ping p50/p99, CPU per GB, TCP under a flood from an unknown host.
     /// Prints medians with the per-run spread and ratios to the kernel (needs root, iperf3).
     Bench(Box<bench::BenchArgs>),
+    /// The control-plane benchmark (benches/control.sh): simulated hosts in a real etcd and
+    /// real daemons; new-endpoint latency, store reads and etcd CPU per change, connects,
+    /// dead-host purge. Prints a markdown table (needs root and etcd-server).
+    #[command(hide = true)]
+    BenchControl(Box<bench::ControlArgs>),
     /// The benchmark's flood sender (run inside the unknown host's namespace).
     #[command(hide = true)]
     BenchFlood(bench::FloodArgs),
@@ -483,6 +488,20 @@ fn main() -> ExitCode {
                     ExitCode::from(match e {
                         bench::BenchError::BadArgument { .. }
                         | bench::BenchError::UnknownConfig { .. } => 2,
+                        bench::BenchError::Interrupted => 130,
+                        _ => 1,
+                    })
+                }
+            };
+        }
+        Command::BenchControl(args) => {
+            let line = std::env::args().collect::<Vec<_>>().join(" ");
+            return match bench::control::run(&args, &line) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxtap bench-control: {e}");
+                    ExitCode::from(match e {
+                        bench::BenchError::BadArgument { .. } => 2,
                         bench::BenchError::Interrupted => 130,
                         _ => 1,
                     })
