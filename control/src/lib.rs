@@ -16,6 +16,7 @@ pub mod dns;
 pub mod docker;
 pub mod http;
 pub mod plumbing;
+pub mod sim;
 pub mod store;
 pub mod topology;
 pub mod unix_listener;

@@ -1,6 +1,6 @@
 //! The `vxtap` command: the daemon, and the iproute2-shaped commands that talk to it.
 
-use vxtap::{api, bench, cli, client, daemon, demo};
+use vxtap::{api, bench, cli, client, daemon, demo, sim};
 
 use clap::{Parser, Subcommand};
 use std::net::Ipv4Addr;
@@ -202,9 +202,18 @@ enum Command {
     /// under 1% loss, ping p50/p99, CPU per GB, TCP under a flood from an unknown host.
     /// Prints medians with the per-run spread and ratios to the kernel (needs root, iperf3).
     Bench(Box<bench::BenchArgs>),
+    /// The control-plane benchmark (benches/control.sh): simulated hosts in a real etcd and
+    /// real daemons; new-endpoint latency, store reads and etcd CPU per change, connects,
+    /// dead-host purge. Prints a markdown table (needs root and etcd-server).
+    #[command(hide = true)]
+    BenchControl(Box<bench::ControlArgs>),
     /// The benchmark's flood sender (run inside the unknown host's namespace).
     #[command(hide = true)]
     BenchFlood(bench::FloodArgs),
+    /// Simulated hosts for scale tests: writes N hosts with E endpoints each into an etcd,
+    /// every host with a lease of its own kept alive, then takes commands on stdin (add
+    /// HOST, del KEY, kill HOST, ping, quit), one answer line each on stdout.
+    Sim(Box<sim::SimArgs>),
     /// Counters per link: frames and bytes each way, drops by reason, learning, floods, misses.
     Stats {
         /// Print JSON.
@@ -485,11 +494,34 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::BenchControl(args) => {
+            let line = std::env::args().collect::<Vec<_>>().join(" ");
+            return match bench::control::run(&args, &line) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxtap bench-control: {e}");
+                    ExitCode::from(match e {
+                        bench::BenchError::BadArgument { .. } => 2,
+                        bench::BenchError::Interrupted => 130,
+                        _ => 1,
+                    })
+                }
+            };
+        }
         Command::BenchFlood(args) => {
             return match bench::run_flood(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vxtap bench-flood: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Sim(args) => {
+            return match sim::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxtap sim: {e}");
                     ExitCode::FAILURE
                 }
             };

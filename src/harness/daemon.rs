@@ -123,6 +123,7 @@ impl Daemon {
     }
 
     /// Runs `command` (which starts the binary inside `host`) as `daemon --threads 2 EXTRA`
+    /// (`--threads` in EXTRA replaces the 2)
     /// with its run directory and log, and waits until it answers.
     fn launch(
         mut command: Command,
@@ -131,8 +132,12 @@ impl Daemon {
         owned_dir: Option<tempfile::TempDir>,
         extra: &[&str],
     ) -> Daemon {
+        command.arg("daemon");
+        // Two workers unless the caller says how many (clap refuses a flag given twice).
+        if !extra.contains(&"--threads") {
+            command.args(["--threads", "2"]);
+        }
         command
-            .args(["daemon", "--threads", "2"])
             .args(extra)
             .env("VXTAP_RUN_DIR", &run_dir)
             .env("VXTAP_LOG", "debug");

@@ -11,13 +11,15 @@
 //! - `stats`: medians, spreads, percentiles, the UDP bisection (pure);
 //! - `report`, `svg`: the table, the JSON, the chart (pure);
 //! - `machine`: the header's facts, read only (halt polling included);
-//! - `flood`: the unknown host's sender (`vxtap bench-flood`, hidden).
+//! - `flood`: the unknown host's sender (`vxtap bench-flood`, hidden);
+//! - `control`: the control plane at scale (`vxtap bench-control`, hidden; `benches/control.sh`).
 //!
 //! It needs root (namespaces) and never changes the machine's settings: no sysctl or module
 //! parameter is written, nothing is added to the root namespace, and everything it made is
 //! removed on the way out, on error and on Ctrl-C too.
 
 mod args;
+pub mod control;
 mod flood;
 mod machine;
 mod measure;
@@ -26,6 +28,7 @@ mod stats;
 mod svg;
 
 pub use args::{rotation, BenchArgs, Config, FloodMode, Settings};
+pub use control::ControlArgs;
 pub use flood::{FloodArgs, FloodOutcome};
 pub use report::{Header, Report, Results, METRICS};
 pub use stats::{median, percentile, spread, Probe, UdpSearch};

@@ -62,6 +62,7 @@
 mod auth;
 mod http;
 mod json;
+pub mod leases;
 mod list;
 mod lock;
 pub(crate) mod tls;

@@ -495,6 +495,7 @@ pub fn commit_writes_are_watched(open: &dyn Fn() -> Box<dyn Store>) {
                 key,
                 value,
                 revision,
+                ..
             } if expected.get(key.as_str()) == Some(&value.as_deref()) => {
                 assert!(
                     *revision > listing.revision,
