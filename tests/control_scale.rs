@@ -9,6 +9,11 @@
 //!   one more endpoint is connected and every other daemon must program it, then drop it
 //!   after a disconnect. How long that took (p50/p99 across daemons) is printed, not asserted.
 //!
+//! - `parallel_connects_claim_distinct_addresses`: 4 real daemons on etcd connect 6
+//!   containers each, all at once, to one network: 24 distinct addresses, programmed
+//!   everywhere, carrying traffic; two hosts asking for one name (or one IP) at the same
+//!   moment: exactly one wins, the other is told why, and leaves nothing in the store.
+//!
 //! Each test builds its own namespaces with a unique prefix and removes them on drop.
 
 use std::collections::HashSet;
@@ -240,6 +245,145 @@ fn a_new_endpoint_reaches_every_daemon() {
         percentile(&mut departures, 100)
     );
     println!("whole test: {:?}", began.elapsed());
+}
+
+#[test]
+fn parallel_connects_claim_distinct_addresses() {
+    const HOSTS: usize = 4;
+    const EACH: usize = 6;
+    let mut cluster = Cluster::new(HOSTS, StoreKind::Etcd);
+    cluster.hosts[0].cli_ok(&["network", "create", "--subnet", "10.63.0.0/24", "par"]);
+    let containers: Vec<Vec<(usize, String)>> = (0..HOSTS)
+        .map(|h| {
+            (0..EACH)
+                .map(|i| {
+                    let name = format!("p{h}-{i}");
+                    (cluster.container(&name), name)
+                })
+                .collect()
+        })
+        .collect();
+    let cluster = cluster;
+    // Every host connects its containers one after the other, all hosts at once: each
+    // host's first connect plans the same lowest free address.
+    std::thread::scope(|scope| {
+        for (h, mine) in containers.iter().enumerate() {
+            let cluster = &cluster;
+            scope.spawn(move || {
+                for (c, name) in mine {
+                    cluster.connect(h, "par", *c, name);
+                }
+            });
+        }
+    });
+    let view = cluster.hosts[0].inspect("par");
+    let endpoints = view["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), HOSTS * EACH, "{view:#}");
+    let ips: HashSet<&str> = endpoints.iter().filter_map(|e| e["ip"].as_str()).collect();
+    assert_eq!(
+        ips.len(),
+        HOSTS * EACH,
+        "addresses are not distinct: {view:#}"
+    );
+    let macs: HashSet<&str> = endpoints.iter().filter_map(|e| e["mac"].as_str()).collect();
+    let dirs = run_dirs(&cluster);
+    for (h, dir) in dirs.iter().enumerate() {
+        assert!(
+            harness::wait_until(PROPAGATION, || fdb_macs(dir).len() == (HOSTS - 1) * EACH),
+            "host {h} did not program exactly the other hosts' endpoints: {:?} of {macs:?}",
+            fdb_macs(dir)
+        );
+        assert!(fdb_macs(dir).iter().all(|m| macs.contains(m.as_str())));
+    }
+    // Addresses handed out at the same moment on different hosts carry traffic.
+    let far = cluster.endpoint_ip("par", "p3-5");
+    traffic::assert_ping(&cluster.containers[containers[0][0].0], far, 2, None);
+
+    // One name (then one address) asked for by two hosts at the same moment.
+    let mut cluster = cluster;
+    let racers: Vec<usize> = (0..2)
+        .map(|h| cluster.container(&format!("r{h}")))
+        .collect();
+    let free_ip = "10.63.0.200";
+    for (what, extra) in [("name", vec![]), ("ip", vec!["--ip", free_ip])] {
+        let outputs: Vec<std::process::Output> = std::thread::scope(|scope| {
+            let handles: Vec<_> = racers
+                .iter()
+                .enumerate()
+                .map(|(h, &c)| {
+                    let cluster = &cluster;
+                    let extra = extra.clone();
+                    scope.spawn(move || {
+                        let ns = cluster.containers[c].name();
+                        // The IP race uses distinct names; the name race one name.
+                        let name = if what == "name" {
+                            "same".to_owned()
+                        } else {
+                            format!("ip{h}")
+                        };
+                        let mut args = vec!["connect", "par", ns, "--name", &name];
+                        args.extend(extra.iter().copied());
+                        cluster.hosts[h].cli(&args)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a racer"))
+                .collect()
+        });
+        let won: Vec<&std::process::Output> =
+            outputs.iter().filter(|o| o.status.success()).collect();
+        assert_eq!(
+            won.len(),
+            1,
+            "{what} race: exactly one connect wins: {outputs:?}"
+        );
+        let lost = outputs
+            .iter()
+            .find(|o| !o.status.success())
+            .expect("a loser");
+        let message = String::from_utf8_lossy(&lost.stderr);
+        let expected = if what == "name" {
+            "endpoint name \"same\" is already used"
+        } else {
+            "IP 10.63.0.200 is already used"
+        };
+        assert!(
+            message.contains(expected),
+            "{what} race: the loser says {message:?}"
+        );
+        // The loser left nothing: the winner's is the only endpoint of that name or address.
+        let view = cluster.hosts[0].inspect("par");
+        let holders = view["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .filter(|e| e["name"] == "same" || e["ip"] == free_ip)
+            .count();
+        assert_eq!(holders, 1, "{what} race: {view:#}");
+        // The winner disconnects: the name or address is free again for the loser's host.
+        let winner = outputs
+            .iter()
+            .position(|o| o.status.success())
+            .expect("a winner");
+        cluster.hosts[winner].cli_ok(&[
+            "disconnect",
+            "par",
+            cluster.containers[racers[winner]].name(),
+        ]);
+    }
+    let loser_retry = cluster.containers[racers[1]].name().to_owned();
+    cluster.hosts[1].cli_ok(&[
+        "connect",
+        "par",
+        &loser_retry,
+        "--name",
+        "same",
+        "--ip",
+        free_ip,
+    ]);
+    assert_eq!(cluster.endpoint_ip("par", "same").to_string(), free_ip);
 }
 
 /// Polls every daemon of `dirs` (one thread each, every 2 ms) until its fdb satisfies

@@ -33,7 +33,7 @@
 //! Everything here is pure: it builds [`Txn`]s and reads conflicts; the caller commits.
 
 use super::{ClusterError, Endpoint, Network, Snapshot, ENDPOINTS, NETWORKS};
-use crate::store::{Condition, Entry, Lifetime, Txn};
+use crate::store::{Committed, Condition, Entry, Lifetime, Txn};
 use std::net::Ipv4Addr;
 
 /// The prefix of every claim key.
@@ -94,20 +94,91 @@ pub fn endpoint_txn(endpoint: &Endpoint) -> Txn {
         .create(key, &to_json(endpoint), Lifetime::Session)
 }
 
-/// Writes an endpoint and its claims again under this handle's session (after a daemon
-/// restart, whose old session's keys still live): applies only while both claims name the
-/// endpoint. When the old keys are gone meanwhile (the conflict finds the claim missing),
-/// [`endpoint_txn`] is the one to commit; when [`held_by`] says another endpoint holds a
-/// claim, the endpoint lost it.
-pub fn endpoint_refresh_txn(endpoint: &Endpoint) -> Txn {
+/// Reserves a new endpoint's IP and name before its container is plumbed: creates both
+/// claims (valued with the endpoint's record key, [`Lifetime::Session`]), provided the
+/// network still exists; writes no record. Once plumbed, [`endpoint_refresh_txn`] writes
+/// the record (the claims name it); if plumbing fails, [`endpoint_removal`] releases them.
+/// A host that dies in between leaves claims that vanish with its session. Conditions, in
+/// the order a conflict reports them: the IP claim, the name claim, the network record.
+pub fn endpoint_reservation(endpoint: &Endpoint) -> Txn {
     let key = endpoint.key();
     let [ip, name] = endpoint_claims(endpoint);
     Txn::new()
-        .require(ip.clone(), Condition::Value(key.clone().into_bytes()))
-        .require(name.clone(), Condition::Value(key.clone().into_bytes()))
-        .put(ip, key.as_bytes(), Lifetime::Session)
-        .put(name, key.as_bytes(), Lifetime::Session)
-        .put(key, &to_json(endpoint), Lifetime::Session)
+        .create(ip, key.as_bytes(), Lifetime::Session)
+        .create(name, key.as_bytes(), Lifetime::Session)
+        .require(
+            format!("{NETWORKS}{}", endpoint.network),
+            Condition::Present,
+        )
+}
+
+/// Writes an endpoint and its claims again under this handle's session (after a daemon
+/// restart, whose old session's keys may still live, or for a record written by a vxtap from
+/// before claims): applies only while both claims name the endpoint. The same as
+/// [`endpoint_republish_txn`] with no claim known absent.
+pub fn endpoint_refresh_txn(endpoint: &Endpoint) -> Txn {
+    endpoint_republish_txn(endpoint, &[])
+}
+
+/// Publishes a local endpoint again: each claim not in `absent` must name the endpoint and
+/// is written again (bound to this session), each claim in `absent` is created
+/// (create-if-absent), and the record is written. So a host republishing after a restart
+/// commits this with `absent` empty, and on a conflict on a claim found missing commits
+/// again with it added ([`commit_adapting`] does that loop); a claim found naming another
+/// endpoint means the endpoint lost it while its host was away. This is also how a store
+/// written before claims is migrated: every host claims its own endpoints when it starts.
+pub fn endpoint_republish_txn(endpoint: &Endpoint, absent: &[String]) -> Txn {
+    let key = endpoint.key();
+    let mut txn = Txn::new();
+    for claim in endpoint_claims(endpoint) {
+        txn = if absent.contains(&claim) {
+            txn.create(claim, key.as_bytes(), Lifetime::Session)
+        } else {
+            txn.require(claim.clone(), Condition::Value(key.clone().into_bytes()))
+                .put(claim, key.as_bytes(), Lifetime::Session)
+        };
+    }
+    txn.put(key, &to_json(endpoint), Lifetime::Session)
+}
+
+/// Commits the txn `build` makes from the claims set aside so far, learning them from
+/// conflicts: a conflict on one of `claims` whose holder `set_aside` accepts adds the claim
+/// and commits again, at most once per claim. For [`endpoint_republish_txn`], set aside the
+/// claims found missing (they are to be created). For [`endpoint_removal`] and
+/// [`network_removal`], set aside every claim that does not name the record (missing: a
+/// record from before claims, or released already; another holder: lost meanwhile), so
+/// the record goes and nobody else's claim does. Any other conflict is the answer.
+///
+/// # Errors
+///
+/// What `commit` returns.
+pub fn commit_adapting<E>(
+    claims: &[String],
+    set_aside: impl Fn(Option<&Entry>) -> bool,
+    build: impl Fn(&[String]) -> Txn,
+    mut commit: impl FnMut(&Txn) -> Result<Committed, E>,
+) -> Result<Committed, E> {
+    let mut aside: Vec<String> = Vec::new();
+    loop {
+        match commit(&build(&aside))? {
+            Committed::Conflict { key, found }
+                if claims.contains(&key) && !aside.contains(&key) && set_aside(found.as_ref()) =>
+            {
+                aside.push(key);
+            }
+            answer => return Ok(answer),
+        }
+    }
+}
+
+/// For [`commit_adapting`]: set aside the claims found missing.
+pub fn missing(found: Option<&Entry>) -> bool {
+    found.is_none()
+}
+
+/// For [`commit_adapting`]: set aside every claim found not naming the record (removals).
+pub fn any(_found: Option<&Entry>) -> bool {
+    true
 }
 
 /// Removes an endpoint: deletes its record and releases its claims, each release
@@ -182,20 +253,23 @@ pub fn network_txn(network: &Network) -> Txn {
         .create(key, &to_json(network), Lifetime::Permanent)
 }
 
-/// Removes a network: its record and its claims (each conditioned on naming it), provided no
-/// endpoint of it exists; a conflict on `endpoints/NET_ID` ([`ClusterError::NetworkInUse`])
-/// names one. Since [`endpoint_txn`] requires the network record, a connect and a removal
-/// racing cannot leave an endpoint of a removed network: one of the two txns is refused.
-pub fn network_removal(network: &Network) -> Txn {
+/// Removes a network: its record and its claims (each conditioned on naming it; claims in
+/// `lost` are left alone, as in [`endpoint_removal`]), provided no endpoint of it exists; a
+/// conflict on `endpoints/NET_ID` ([`ClusterError::NetworkInUse`]) names one. Since
+/// [`endpoint_txn`] requires the network record, a connect and a removal racing cannot leave
+/// an endpoint of a removed network: one of the two txns is refused.
+pub fn network_removal(network: &Network, lost: &[String]) -> Txn {
     let key = network.key();
     let mut txn = Txn::new().require(
         format!("{ENDPOINTS}{}", network.id),
         Condition::NothingUnder,
     );
     for claim in network_claims(network) {
-        txn = txn
-            .require(claim.clone(), Condition::Value(key.clone().into_bytes()))
-            .delete(claim);
+        if !lost.contains(&claim) {
+            txn = txn
+                .require(claim.clone(), Condition::Value(key.clone().into_bytes()))
+                .delete(claim);
+        }
     }
     txn.require(key.clone(), Condition::Present).delete(key)
 }
@@ -456,7 +530,7 @@ mod tests {
         );
         assert_eq!(keys(&store, NETWORKS), [net.key()]);
         // A removal frees both claims.
-        assert_done(&store, &network_removal(&net));
+        assert_done(&store, &network_removal(&net, &[]));
         assert_eq!(keys(&store, ""), Vec::<String>::new());
         assert_done(&store, &network_txn(&same_vni));
     }
@@ -650,14 +724,14 @@ mod tests {
         assert_done(&store, &network_txn(&net));
         let a = endpoint('1', "a", [10, 0, 0, 2]);
         assert_done(&store, &endpoint_txn(&a));
-        match refused(&store, &network_removal(&net)).1 {
+        match refused(&store, &network_removal(&net, &[])).1 {
             ClusterError::NetworkInUse { name, names, .. } => {
                 assert_eq!((name.as_str(), names.as_str()), ("net", "a"))
             }
             other => panic!("{other:?}"),
         }
         assert_done(&store, &endpoint_removal(&a, &[]));
-        assert_done(&store, &network_removal(&net));
+        assert_done(&store, &network_removal(&net, &[]));
         assert_eq!(
             refused(&store, &endpoint_txn(&a)),
             (
@@ -712,5 +786,134 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A record written before claims (just the record, no claims) is migrated by its host
+    /// republishing it: the loop learns both claims are missing and creates them; a claim
+    /// another endpoint took meanwhile is not overwritten; removal of an unclaimed record
+    /// and of an unclaimed network works too.
+    #[test]
+    fn republishing_claims_old_records_and_never_takes_a_claim_away() {
+        let (_dir, store) = store();
+        let net = network(NET, "net", 42, "10.0.0.0/24");
+        // A network and an endpoint from before claims: records only.
+        let old_layout = Txn::new()
+            .put(net.key(), &to_json(&net), Lifetime::Permanent)
+            .put(
+                endpoint('1', "a", [10, 0, 0, 2]).key(),
+                &to_json(&endpoint('1', "a", [10, 0, 0, 2])),
+                Lifetime::Session,
+            );
+        assert_done(&store, &old_layout);
+        let a = endpoint('1', "a", [10, 0, 0, 2]);
+        let mut attempts = 0;
+        let answer = commit_adapting(
+            &endpoint_claims(&a),
+            missing,
+            |absent| endpoint_republish_txn(&a, absent),
+            |txn| {
+                attempts += 1;
+                store.commit(txn)
+            },
+        )
+        .unwrap();
+        assert!(matches!(answer, Committed::Done { .. }), "{answer:?}");
+        assert_eq!(attempts, 3, "one conflict per missing claim, then done");
+        assert_eq!(
+            keys(&store, CLAIMS),
+            [ip_claim(NET, a.ip), name_claim(NET, "a")]
+        );
+        // Republishing again needs one commit: both claims name it now.
+        assert_done(&store, &endpoint_republish_txn(&a, &[]));
+
+        // Another endpoint holding the IP: republishing is refused, naming the holder.
+        let b = endpoint('2', "b", [10, 0, 0, 3]);
+        let mut a_moved = a.clone();
+        a_moved.id = "3".repeat(64);
+        assert_done(&store, &endpoint_txn(&b));
+        let taken = Endpoint {
+            ip: b.ip,
+            mac: b.mac.clone(),
+            ..a_moved
+        };
+        let answer = commit_adapting(
+            &endpoint_claims(&taken),
+            missing,
+            |absent| endpoint_republish_txn(&taken, absent),
+            |txn| store.commit(txn),
+        )
+        .unwrap();
+        match answer {
+            Committed::Conflict { key, found } => {
+                assert_eq!(key, ip_claim(NET, b.ip));
+                assert!(held_by(found.as_ref(), &b.key()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!keys(&store, ENDPOINTS).contains(&taken.key()));
+
+        // An unclaimed network is removed once its endpoints are gone.
+        for e in [&a, &b] {
+            let answer = commit_adapting(
+                &endpoint_claims(e),
+                any,
+                |lost| endpoint_removal(e, lost),
+                |txn| store.commit(txn),
+            )
+            .unwrap();
+            assert!(matches!(answer, Committed::Done { .. }), "{answer:?}");
+        }
+        let answer = commit_adapting(
+            &network_claims(&net),
+            any,
+            |lost| network_removal(&net, lost),
+            |txn| store.commit(txn),
+        )
+        .unwrap();
+        assert!(matches!(answer, Committed::Done { .. }), "{answer:?}");
+        assert_eq!(keys(&store, ""), Vec::<String>::new());
+    }
+
+    /// A reservation holds the IP and name without a record; the refresh publishes the
+    /// record; a second reservation of either is refused; a release frees both.
+    #[test]
+    fn a_reservation_claims_before_the_record_exists() {
+        let (_dir, store) = store();
+        assert_done(
+            &store,
+            &network_txn(&network(NET, "net", 42, "10.0.0.0/24")),
+        );
+        let a = endpoint('1', "a", [10, 0, 0, 2]);
+        assert_done(&store, &endpoint_reservation(&a));
+        assert_eq!(
+            keys(&store, ENDPOINTS),
+            Vec::<String>::new(),
+            "no record yet"
+        );
+        let same_ip = endpoint('2', "b", [10, 0, 0, 2]);
+        assert_eq!(
+            refused(&store, &endpoint_reservation(&same_ip)).0,
+            ip_claim(NET, a.ip)
+        );
+        let same_name = endpoint('2', "a", [10, 0, 0, 3]);
+        assert_eq!(
+            refused(&store, &endpoint_reservation(&same_name)).0,
+            name_claim(NET, "a")
+        );
+        assert_done(&store, &endpoint_refresh_txn(&a));
+        assert_eq!(keys(&store, ENDPOINTS), [a.key()]);
+        assert_done(&store, &endpoint_removal(&a, &[]));
+        assert_eq!(
+            keys(&store, &format!("{CLAIMS}{NET}/")),
+            Vec::<String>::new()
+        );
+        let unknown = Endpoint {
+            network: "b".repeat(64),
+            ..a
+        };
+        assert_eq!(
+            refused(&store, &endpoint_reservation(&unknown)).0,
+            format!("{NETWORKS}{}", "b".repeat(64))
+        );
     }
 }

@@ -169,7 +169,29 @@ pub fn next_subnet<'a>(taken: impl Iterator<Item = &'a Subnet> + Clone) -> Optio
 
 /// The lowest host address of `subnet` that is not in `taken`.
 pub fn next_address(subnet: &Subnet, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
-    subnet.hosts().find(|ip| !taken.contains(ip))
+    let taken: std::collections::HashSet<Ipv4Addr> = taken.iter().copied().collect();
+    free_address(subnet, &taken, 0)
+}
+
+/// The first host address of `subnet` not in `taken`, searching from the `start`th host
+/// address (modulo their number) upwards and wrapping around: `start` 0 is the lowest free
+/// address; a random `start` spreads hosts that allocate at the same moment over the subnet,
+/// so they do not all claim the same address. One pass over the subnet at most.
+pub fn free_address(
+    subnet: &Subnet,
+    taken: &std::collections::HashSet<Ipv4Addr>,
+    start: u32,
+) -> Option<Ipv4Addr> {
+    let first = u32::from(subnet.base) + 1;
+    let count = u32::from(subnet.broadcast()) - first;
+    if count == 0 {
+        return None;
+    }
+    let start = start % count;
+    (start..count)
+        .chain(0..start)
+        .map(|offset| Ipv4Addr::from(first + offset))
+        .find(|ip| !taken.contains(ip))
 }
 
 /// First VNI handed out automatically (Docker's overlay driver starts at 4096 too, leaving
@@ -245,6 +267,29 @@ mod tests {
         assert!(s.overlaps(&subnet("10.22.1.128/25")));
         assert!(!s.overlaps(&subnet("10.22.2.0/24")));
         assert_eq!(subnet("10.0.0.0/30").hosts().count(), 2);
+    }
+
+    #[test]
+    fn a_free_address_is_searched_from_the_start_and_wraps() {
+        let s = subnet("10.0.0.0/29"); // hosts .1 to .6
+        let taken: std::collections::HashSet<Ipv4Addr> =
+            [1, 5, 6].map(|d| Ipv4Addr::new(10, 0, 0, d)).into();
+        let at = |start| free_address(&s, &taken, start);
+        assert_eq!(at(0), Some(Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!(at(2), Some(Ipv4Addr::new(10, 0, 0, 3)));
+        assert_eq!(
+            at(4),
+            Some(Ipv4Addr::new(10, 0, 0, 2)),
+            "wrapped past .5 and .6"
+        );
+        assert_eq!(
+            at(6 + 3),
+            Some(Ipv4Addr::new(10, 0, 0, 4)),
+            "start modulo 6"
+        );
+        assert_eq!(at(u32::MAX), at(u32::MAX % 6));
+        let full: std::collections::HashSet<Ipv4Addr> = s.hosts().collect();
+        assert_eq!(free_address(&s, &full, 3), None);
     }
 
     #[test]

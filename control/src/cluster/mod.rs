@@ -473,6 +473,24 @@ pub fn plan_endpoint(
     request: &EndpointRequest,
     id: String,
 ) -> Result<Endpoint, ClusterError> {
+    plan_endpoint_avoiding(snapshot, network, request, id, &[], 0)
+}
+
+/// [`plan_endpoint`], for a connect whose first claim lost a race: an allocated IP is not
+/// one of `avoid` (addresses found claimed though the snapshot does not show them yet), and
+/// is searched from the `start`th host address up ([`ipam::free_address`]).
+///
+/// # Errors
+///
+/// As [`plan_endpoint`].
+pub fn plan_endpoint_avoiding(
+    snapshot: &Snapshot,
+    network: &Network,
+    request: &EndpointRequest,
+    id: String,
+    avoid: &[Ipv4Addr],
+    start: u32,
+) -> Result<Endpoint, ClusterError> {
     check_name("endpoint", &request.name)?;
     let existing: Vec<&Endpoint> = snapshot.endpoints_of(&network.id).collect();
     if let Some(e) = existing
@@ -511,9 +529,14 @@ pub fn plan_endpoint(
             ip
         }
         None => {
-            let mut taken: Vec<Ipv4Addr> = existing.iter().map(|e| e.ip).collect();
-            taken.push(network.gateway);
-            ipam::next_address(&network.subnet, &taken).ok_or(ClusterError::Exhausted("IP"))?
+            let mut taken: std::collections::HashSet<Ipv4Addr> = existing
+                .iter()
+                .map(|e| e.ip)
+                .chain(avoid.iter().copied())
+                .collect();
+            taken.insert(network.gateway);
+            ipam::free_address(&network.subnet, &taken, start)
+                .ok_or(ClusterError::Exhausted("IP"))?
         }
     };
     let mac = ipam::mac_for(ip)

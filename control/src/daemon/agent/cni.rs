@@ -3,7 +3,7 @@
 //! attachment's endpoint is remembered in `RUN_DIR/cni.json` (root's alone), since DEL, CHECK
 //! and GC name attachments, not namespaces, and DEL may come after the namespace is gone.
 
-use super::{lock, Agent, AgentError, Container, Interface, LOCK_TIMEOUT};
+use super::{lock, Agent, AgentError, Container, Interface};
 use crate::api::{CniAdded, CniAttachment};
 use crate::cluster::Endpoint;
 use crate::plumbing;
@@ -140,16 +140,11 @@ impl Agent {
 
     fn cni_remove(&self, endpoint: &Endpoint) -> Result<(), AgentError> {
         let store = self.store()?;
-        let mut locked = store.lock(LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let snapshot = self.check_records(&super::read_scope(
-            &mut |p: &str| locked.list(p),
-            &state.served(),
-            None,
-        )?);
+        let snapshot = self.planning_snapshot(store.as_ref(), &state, &endpoint.network)?;
         let path =
             super::netns_path(&endpoint.netns).unwrap_or_else(|_| PathBuf::from(&endpoint.netns));
-        self.remove_endpoint(locked.as_mut(), &mut state, snapshot, endpoint, &path)?;
+        self.remove_endpoint(store.as_ref(), &mut state, snapshot, endpoint, &path)?;
         tracing::info!(name = %endpoint.name, ip = %endpoint.ip, "CNI attachment removed");
         Ok(())
     }

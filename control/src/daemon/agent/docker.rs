@@ -6,10 +6,9 @@
 //! Same rules as `connect`: the store's cluster lock before the agent's state, records
 //! checked like everything else read from the store, nothing left half-made on failure.
 
-use super::{lock, now_secs, read_scope, to_json, Agent, AgentError, State};
-use crate::cluster::{self, ClusterError, Endpoint, EndpointRequest, Network, NetworkRequest};
+use super::{lock, now_secs, read_scope, Agent, AgentError, State};
+use crate::cluster::{self, Endpoint, EndpointRequest, Network, NetworkRequest};
 use crate::plumbing::overlay;
-use crate::store::Lifetime;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -92,15 +91,16 @@ impl Agent {
         id: &str,
     ) -> Result<Network, AgentError> {
         let store = self.store()?;
-        let mut locked = store.lock(super::LOCK_TIMEOUT)?;
+        // The state before the lock, as in `network create`.
         let served = lock(&self.state).served();
+        let mut locked = store.lock(super::LOCK_TIMEOUT)?;
         let snapshot =
             self.check_records(&read_scope(&mut |p: &str| locked.list(p), &served, None)?);
         if let Some(n) = snapshot.networks.get(id) {
             return Ok(n.clone());
         }
         let network = cluster::plan_network(&snapshot, request, id.to_owned(), now_secs())?;
-        locked.put(&network.key(), &to_json(&network), Lifetime::Permanent)?;
+        Self::create_network(locked.as_mut(), &network, &snapshot)?;
         tracing::info!(name = %network.name, id = %network.id, vni = network.vni, subnet = %network.subnet, "network created for Docker");
         Ok(network)
     }
@@ -113,8 +113,8 @@ impl Agent {
     /// `NetworkInUse`, or the store's failure.
     pub fn docker_remove_network(&self, id: &str) -> Result<Option<Network>, AgentError> {
         let store = self.store()?;
-        let mut locked = store.lock(super::LOCK_TIMEOUT)?;
         let served = lock(&self.state).served();
+        let mut locked = store.lock(super::LOCK_TIMEOUT)?;
         let snapshot = self.check_records(&read_scope(
             &mut |p: &str| locked.list(p),
             &served,
@@ -124,7 +124,7 @@ impl Agent {
             return Ok(None);
         }
         let network = cluster::plan_network_removal(&snapshot, id)?.clone();
-        locked.delete(&network.key())?;
+        Self::remove_network(locked.as_mut(), &network, &snapshot)?;
         tracing::info!(name = %network.name, id = %network.id, "network removed by Docker");
         Ok(Some(network))
     }
@@ -141,20 +141,10 @@ impl Agent {
         ip: Option<Ipv4Addr>,
     ) -> Result<Endpoint, AgentError> {
         let store = self.store()?;
-        let mut locked = store.lock(super::LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let snapshot = self.check_records(&read_scope(
-            &mut |p: &str| locked.list(p),
-            &state.served(),
-            Some(network_id),
-        )?);
-        let network = snapshot.require_network(network_id)?.clone();
         // Claims of this host the store does not show yet count as taken too.
-        let mut view = snapshot.clone();
-        for e in state.local.values().filter(|e| e.network == network.id) {
-            view.endpoints
-                .insert((e.network.clone(), e.id.clone()), e.clone());
-        }
+        let view = self.planning_snapshot(store.as_ref(), &state, network_id)?;
+        let network = view.require_network(network_id)?.clone();
         let id = cluster::new_id().map_err(AgentError::Random)?;
         let request = EndpointRequest {
             // Replaced once the IP is known; random, so it clashes with no name.
@@ -164,20 +154,25 @@ impl Agent {
             host: self.config.host.clone(),
             vtep: self.config.vtep,
         };
-        let mut endpoint = cluster::plan_endpoint(&view, &network, &request, id)?;
-        endpoint.name = provisional_name(endpoint.ip);
-        if view
-            .endpoints_of(&network.id)
-            .any(|o| o.name == endpoint.name)
-        {
-            return Err(ClusterError::DuplicateName {
-                name: endpoint.name,
-                network: network.name,
-            }
-            .into());
+        // Named after its address until Docker names it (a name another endpoint holds is
+        // refused by the claim).
+        let endpoint = self.claim_endpoint(
+            store.as_ref(),
+            &view,
+            &network,
+            &request,
+            &|e| {
+                e.name = provisional_name(e.ip);
+                e.ifname = "eth".to_owned();
+            },
+            cluster::claims::endpoint_txn,
+        )?;
+        state.local.insert(endpoint.key(), endpoint.clone());
+        if let Err(e) = self.save_record(&state) {
+            state.local.remove(&endpoint.key());
+            self.release_after_failure(store.as_ref(), &endpoint);
+            return Err(e);
         }
-        endpoint.ifname = "eth".to_owned();
-        self.publish_local(&mut state, locked.as_mut(), &endpoint)?;
         tracing::info!(network = %network.name, ip = %endpoint.ip, "address claimed for Docker");
         Ok(endpoint)
     }
@@ -235,10 +230,8 @@ impl Agent {
             return Ok(());
         };
         let store = self.store()?;
-        let mut locked = store.lock(super::LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        locked.delete(&endpoint.key())?;
-        drop(locked);
+        self.release_endpoint(store.as_ref(), &endpoint)?;
         state.local.remove(&endpoint.key());
         if let Err(e) = self.save_record(&state) {
             tracing::error!(error = %e, "updating the endpoint record after a release");
@@ -320,18 +313,13 @@ impl Agent {
         container: &str,
     ) -> Result<Endpoint, AgentError> {
         let store = self.store()?;
-        let mut locked = store.lock(super::LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let snapshot = self.check_records(&read_scope(
-            &mut |p: &str| locked.list(p),
-            &state.served(),
-            None,
-        )?);
         let Some(old) = state.local.get(key).cloned() else {
             return Err(AgentError::Dataplane(
                 "the endpoint was released meanwhile".to_owned(),
             ));
         };
+        let snapshot = self.planning_snapshot(store.as_ref(), &state, &old.network)?;
         let mut seen = std::collections::BTreeSet::new();
         let names: Vec<String> = names
             .iter()
@@ -348,7 +336,7 @@ impl Agent {
             })
             .cloned()
             .unwrap_or_else(|| old.name.clone());
-        let renamed = Endpoint {
+        let mut renamed = Endpoint {
             name,
             aliases: names,
             netns: format!("{DOCKER_NETNS}{}", container.get(..12).unwrap_or(container)),
@@ -357,12 +345,55 @@ impl Agent {
         if renamed == old {
             return Ok(old);
         }
-        locked.put(key, &to_json(&renamed), Lifetime::Session)?;
+        self.commit_rename(store.as_ref(), &snapshot, &old, &mut renamed)?;
         state.local.insert(key.to_owned(), renamed.clone());
         if let Err(e) = self.save_record(&state) {
             tracing::error!(error = %e, "saving the endpoint record after a rename");
         }
         tracing::info!(ip = %renamed.ip, name = %renamed.name, aliases = ?renamed.aliases, "Docker endpoint named");
         Ok(renamed)
+    }
+
+    /// Commits the rename of `old` to `renamed` (name, aliases and namespace only). A new
+    /// name another endpoint claimed meanwhile is given up: `renamed` keeps `old`'s name. A
+    /// record from before claims has its claims written first.
+    fn commit_rename(
+        &self,
+        store: &dyn crate::store::Store,
+        snapshot: &cluster::Snapshot,
+        old: &Endpoint,
+        renamed: &mut Endpoint,
+    ) -> Result<(), AgentError> {
+        use crate::cluster::claims;
+        use crate::store::Committed;
+        let ip_claim = claims::ip_claim(&old.network, old.ip);
+        let new_name = claims::name_claim(&old.network, &renamed.name);
+        // At most: claim an old record, then give up a taken name, then done.
+        for _ in 0..3 {
+            let txn = claims::rename_txn(old, renamed).ok_or_else(|| {
+                AgentError::Dataplane("a rename may change only names and the namespace".into())
+            })?;
+            match store.commit(&txn)? {
+                Committed::Done { .. } => return Ok(()),
+                Committed::Conflict { key, found: None } if key == ip_claim => {
+                    let claimed = claims::commit_adapting(
+                        &claims::endpoint_claims(old),
+                        claims::missing,
+                        |absent| claims::endpoint_republish_txn(old, absent),
+                        |txn| store.commit(txn),
+                    )?;
+                    super::claim::refused(claimed, snapshot)?;
+                }
+                Committed::Conflict { key, .. } if key == new_name && renamed.name != old.name => {
+                    tracing::info!(name = %renamed.name, "the name is another endpoint's; keeping the address's");
+                    renamed.name = old.name.clone();
+                }
+                conflict => super::claim::refused(conflict, snapshot)?,
+            }
+        }
+        Err(AgentError::Dataplane(format!(
+            "renaming {} kept conflicting",
+            old.name
+        )))
     }
 }

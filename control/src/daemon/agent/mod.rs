@@ -4,12 +4,17 @@
 //! they survive a restart and can be published again after a lost etcd lease), the overlay
 //! namespaces under `RUN_DIR/netns/`, and the remote entries programmed into each overlay's
 //! link (a static fdb entry and an ARP proxy entry per remote endpoint). A loop lists the
-//! store, reconciles, and waits on a watch; requests (`network ...`, `connect`, `disconnect`)
-//! change the store under its cluster lock and plumb synchronously, rolling back on failure.
+//! store, reconciles, and applies each watch event; requests (`network ...`, `connect`,
+//! `disconnect`) change the store and plumb synchronously, rolling back on failure. Network
+//! create and remove take the cluster lock (a subnet overlap is no single key); connects and
+//! disconnects take none: they claim their IP and name with create-if-absent txns
+//! ([`claim`]), so hosts connect in parallel and nothing cluster-wide is held while a
+//! container is plumbed.
 //!
 //! When the store is unreachable nothing is torn down: forwarding keeps the last programmed
 //! state until the store answers again, and requests fail with a clear error.
 
+mod claim;
 mod cni;
 mod docker;
 mod reconcile;
@@ -24,7 +29,7 @@ use crate::cluster::{
     self, ClusterError, Endpoint, EndpointRequest, Network, NetworkRequest, Snapshot,
 };
 use crate::plumbing::{self, overlay, PlumbingError};
-use crate::store::{Lifetime, Listing, Store, StoreError, Watch, WatchEvent};
+use crate::store::{Listing, Store, StoreError, Watch, WatchEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -455,13 +460,15 @@ impl Agent {
 
     fn network_create(&self, request: &NetworkRequest) -> Result<NetworkView, AgentError> {
         let store = self.store()?;
-        let mut locked = store.lock(LOCK_TIMEOUT)?;
+        // The state before the lock: a connect holds the state while it commits, and on a
+        // dir store a commit waits for the lock's flock.
         let served = lock(&self.state).served();
+        let mut locked = store.lock(LOCK_TIMEOUT)?;
         let snapshot =
             self.check_records(&read_scope(&mut |p: &str| locked.list(p), &served, None)?);
         let id = cluster::new_id().map_err(AgentError::Random)?;
         let network = cluster::plan_network(&snapshot, request, id, now_secs())?;
-        locked.put(&network.key(), &to_json(&network), Lifetime::Permanent)?;
+        Self::create_network(locked.as_mut(), &network, &snapshot)?;
         tracing::info!(name = %network.name, id = %network.id, vni = network.vni, subnet = %network.subnet, "network created");
         Ok(NetworkView {
             network,
@@ -494,15 +501,15 @@ impl Agent {
 
     fn network_rm(&self, name: &str) -> Result<(), AgentError> {
         let store = self.store()?;
-        let mut locked = store.lock(LOCK_TIMEOUT)?;
         let served = lock(&self.state).served();
+        let mut locked = store.lock(LOCK_TIMEOUT)?;
         let snapshot = self.check_records(&read_scope(
             &mut |p: &str| locked.list(p),
             &served,
             Some(name),
         )?);
         let network = cluster::plan_network_removal(&snapshot, name)?;
-        locked.delete(&network.key())?;
+        Self::remove_network(locked.as_mut(), network, &snapshot)?;
         tracing::info!(name = %network.name, id = %network.id, "network removed");
         Ok(())
     }
@@ -515,21 +522,16 @@ impl Agent {
         name: Option<&str>,
         interface: &Interface,
     ) -> Result<Endpoint, AgentError> {
-        // Checked before any lock is taken: a path that is not a namespace (a FIFO, a device)
-        // is refused here, never opened while the store or the state is locked.
+        // Checked before anything is locked: a path that is not a namespace (a FIFO, a
+        // device) is refused here, never opened while the state is locked.
         let container = Container::lookup(netns_path(netns)?);
         if container.id.is_none() {
             return Err(AgentError::UnknownNetns(netns.to_owned()));
         }
         let store = self.store()?;
-        // The cluster lock first, then the state: nothing holds the state while it waits.
-        let mut locked = store.lock(LOCK_TIMEOUT)?;
+        // The state orders this host's requests; no cluster-wide lock is taken.
         let mut state = lock(&self.state);
-        let mut snapshot = self.check_records(&read_scope(
-            &mut |p: &str| locked.list(p),
-            &state.served(),
-            Some(network),
-        )?);
+        let mut snapshot = self.planning_snapshot(store.as_ref(), &state, network)?;
         let network = snapshot.require_network(network)?.clone();
         let default_name = container
             .path
@@ -551,8 +553,6 @@ impl Agent {
             }
             .into());
         }
-        let id = cluster::new_id().map_err(AgentError::Random)?;
-        let mut endpoint = cluster::plan_endpoint(&snapshot, &network, &request, id)?;
         let mtu = interface.mtu.unwrap_or(network.mtu);
         if mtu > network.mtu || mtu < cluster::MIN_MTU {
             return Err(AgentError::Dataplane(format!(
@@ -561,19 +561,30 @@ impl Agent {
                 network.mtu
             )));
         }
+        // Reserve the IP and name first: from here on, a failure releases them.
+        let mut endpoint = self.claim_endpoint(
+            store.as_ref(),
+            &snapshot,
+            &network,
+            &request,
+            &|_| {},
+            cluster::claims::endpoint_reservation,
+        )?;
 
         let had_overlay = state.overlays.contains_key(&network.id);
-        let undo_overlay = |agent: &Agent, state: &mut State| {
+        let undo = |agent: &Agent, state: &mut State, endpoint: &Endpoint| {
             if !had_overlay {
                 agent.teardown(state, &network.id);
             }
+            agent.release_after_failure(store.as_ref(), endpoint);
         };
         if let Err(e) = self.ensure_overlay(&mut state, &network) {
-            undo_overlay(self, &mut state);
+            undo(self, &mut state, &endpoint);
             return Err(e);
         }
         self.sync_entries(&mut state, &network.id, &snapshot);
         let Some(overlay_ns) = state.overlays.get(&network.id).map(|o| o.netns.clone()) else {
+            undo(self, &mut state, &endpoint);
             return Err(AgentError::Dataplane("overlay vanished".to_owned()));
         };
         let tag = endpoint.id.get(..8).unwrap_or(&endpoint.id).to_owned();
@@ -589,18 +600,17 @@ impl Agent {
         endpoint.ifname = match overlay::connect_container(&overlay_ns, &link) {
             Ok(ifname) => ifname,
             Err(e) => {
-                undo_overlay(self, &mut state);
+                undo(self, &mut state, &endpoint);
                 return Err(e.into());
             }
         };
-        if let Err(e) = self.publish_local(&mut state, locked.as_mut(), &endpoint) {
+        if let Err(e) = self.publish_local(&mut state, store.as_ref(), &snapshot, &endpoint) {
             if let Err(e) = overlay::disconnect_container(&container.path, &endpoint.ifname) {
                 tracing::error!(error = %e, "rolling back the container interface");
             }
-            undo_overlay(self, &mut state);
+            undo(self, &mut state, &endpoint);
             return Err(e);
         }
-        drop(locked);
         snapshot.endpoints.insert(
             (endpoint.network.clone(), endpoint.id.clone()),
             endpoint.clone(),
@@ -616,13 +626,13 @@ impl Agent {
     /// local endpoint needs it any more.
     fn remove_endpoint(
         &self,
-        locked: &mut dyn crate::store::Locked,
+        store: &dyn Store,
         state: &mut State,
         mut snapshot: Snapshot,
         endpoint: &Endpoint,
         container: &Path,
     ) -> Result<(), AgentError> {
-        locked.delete(&endpoint.key())?;
+        self.release_endpoint(store, endpoint)?;
         state.local.remove(&endpoint.key());
         if let Err(e) = self.save_record(state) {
             tracing::error!(error = %e, "updating the endpoint record after disconnect");
@@ -640,38 +650,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Records `endpoint` as local (in `RUN_DIR/endpoints.json`) and publishes it, under
-    /// the cluster lock `locked`; if either fails, the local record is rolled back.
-    fn publish_local(
-        &self,
-        state: &mut State,
-        locked: &mut dyn crate::store::Locked,
-        endpoint: &Endpoint,
-    ) -> Result<(), AgentError> {
-        let key = endpoint.key();
-        state.local.insert(key.clone(), endpoint.clone());
-        let published = self
-            .save_record(state)
-            .and_then(|()| Ok(locked.put(&key, &to_json(endpoint), Lifetime::Session)?));
-        if published.is_err() {
-            state.local.remove(&key);
-            if let Err(e) = self.save_record(state) {
-                tracing::error!(error = %e, "rolling back the endpoint record");
-            }
-        }
-        published
-    }
-
     fn disconnect(&self, network: &str, netns: &str) -> Result<(), AgentError> {
         let container = Container::lookup(netns_path(netns)?);
         let store = self.store()?;
-        let mut locked = store.lock(LOCK_TIMEOUT)?;
         let mut state = lock(&self.state);
-        let snapshot = self.check_records(&read_scope(
-            &mut |p: &str| locked.list(p),
-            &state.served(),
-            Some(network),
-        )?);
+        let snapshot = self.planning_snapshot(store.as_ref(), &state, network)?;
         let network = snapshot.require_network(network)?.clone();
         let Some(endpoint) = state.local_endpoint(&network.id, &container).cloned() else {
             return Err(ClusterError::NotConnected {
@@ -681,7 +664,7 @@ impl Agent {
             .into());
         };
         self.remove_endpoint(
-            locked.as_mut(),
+            store.as_ref(),
             &mut state,
             snapshot,
             &endpoint,

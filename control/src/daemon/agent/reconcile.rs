@@ -4,12 +4,12 @@
 
 use super::{
     link_name, lock, overlay_name, record_path, to_json, Agent, AgentError, Overlay, State,
-    LOCK_TIMEOUT,
 };
 use crate::api::{FdbMode, FdbSpec, LinkSpec, Request};
+use crate::cluster::claims;
 use crate::cluster::{Endpoint, Host, Network, Snapshot};
 use crate::plumbing::{self, hosts, overlay};
-use crate::store::{Lifetime, Listing, Store, StoreError};
+use crate::store::{Committed, Lifetime, Listing, Store, StoreError, Txn};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -379,8 +379,10 @@ impl Agent {
     /// endpoint it cannot publish (its network is gone, its name, IP or MAC taken) is skipped
     /// and writes nothing, so the caller does not list and publish again for ever.
     ///
-    /// Takes the cluster lock before the state, as `connect` does, and holds neither while it
-    /// waits for the other.
+    /// No cluster lock: each endpoint is written with its claims ([`claims`]), created if
+    /// missing (so a store written before claims is migrated by its hosts as they start)
+    /// and refused if another endpoint holds them. The state is held throughout, so a
+    /// disconnect meanwhile is not undone.
     pub(super) fn publish(&self, store: &dyn Store, listing: &Listing) -> Result<bool, StoreError> {
         let epoch = store.session_epoch();
         let host = Host {
@@ -389,23 +391,19 @@ impl Agent {
             pid: std::process::id(),
             started: self.started,
         };
-        {
-            let state = lock(&self.state);
-            let (host_ok, missing) = Self::unpublished(&state, listing, epoch, &host);
-            if host_ok && missing.is_empty() {
-                return Ok(false);
-            }
-        }
-        let mut locked = store.lock(LOCK_TIMEOUT)?;
-        // Again under the lock: a disconnect meanwhile must not be undone.
         let mut state = lock(&self.state);
-        let listing = super::read_scope(&mut |p: &str| locked.list(p), &state.served(), None)?;
+        let (host_ok, missing) = Self::unpublished(&state, listing, epoch, &host);
+        if host_ok && missing.is_empty() {
+            return Ok(false);
+        }
+        // Again from the store: the listing may be older than the state.
+        let listing = super::read_scope(&mut |p: &str| store.list(p), &state.served(), None)?;
         let current = self.check_records(&listing);
         let (host_ok, missing) = Self::unpublished(&state, &listing, epoch, &host);
-        let missing: Vec<Endpoint> = missing.into_iter().cloned().collect();
         let mut wrote = false;
         if !host_ok {
-            locked.put(&host.key(), &to_json(&host), Lifetime::Session)?;
+            let txn = Txn::new().put(host.key(), &to_json(&host), Lifetime::Session);
+            store.commit(&txn)?;
             wrote = true;
         }
         for e in missing {
@@ -413,6 +411,7 @@ impl Agent {
                 tracing::warn!(endpoint = %e.name, network = %e.network, "not republishing: the network is gone from the store");
                 continue;
             }
+            // Records from before claims hold no claim: check them as before.
             let clash = current
                 .endpoints_of(&e.network)
                 .find(|o| o.id != e.id && (o.ip == e.ip || o.name == e.name || o.mac == e.mac));
@@ -420,9 +419,22 @@ impl Agent {
                 tracing::error!(endpoint = %e.name, ip = %e.ip, other = %o.name, other_host = %o.host, "not republishing: its name, IP or MAC was taken while it was away");
                 continue;
             }
-            locked.put(&e.key(), &to_json(&e), Lifetime::Session)?;
-            wrote = true;
-            tracing::info!(endpoint = %e.name, ip = %e.ip, "endpoint published");
+            let committed = claims::commit_adapting(
+                &claims::endpoint_claims(e),
+                claims::missing,
+                |absent| claims::endpoint_republish_txn(e, absent),
+                |txn| store.commit(txn),
+            )?;
+            match committed {
+                Committed::Done { .. } => {
+                    wrote = true;
+                    tracing::info!(endpoint = %e.name, ip = %e.ip, "endpoint published");
+                }
+                Committed::Conflict { key, found } => {
+                    let holder = found.map(|f| String::from_utf8_lossy(&f.value).into_owned());
+                    tracing::error!(endpoint = %e.name, ip = %e.ip, claim = %key, holder = ?holder, "not republishing: its name or IP was claimed while it was away");
+                }
+            }
         }
         state.published_epoch = Some(epoch);
         Ok(wrote)
