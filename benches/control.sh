@@ -10,6 +10,7 @@
 #   HOSTS=100,300,1000 (--hosts; a first argument also sets it)  ENDPOINTS=10 (--endpoints)
 #   ADDS=100 (--adds)  ADD_INTERVAL_MS=50 (--add-interval-ms)  TTL=10 (--ttl)
 #   CLIENTS=10 (--clients)  CONNECT_SECONDS=5 (--connect-seconds)  CONNECT_POOL=25
+#   SERIAL_CONNECTS=20 (--serial-connects)
 #   BEFORE=path/to/old/vxtap: adds a "before" column per host count (--daemon-binary
 #     before=PATH) beside this build's "after" column; build one with
 #       git worktree add /tmp/before dabc0c7 && (cd /tmp/before &&
@@ -35,6 +36,7 @@ args=(bench-control --hosts "${HOSTS:-${1:-100,300,1000}}")
 [ -n "${CLIENTS:-}" ] && args+=(--clients "$CLIENTS")
 [ -n "${CONNECT_SECONDS:-}" ] && args+=(--connect-seconds "$CONNECT_SECONDS")
 [ -n "${CONNECT_POOL:-}" ] && args+=(--connect-pool "$CONNECT_POOL")
+[ -n "${SERIAL_CONNECTS:-}" ] && args+=(--serial-connects "$SERIAL_CONNECTS")
 if [ -n "${BEFORE:-}" ]; then
   args+=(--daemon-binary "before=$BEFORE" --daemon-binary "after=$V")
 fi

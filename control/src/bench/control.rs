@@ -16,9 +16,13 @@
 //!   less the idle rate measured over a quiet interval as long, divided by the adds;
 //! - etcd CPU per change: etcd's utime + stime over the adds, less its idle rate (lease
 //!   keep-alives), divided by the adds;
+//! - h1's CPU per change: its utime + stime over as many adds again, at the same pace but
+//!   not polled (a poll costs the daemon a `fdb show`), less its idle rate, divided by the
+//!   adds;
 //! - a dead host purged: `kill` one simulated host, time from its last lease refresh until
 //!   its endpoints are gone from h1's fdb, beside TTL + 1 s;
-//! - connect latency p50/p99 and connects a second: `--clients` daemons, each connecting
+//! - connect latency p50/p99 with one client alone (`--serial-connects`, on the first
+//!   client daemon), then connects a second with `--clients` daemons, each connecting
 //!   fresh container namespaces one after the other for `--connect-seconds`, all in
 //!   parallel (through the daemon binary's own `connect` command), then disconnecting them.
 //!
@@ -77,6 +81,9 @@ pub struct ControlArgs {
     /// Parallel connect clients, one real daemon each.
     #[arg(long, default_value_t = 10)]
     pub clients: usize,
+    /// Connects timed with one client alone, before the parallel ones.
+    #[arg(long, default_value_t = 20)]
+    pub serial_connects: usize,
     /// Seconds each connect client keeps connecting.
     #[arg(long, default_value_t = 5)]
     pub connect_seconds: u64,
@@ -104,8 +111,10 @@ struct Column {
     add_latencies: Vec<Duration>,
     read_per_change: Option<f64>,
     etcd_cpu_per_change: Option<f64>,
+    daemon_cpu_per_change: Option<f64>,
     purge: Option<Duration>,
     ttl: Duration,
+    serial_connect_latencies: Vec<Duration>,
     connect_latencies: Vec<Duration>,
     connects_per_second: Option<f64>,
     failures: Vec<String>,
@@ -462,7 +471,10 @@ fn measure(
     let hosts = column.hosts;
     let total = hosts
         .checked_mul(args.endpoints)
-        .filter(|&n| n + args.adds + args.clients * (args.connect_pool + 1) < 65_000)
+        .filter(|&n| {
+            n + 2 * args.adds + args.serial_connects + args.clients * (args.connect_pool + 1)
+                < 65_000
+        })
         .ok_or_else(|| BenchError::BadArgument {
             flag: "--hosts/--endpoints".to_owned(),
             why: format!("{hosts} x {} endpoints do not fit {SUBNET}", args.endpoints),
@@ -585,6 +597,47 @@ fn measure(
         column.etcd_cpu_per_change.unwrap_or(0.0)
     ));
 
+    // h1's CPU per change: as many adds again, at the same pace but not polled (the polls
+    // cost the daemon too), less its idle rate over the quiet interval before.
+    let h1_pid = topology.hosts[0]
+        .daemon
+        .as_ref()
+        .and_then(DaemonProcess::pid)
+        .ok_or_else(|| step("reading h1's CPU time", "no daemon pid"))?;
+    let daemon_ticks =
+        || process_ticks(h1_pid).ok_or_else(|| step("reading h1's CPU time", "no stat"));
+    let (d0, t0) = (daemon_ticks()?, Instant::now());
+    sleep_interruptible(planned, interrupt)?;
+    let (d1, t1) = (daemon_ticks()?, Instant::now());
+    let idle_daemon_rate = (d1 - d0) as f64 / (t1 - t0).as_secs_f64();
+    let mut unpolled = Vec::with_capacity(args.adds);
+    for _ in 0..args.adds {
+        let began = Instant::now();
+        let added = sim
+            .add(unpolled.len() % hosts)
+            .map_err(|e| step("adding an endpoint", e))?;
+        unpolled.push(added.mac);
+        sleep_interruptible(interval.saturating_sub(began.elapsed()), interrupt)?;
+    }
+    // Settled: the last one programmed (one poll a millisecond from here on only).
+    let last = unpolled.last().cloned().unwrap_or_default();
+    let settled = poll_fdb(&h1_run, CHANGE_TIMEOUT, interrupt, |rows| {
+        rows.iter().any(|(mac, _)| *mac == last)
+    })?;
+    let (d2, t2) = (daemon_ticks()?, Instant::now());
+    if settled.is_some() {
+        column.daemon_cpu_per_change = Some(
+            ((d2 - d1) as f64 - idle_daemon_rate * (t2 - t1).as_secs_f64()).max(0.0)
+                / ticks
+                / changes
+                * 1000.0,
+        );
+    } else {
+        column.failures.push(format!(
+            "unpolled adds: {last} not programmed in {CHANGE_TIMEOUT:?}"
+        ));
+    }
+
     // A dead host: the last simulated one (no add went to it unless adds >= hosts).
     let victim = hosts - 1;
     let victim_vtep = Ipv4Addr::from(u32::from(VTEP_BASE) + u32::try_from(hosts).unwrap_or(0));
@@ -678,6 +731,39 @@ fn connects(
     if interrupt.load(Ordering::SeqCst) {
         return Err(BenchError::Interrupted);
     }
+    // One client alone first: connect latency without contention.
+    let mut serial_connected = Vec::new();
+    for n in 0..args.serial_connects {
+        let index = topology
+            .add_namespace(&format!("s{n}"))
+            .map_err(topology_error)?;
+        let name = topology.extras[index].name().to_owned();
+        match vxtap(
+            binary,
+            &run_dirs[0],
+            &["connect", NETWORK, &name, "--name", &name],
+        ) {
+            Ok(took) => {
+                column.serial_connect_latencies.push(took);
+                serial_connected.push(name);
+            }
+            Err(e) => column.failures.push(e),
+        }
+        if interrupt.load(Ordering::SeqCst) {
+            return Err(BenchError::Interrupted);
+        }
+    }
+    let (p50, p99) = percentiles(&column.serial_connect_latencies);
+    log(&format!(
+        "{} connects by one client: p50 {p50:.0} ms, p99 {p99:.0} ms",
+        column.serial_connect_latencies.len()
+    ));
+    for name in &serial_connected {
+        if let Err(e) = vxtap(binary, &run_dirs[0], &["disconnect", NETWORK, name]) {
+            log(&e);
+        }
+    }
+
     let limit = Duration::from_secs(args.connect_seconds);
     let start = Instant::now();
     let results: Vec<(Vec<Duration>, Vec<String>, Vec<String>)> = std::thread::scope(|scope| {
@@ -806,7 +892,17 @@ fn table(columns: &[Column]) -> String {
     row("etcd CPU per change", &|c| {
         or_dash(c.etcd_cpu_per_change.map(|ms| format!("{ms:.1} ms")))
     });
-    row("`connect` p50 / p99", &|c| {
+    row("h1 daemon CPU per change", &|c| {
+        or_dash(c.daemon_cpu_per_change.map(|ms| format!("{ms:.2} ms")))
+    });
+    row("`connect` p50 / p99, one client", &|c| {
+        if c.serial_connect_latencies.is_empty() {
+            return "-".to_owned();
+        }
+        let (p50, p99) = percentiles(&c.serial_connect_latencies);
+        format!("{p50:.0} / {p99:.0} ms")
+    });
+    row("`connect` p50 / p99, parallel clients", &|c| {
         if c.connect_latencies.is_empty() {
             return "-".to_owned();
         }
@@ -875,8 +971,10 @@ mod tests {
             add_latencies: vec![Duration::from_millis(10), Duration::from_millis(20)],
             read_per_change: Some(2500.0),
             etcd_cpu_per_change: Some(1.25),
+            daemon_cpu_per_change: Some(0.5),
             purge: Some(Duration::from_millis(10_400)),
             ttl: Duration::from_secs(10),
+            serial_connect_latencies: vec![Duration::from_millis(30)],
             connect_latencies: vec![Duration::from_millis(40)],
             connects_per_second: Some(21.5),
             failures: vec!["one".to_owned()],
@@ -898,6 +996,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("10.40 s (11 s)"), "{text}");
+        assert!(
+            text.contains("| h1 daemon CPU per change | 0.50 ms | - |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| `connect` p50 / p99, one client | 30 / 30 ms | - |"),
+            "{text}"
+        );
         assert!(text.contains("- 100 hosts, after: one"), "{text}");
         assert_eq!(bytes_text(7.5e6), "7.50 MB");
     }

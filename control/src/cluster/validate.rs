@@ -399,6 +399,76 @@ pub fn check(listing: &Listing, pins: &Pins) -> Checked {
     }
 }
 
+/// An endpoint change [`apply_endpoint_change`] applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A new endpoint, accepted.
+    Added(Endpoint),
+    /// An accepted endpoint whose record was deleted.
+    Removed(Endpoint),
+}
+
+/// Applies one watch event on endpoint record `key` (created at `created`; `value` `None`
+/// for a deletion) to what [`check`] accepted (`snapshot`, `pins`), giving what [`check`] of
+/// the whole listing with that change would give, when that is plain:
+/// - a new key whose record passes every check and holds no IP, MAC or name another
+///   endpoint of its network holds: it is the newest claim, so it changes nothing else;
+/// - the deletion of an accepted endpoint, when `nothing_refused` (no record is refused at
+///   the moment: a refused one might win what the deleted one held);
+/// - the deletion of a key nobody accepted, when `nothing_refused`: nothing to do.
+///
+/// Anything else (an overwrite in place, a refusal, a conflict, a record of another kind)
+/// returns `None` and may have changed nothing: check the whole listing then. A
+/// deletion's `Applied` is `None` when nothing was accepted under the key. Costs one decode
+/// and one pass over the endpoints of the network, without allocating.
+pub fn apply_endpoint_change(
+    snapshot: &mut Snapshot,
+    pins: &mut Pins,
+    key: &str,
+    created: Revision,
+    value: Option<&[u8]>,
+    nothing_refused: bool,
+) -> Option<Option<Applied>> {
+    if !key.starts_with(ENDPOINTS) {
+        return None;
+    }
+    let Some(value) = value else {
+        if !nothing_refused {
+            return None;
+        }
+        let Some((_, e)) = pins.endpoints.remove(key) else {
+            return Some(None);
+        };
+        snapshot
+            .endpoints
+            .remove(&(e.network.clone(), e.id.clone()));
+        return Some(Some(Applied::Removed(e)));
+    };
+    if pins.endpoints.contains_key(key) {
+        return None;
+    }
+    let entry = Entry {
+        key: key.to_owned(),
+        value: value.to_vec(),
+        created,
+    };
+    let e = decode::<Endpoint>(&entry)
+        .and_then(|e| check_endpoint_fields(&e).map(|()| e))
+        .ok()?;
+    check_endpoint_against(snapshot, &e).ok()?;
+    let holds_anything = snapshot
+        .endpoints_of(&e.network)
+        .any(|o| o.ip == e.ip || o.mac == e.mac || o.name == e.name);
+    if holds_anything {
+        return None;
+    }
+    pins.endpoints.insert(entry.key, (created, e.clone()));
+    snapshot
+        .endpoints
+        .insert((e.network.clone(), e.id.clone()), e.clone());
+    Some(Some(Applied::Added(e)))
+}
+
 /// What an endpoint holds within its network.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Held {
@@ -1257,5 +1327,68 @@ mod tests {
         assert_eq!(names.len(), Reason::ALL.len());
         assert_eq!(escape("a\nb\u{1b}"), "a\\nb\\u{1b}");
         assert_eq!(escape(&"x".repeat(200)).len(), MAX_ESCAPED + 3);
+    }
+
+    /// Every change applied incrementally gives what checking the whole listing gives; the
+    /// cases that are not plain are left to the whole check.
+    #[test]
+    fn incremental_changes_match_the_whole_check() {
+        let a = endpoint('1', "a", [10, 0, 0, 2], "h1", [198, 18, 0, 1]);
+        let b = endpoint('2', "b", [10, 0, 0, 3], "h2", [198, 18, 0, 2]);
+        let start = check(&listing(vec![put(&a, 10)]), &Pins::default());
+        assert!(start.rejected.is_empty());
+        let (mut snapshot, mut pins) = (start.snapshot.clone(), start.pins.clone());
+
+        // A new endpoint.
+        let b_value = serde_json::to_vec(&b).unwrap();
+        let applied =
+            apply_endpoint_change(&mut snapshot, &mut pins, &b.key(), 11, Some(&b_value), true);
+        assert_eq!(applied, Some(Some(Applied::Added(b.clone()))));
+        let whole = check(&listing(vec![put(&a, 10), put(&b, 11)]), &start.pins);
+        assert_eq!((&snapshot, &pins), (&whole.snapshot, &whole.pins));
+
+        // Its deletion.
+        let applied = apply_endpoint_change(&mut snapshot, &mut pins, &b.key(), 0, None, true);
+        assert_eq!(applied, Some(Some(Applied::Removed(b.clone()))));
+        let whole = check(&listing(vec![put(&a, 10)]), &whole.pins);
+        assert_eq!((&snapshot, &pins), (&whole.snapshot, &whole.pins));
+        // A deletion of what nobody accepted changes nothing.
+        let applied = apply_endpoint_change(&mut snapshot, &mut pins, &b.key(), 0, None, true);
+        assert_eq!(applied, Some(None));
+        assert_eq!((&snapshot, &pins), (&whole.snapshot, &whole.pins));
+
+        // Not plain: left to the whole check, with nothing changed.
+        let before = (snapshot.clone(), pins.clone());
+        let same_ip = endpoint('3', "c", [10, 0, 0, 2], "h2", [198, 18, 0, 2]);
+        let same_mac = Endpoint {
+            ip: Ipv4Addr::new(10, 0, 0, 7),
+            ..endpoint('3', "c", [10, 0, 0, 2], "h2", [198, 18, 0, 2])
+        };
+        let same_name = endpoint('3', "a", [10, 0, 0, 8], "h2", [198, 18, 0, 2]);
+        let unknown_host = endpoint('3', "c", [10, 0, 0, 9], "h9", [198, 18, 0, 9]);
+        let rewritten = Endpoint {
+            name: "renamed".to_owned(),
+            ..a.clone()
+        };
+        for e in [&same_ip, &same_mac, &same_name, &unknown_host, &rewritten] {
+            let value = serde_json::to_vec(e).unwrap();
+            let applied =
+                apply_endpoint_change(&mut snapshot, &mut pins, &e.key(), 12, Some(&value), true);
+            assert_eq!(applied, None, "{e:?}");
+            assert_eq!((&snapshot, &pins), (&before.0, &before.1));
+        }
+        for (key, value) in [
+            (b.key(), &b"not json"[..]),
+            (format!("{ENDPOINTS}{NET}/{}", "9".repeat(64)), &b_value[..]),
+            (format!("{NETWORKS}{NET}"), &b_value[..]),
+        ] {
+            let applied =
+                apply_endpoint_change(&mut snapshot, &mut pins, &key, 12, Some(value), true);
+            assert_eq!(applied, None, "{key}");
+        }
+        // A deletion while something is refused: the refused one may win now.
+        let applied = apply_endpoint_change(&mut snapshot, &mut pins, &a.key(), 0, None, false);
+        assert_eq!(applied, None);
+        assert_eq!((&snapshot, &pins), (&before.0, &before.1));
     }
 }

@@ -7,6 +7,7 @@ use super::{read_scope, Agent, AgentError, State};
 use crate::cluster::{self, claims, ClusterError, Endpoint, EndpointRequest, Network, Snapshot};
 use crate::store::{Committed, Store, Txn};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// How many addresses a connect claims before it gives up: each lost claim means another
 /// host took that address at the same moment, and the next try starts at a random place.
@@ -32,10 +33,10 @@ fn search_start(id: &str, attempt: usize) -> u32 {
 
 impl Agent {
     /// What a request on network `network` (name or id) plans from: this host's view when it
-    /// serves the network already (kept current by the watch, no store read), else the
-    /// store's records of that network. This host's own endpoints are added either way (the
-    /// watch may not have shown the newest yet). A view that is a little behind is safe: a
-    /// claim it missed makes the commit fail, not the store inconsistent.
+    /// serves the network already (kept current by the watch: no store read, no copy), else
+    /// the store's records of that network. The newest of this host's own endpoints may not
+    /// be in it yet: [`local_ips`] gives their addresses to avoid. A view that is a little
+    /// behind is safe: a claim it missed makes the commit fail, not the store inconsistent.
     ///
     /// # Errors
     ///
@@ -45,27 +46,20 @@ impl Agent {
         store: &dyn Store,
         state: &State,
         network: &str,
-    ) -> Result<Snapshot, AgentError> {
+    ) -> Result<Arc<Snapshot>, AgentError> {
         let latest = self.latest();
         let served = latest
             .network(network)
             .is_some_and(|n| state.overlays.contains_key(&n.id));
-        let mut snapshot = if served {
-            (*latest).clone()
-        } else {
-            drop(latest);
-            self.check_records(&read_scope(
-                &mut |p: &str| store.list(p),
-                &state.served(),
-                Some(network),
-            )?)
-        };
-        for e in state.local.values() {
-            snapshot
-                .endpoints
-                .insert((e.network.clone(), e.id.clone()), e.clone());
+        if served {
+            return Ok(latest);
         }
-        Ok(snapshot)
+        drop(latest);
+        Ok(Arc::new(self.check_records(&read_scope(
+            &mut |p: &str| store.list(p),
+            &state.served(),
+            Some(network),
+        )?)))
     }
 
     /// Plans an endpoint for `request` on `network` from `snapshot`, lets `finish` complete
@@ -78,9 +72,11 @@ impl Agent {
     ///
     /// What planning refuses, the conflict's error, `Exhausted` after [`CLAIM_ATTEMPTS`]
     /// lost races, or the store's failure.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn claim_endpoint(
         &self,
         store: &dyn Store,
+        state: &State,
         snapshot: &Snapshot,
         network: &Network,
         request: &EndpointRequest,
@@ -88,7 +84,9 @@ impl Agent {
         txn: fn(&Endpoint) -> Txn,
     ) -> Result<Endpoint, AgentError> {
         let id = cluster::new_id().map_err(AgentError::Random)?;
-        let mut lost: Vec<Ipv4Addr> = Vec::new();
+        // This host's own endpoints, which the view may not show yet, and then the addresses
+        // found claimed meanwhile.
+        let mut lost: Vec<Ipv4Addr> = local_ips(state, &network.id);
         for attempt in 0..CLAIM_ATTEMPTS {
             // The first try takes the lowest free address, as Docker does.
             let start = if attempt == 0 {
@@ -217,6 +215,16 @@ impl Agent {
     ) -> Result<(), AgentError> {
         refused(locked.commit(&claims::network_txn(network))?, snapshot)
     }
+}
+
+/// The addresses of this host's endpoints on network `network_id`.
+fn local_ips(state: &State, network_id: &str) -> Vec<Ipv4Addr> {
+    state
+        .local
+        .values()
+        .filter(|e| e.network == network_id)
+        .map(|e| e.ip)
+        .collect()
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ impl Agent {
         let snapshot = self.planning_snapshot(store.as_ref(), &state, &endpoint.network)?;
         let path =
             super::netns_path(&endpoint.netns).unwrap_or_else(|_| PathBuf::from(&endpoint.netns));
-        self.remove_endpoint(store.as_ref(), &mut state, snapshot, endpoint, &path)?;
+        self.remove_endpoint(store.as_ref(), &mut state, &snapshot, endpoint, &path)?;
         tracing::info!(name = %endpoint.name, ip = %endpoint.ip, "CNI attachment removed");
         Ok(())
     }

@@ -142,7 +142,6 @@ impl Agent {
     ) -> Result<Endpoint, AgentError> {
         let store = self.store()?;
         let mut state = lock(&self.state);
-        // Claims of this host the store does not show yet count as taken too.
         let view = self.planning_snapshot(store.as_ref(), &state, network_id)?;
         let network = view.require_network(network_id)?.clone();
         let id = cluster::new_id().map_err(AgentError::Random)?;
@@ -158,6 +157,7 @@ impl Agent {
         // refused by the claim).
         let endpoint = self.claim_endpoint(
             store.as_ref(),
+            &state,
             &view,
             &network,
             &request,

@@ -39,6 +39,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use view::{Lister, View};
 use vxtap_dataplane::io::netns::NetnsId;
 
+/// How often at most every hosts file is rewritten while changes stream in: a file holds
+/// every name of its network, so rewriting all of them on each change would cost this host
+/// O(endpoints x local containers) per change. An isolated change is written at once.
+const HOSTS_EVERY: Duration = Duration::from_secs(1);
+
+/// A watch event on a key: its key, creation revision and value (`None`: deleted).
+type Change = (String, crate::store::Revision, Option<Vec<u8>>);
+
 /// How long a request waits for the cluster lock.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to reach an unreachable store.
@@ -115,6 +123,10 @@ struct State {
     hosts_files: BTreeMap<PathBuf, String>,
     /// The store's session epoch when we last published.
     published_epoch: Option<u64>,
+    /// Whether the hosts files lag the accepted records.
+    hosts_stale: bool,
+    /// When every hosts file was last brought up to date.
+    hosts_written: Option<Instant>,
 }
 
 /// Store records refused by [`cluster::validate`]: each refused value is logged and counted
@@ -531,7 +543,7 @@ impl Agent {
         let store = self.store()?;
         // The state orders this host's requests; no cluster-wide lock is taken.
         let mut state = lock(&self.state);
-        let mut snapshot = self.planning_snapshot(store.as_ref(), &state, network)?;
+        let snapshot = self.planning_snapshot(store.as_ref(), &state, network)?;
         let network = snapshot.require_network(network)?.clone();
         let default_name = container
             .path
@@ -564,6 +576,7 @@ impl Agent {
         // Reserve the IP and name first: from here on, a failure releases them.
         let mut endpoint = self.claim_endpoint(
             store.as_ref(),
+            &state,
             &snapshot,
             &network,
             &request,
@@ -611,11 +624,11 @@ impl Agent {
             undo(self, &mut state, &endpoint);
             return Err(e);
         }
-        snapshot.endpoints.insert(
-            (endpoint.network.clone(), endpoint.id.clone()),
-            endpoint.clone(),
-        );
-        self.write_hosts_files(&mut state, &snapshot);
+        // The container's own hosts file now; the others on the network learn its name
+        // with the next refresh.
+        self.write_hosts_files(&mut state, &snapshot, Some(&endpoint.netns));
+        state.hosts_stale = true;
+        self.refresh_hosts_files(&mut state);
         tracing::info!(network = %network.name, name = %endpoint.name, ip = %endpoint.ip, netns, ifname = %endpoint.ifname, "connected");
         Ok(endpoint)
     }
@@ -628,7 +641,7 @@ impl Agent {
         &self,
         store: &dyn Store,
         state: &mut State,
-        mut snapshot: Snapshot,
+        snapshot: &Snapshot,
         endpoint: &Endpoint,
         container: &Path,
     ) -> Result<(), AgentError> {
@@ -643,10 +656,9 @@ impl Agent {
         if !state.local.values().any(|e| e.network == endpoint.network) {
             self.teardown(state, &endpoint.network);
         }
-        snapshot
-            .endpoints
-            .remove(&(endpoint.network.clone(), endpoint.id.clone()));
-        self.write_hosts_files(state, &snapshot);
+        // Its hosts file goes now (no local endpoint names it); the others lose its name
+        // with the next refresh, once the store's deletion is seen.
+        self.write_hosts_files(state, snapshot, None);
         Ok(())
     }
 
@@ -666,7 +678,7 @@ impl Agent {
         self.remove_endpoint(
             store.as_ref(),
             &mut state,
-            snapshot,
+            &snapshot,
             &endpoint,
             &container.path,
         )?;
@@ -703,6 +715,66 @@ impl Agent {
     }
 
     /// Checks the records of `view` and brings the overlays in line with them.
+    /// Applies a batch of endpoint changes one by one ([`validate::apply_endpoint_change`])
+    /// and programs only what they change: an fdb, ARP proxy and br0 entry per remote
+    /// endpoint added or removed, and the hosts files of this host's containers on those
+    /// networks. Returns false when a change is not plain (a conflict, a refusal, a network
+    /// or host record): the caller then checks the whole view, which also repairs anything
+    /// applied before that change.
+    fn apply_changes(&self, changes: &[Change]) -> bool {
+        let applied = {
+            let mut records = lock(&self.records);
+            let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+            let snapshot = Arc::make_mut(&mut latest);
+            let nothing_refused = records.current.is_empty();
+            let mut applied = Vec::new();
+            let mut plain = true;
+            for (key, created, value) in changes {
+                match validate::apply_endpoint_change(
+                    snapshot,
+                    &mut records.pins,
+                    key,
+                    *created,
+                    value.as_deref(),
+                    nothing_refused,
+                ) {
+                    Some(done) => applied.extend(done),
+                    None => {
+                        plain = false;
+                        break;
+                    }
+                }
+            }
+            if !applied.is_empty() {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            }
+            if !plain {
+                return false;
+            }
+            applied
+        };
+        if applied.is_empty() {
+            return true;
+        }
+        let mut state = lock(&self.state);
+        self.program_remote(&mut state, &applied);
+        let touched: BTreeSet<&str> = applied
+            .iter()
+            .map(|a| match a {
+                validate::Applied::Added(e) | validate::Applied::Removed(e) => e.network.as_str(),
+            })
+            .collect();
+        let named_here = state
+            .local
+            .values()
+            .any(|e| !is_docker(e) && touched.contains(e.network.as_str()));
+        if named_here {
+            state.hosts_stale = true;
+            self.refresh_hosts_files(&mut state);
+        }
+        true
+    }
+
     fn apply_view(&self, view: &View) {
         let snapshot = self.check_records(&view.listing);
         let mut state = lock(&self.state);
@@ -756,6 +828,7 @@ impl Agent {
             let first = match watch.next(Duration::from_millis(250)) {
                 Ok(Some(event)) => event,
                 Ok(None) => {
+                    self.refresh_hosts_files(&mut lock(&self.state));
                     if store.session_epoch() != epoch {
                         tracing::info!("store session renewed; publishing again");
                         return;
@@ -772,21 +845,32 @@ impl Agent {
                 }
             };
             let (batch, complete) = gather(watch, first, SETTLE_DEADLINE);
-            let mut changed = false;
+            let mut changes: Vec<Change> = Vec::new();
             let mut own = false;
             for event in batch {
-                if let WatchEvent::Changed { key, .. } = &event {
-                    own |= self.is_own_key(key);
-                }
+                let change = match &event {
+                    WatchEvent::Changed {
+                        key,
+                        value,
+                        created,
+                        ..
+                    } => {
+                        own |= self.is_own_key(key);
+                        Some((key.clone(), *created, value.clone()))
+                    }
+                    WatchEvent::Resync => None,
+                };
                 match view.apply(event) {
-                    Ok(c) => changed |= c,
+                    Ok(true) => changes.extend(change),
+                    Ok(false) => {}
                     Err(stale) => {
                         tracing::info!(?stale, "store view is stale; listing again");
                         return;
                     }
                 }
             }
-            if changed {
+            // Each change on its own when that is plain, else the whole view checked again.
+            if !changes.is_empty() && !self.apply_changes(&changes) {
                 self.apply_view(view);
             }
             // A record of this host deleted or rewritten by someone else: written back as

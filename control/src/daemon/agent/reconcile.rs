@@ -7,6 +7,7 @@ use super::{
 };
 use crate::api::{FdbMode, FdbSpec, LinkSpec, Request};
 use crate::cluster::claims;
+use crate::cluster::validate::Applied;
 use crate::cluster::{Endpoint, Host, Network, Snapshot};
 use crate::plumbing::{self, hosts, overlay};
 use crate::store::{Committed, Lifetime, Listing, Store, StoreError, Txn};
@@ -14,6 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Hosts files to write: by path, the namespace's name and its (address, name) lines.
+type HostsFiles = BTreeMap<PathBuf, (String, Vec<(Ipv4Addr, String)>)>;
 
 fn overlay_ip(path: &std::path::Path, args: &[&str]) -> Result<(), plumbing::PlumbingError> {
     plumbing::ip(path, args).map(|_| ())
@@ -286,15 +290,126 @@ impl Agent {
         for id in unwanted {
             self.teardown(state, &id);
         }
-        self.write_hosts_files(state, snapshot);
+        self.write_hosts_files(state, snapshot, None);
+    }
+
+    /// Rewrites every hosts file from the accepted records if they lag them and the last
+    /// rewrite is [`super::HOSTS_EVERY`] old.
+    pub(super) fn refresh_hosts_files(&self, state: &mut State) {
+        let due = state
+            .hosts_written
+            .is_none_or(|at| at.elapsed() >= super::HOSTS_EVERY);
+        if state.hosts_stale && due {
+            let snapshot = self.latest();
+            self.write_hosts_files(state, &snapshot, None);
+        }
+    }
+
+    /// Programs the remote endpoints added or removed by `applied` into the overlays of
+    /// their networks served here (fdb, ARP proxy, br0), as [`Self::sync_entries`] would
+    /// for the whole network: one `bridge -batch` per overlay for br0.
+    pub(super) fn program_remote(&self, state: &mut State, applied: &[Applied]) {
+        let mut br0: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+        let mut links = lock(&self.links);
+        for change in applied {
+            let (e, present) = match change {
+                Applied::Added(e) => (e, true),
+                Applied::Removed(e) => (e, false),
+            };
+            if e.host == self.config.host {
+                continue;
+            }
+            let Some(o) = state.overlays.get_mut(&e.network) else {
+                continue;
+            };
+            let mut apply = |request: Request| -> bool {
+                match links.handle(request) {
+                    Ok(_) => true,
+                    Err(err) => {
+                        tracing::warn!(link = %o.link, error = %err, "programming the overlay");
+                        false
+                    }
+                }
+            };
+            let (add, del) = br0.entry(e.network.clone()).or_default();
+            if present {
+                let entry = FdbSpec {
+                    mac: e.mac.clone(),
+                    dev: o.link.clone(),
+                    dst: Some(e.vtep),
+                    vni: None,
+                    port: None,
+                };
+                if apply(Request::FdbAdd {
+                    entry,
+                    mode: FdbMode::Replace,
+                }) {
+                    o.fdb.insert(e.mac.clone(), e.vtep);
+                }
+                let neigh = Request::NeighAdd {
+                    ip: e.ip,
+                    mac: e.mac.clone(),
+                    dev: o.link.clone(),
+                };
+                if apply(neigh) {
+                    o.neigh.insert(e.ip, e.mac.clone());
+                }
+                add.push(e.mac.clone());
+            } else {
+                let entry = FdbSpec {
+                    mac: e.mac.clone(),
+                    dev: o.link.clone(),
+                    dst: None,
+                    vni: None,
+                    port: None,
+                };
+                if o.fdb.contains_key(&e.mac) && apply(Request::FdbDel { entry }) {
+                    o.fdb.remove(&e.mac);
+                }
+                let neigh = Request::NeighDel {
+                    ip: e.ip,
+                    dev: o.link.clone(),
+                };
+                if o.neigh.get(&e.ip) == Some(&e.mac) && apply(neigh) {
+                    o.neigh.remove(&e.ip);
+                }
+                del.push(e.mac.clone());
+            }
+        }
+        drop(links);
+        for (network, (add, del)) in br0 {
+            let Some(o) = state.overlays.get_mut(&network) else {
+                continue;
+            };
+            let add_refs: Vec<&str> = add.iter().map(String::as_str).collect();
+            let del_refs: Vec<&str> = del.iter().map(String::as_str).collect();
+            match overlay::bridge_remote(&o.netns, &o.link, &add_refs, &del_refs) {
+                Ok(()) => {
+                    for mac in del {
+                        o.bridged.remove(&mac);
+                    }
+                    o.bridged.extend(add);
+                }
+                Err(e) => {
+                    tracing::warn!(link = %o.link, error = %e, "programming br0 for remote endpoints")
+                }
+            }
+        }
     }
 
     /// Writes `/etc/netns/NAME/hosts` for every named namespace with a local endpoint, and
-    /// removes the ones we wrote for namespaces that have none left.
-    pub(super) fn write_hosts_files(&self, state: &mut State, snapshot: &Snapshot) {
-        let mut files: BTreeMap<PathBuf, (String, Vec<(Ipv4Addr, String)>)> = BTreeMap::new();
+    /// removes the ones we wrote for namespaces that have none left; with `only`, just the
+    /// file of that namespace (as an endpoint names it), removing nothing.
+    pub(super) fn write_hosts_files(
+        &self,
+        state: &mut State,
+        snapshot: &Snapshot,
+        only: Option<&str>,
+    ) {
+        let mut files: HostsFiles = BTreeMap::new();
         // Docker containers resolve names through Docker's DNS and vxtap's resolver.
-        for e in state.local.values().filter(|e| !super::is_docker(e)) {
+        let wanted = |e: &&Endpoint| !super::is_docker(e) && only.is_none_or(|n| e.netns == n);
+        for e in state.local.values().filter(wanted) {
             let Some(path) = hosts::path_for(&e.netns) else {
                 continue;
             };
@@ -309,19 +424,13 @@ impl Agent {
             // Our own endpoint, even before the store shows it.
             peers.push((e.ip, e.name.clone()));
         }
-        for (path, (netns, peers)) in &files {
-            let content = hosts::render(netns, peers);
-            if state.hosts_files.get(path) == Some(&content) {
-                continue;
-            }
-            // Readable by every process in the container, as /etc/hosts is.
-            match plumbing::write_atomically(path, content.as_bytes(), 0o644) {
-                Ok(()) => {
-                    state.hosts_files.insert(path.clone(), content);
-                }
-                Err(e) => tracing::warn!(error = %e, "writing a hosts file"),
-            }
+        if only.is_some() {
+            self.write_hosts_contents(state, &files);
+            return;
         }
+        state.hosts_stale = false;
+        state.hosts_written = Some(std::time::Instant::now());
+        self.write_hosts_contents(state, &files);
         let stale: Vec<PathBuf> = state
             .hosts_files
             .keys()
@@ -333,6 +442,24 @@ impl Agent {
                 tracing::warn!(error = %e, "removing a hosts file");
             }
             state.hosts_files.remove(&path);
+        }
+    }
+
+    /// Writes the hosts files of `files` (path: namespace name and its peers) whose content
+    /// changed.
+    fn write_hosts_contents(&self, state: &mut State, files: &HostsFiles) {
+        for (path, (netns, peers)) in files {
+            let content = hosts::render(netns, peers);
+            if state.hosts_files.get(path) == Some(&content) {
+                continue;
+            }
+            // Readable by every process in the container, as /etc/hosts is.
+            match plumbing::write_atomically(path, content.as_bytes(), 0o644) {
+                Ok(()) => {
+                    state.hosts_files.insert(path.clone(), content);
+                }
+                Err(e) => tracing::warn!(error = %e, "writing a hosts file"),
+            }
         }
     }
 
