@@ -5,6 +5,7 @@
 //! Only named namespaces (under /var/run/netns) get one. The file is replaced atomically.
 
 use super::PlumbingError;
+use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -23,21 +24,34 @@ pub fn path_for(netns: &str) -> Option<PathBuf> {
 /// A name that breaks the naming rules (a newline, a space, a `#`) is left out, so nothing can
 /// add a line of its own, whatever reached this far.
 pub fn render(netns: &str, peers: &[(Ipv4Addr, String)]) -> String {
-    let mut peers: Vec<(Ipv4Addr, String)> = peers
+    with_header(netns, &body(peers))
+}
+
+/// The peers' lines of a hosts file, as [`render`] writes them: namespaces on the same
+/// networks share them, so they are made once.
+pub fn body(peers: &[(Ipv4Addr, String)]) -> String {
+    let mut peers: Vec<&(Ipv4Addr, String)> = peers
         .iter()
         .filter(|(_, name)| crate::cluster::check_name("endpoint", name).is_ok())
-        .cloned()
         .collect();
     peers.sort();
     peers.dedup();
+    let mut out = String::with_capacity(peers.len() * 32);
+    for (ip, name) in peers {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "{ip}\t{name}");
+    }
+    out
+}
+
+/// The whole file for namespace `netns` with the peers' lines `body` (from [`body`]).
+pub fn with_header(netns: &str, body: &str) -> String {
     let netns = crate::cluster::validate::escape(netns);
     let mut out = format!(
         "# Written by vxtap for network namespace {netns}: the endpoints of its overlay networks.\n\
          127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     );
-    for (ip, name) in peers {
-        out.push_str(&format!("{ip}\t{name}\n"));
-    }
+    out.push_str(body);
     out
 }
 

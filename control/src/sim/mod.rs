@@ -347,6 +347,9 @@ fn serve(
     })
 }
 
+/// Keep-alive streams per round for leases a stream left unanswered.
+const KEEPALIVE_TRIES: usize = 5;
+
 /// The keeper: every TTL/3, refreshes every live lease in as few requests as it can.
 fn keep_alive(
     store: &EtcdStore,
@@ -374,26 +377,51 @@ fn keep_alive(
                 .map(|(i, h)| (i, h.sim.lease))
                 .collect()
         };
-        let ids: Vec<i64> = leases.iter().map(|&(_, lease)| lease).collect();
-        match store.keep_leases_alive(&ids) {
-            Ok(ttls) => {
-                let answered = wall_micros();
-                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                for (&(index, lease), ttl) in leases.iter().zip(ttls) {
-                    if ttl <= 0 {
-                        eprintln!(
-                            "vxtap sim: lease {lease} of {} expired",
-                            state.hosts[index].sim.record.name
-                        );
-                        state.hosts[index].alive = false;
-                    } else {
-                        state.hosts[index].last_refresh = answered;
-                    }
-                }
-                next = now + period;
+        // Leases a stream left unanswered are sent again at once, a few times.
+        let mut pending = leases;
+        let mut failed = None;
+        for _ in 0..KEEPALIVE_TRIES {
+            if pending.is_empty() {
+                break;
             }
-            Err(err) => {
-                eprintln!("vxtap sim: refreshing {} leases: {err}", ids.len());
+            let ids: Vec<i64> = pending.iter().map(|&(_, lease)| lease).collect();
+            match store.keep_leases_alive(&ids) {
+                Ok(ttls) => {
+                    let answered = wall_micros();
+                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut unanswered = Vec::new();
+                    for (&(index, lease), ttl) in pending.iter().zip(ttls) {
+                        match ttl {
+                            None => unanswered.push((index, lease)),
+                            Some(ttl) if ttl <= 0 => {
+                                eprintln!(
+                                    "vxtap sim: lease {lease} of {} expired",
+                                    state.hosts[index].sim.record.name
+                                );
+                                state.hosts[index].alive = false;
+                            }
+                            Some(_) => state.hosts[index].last_refresh = answered,
+                        }
+                    }
+                    pending = unanswered;
+                }
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        match failed {
+            None if pending.is_empty() => next = now + period,
+            None => {
+                eprintln!(
+                    "vxtap sim: {} leases left unanswered after {KEEPALIVE_TRIES} keep-alive streams",
+                    pending.len()
+                );
+                next = now + Duration::from_millis(250).min(period);
+            }
+            Some(err) => {
+                eprintln!("vxtap sim: refreshing {} leases: {err}", pending.len());
                 next = now + Duration::from_millis(250).min(period);
             }
         }

@@ -44,6 +44,10 @@ use vxtap_dataplane::io::netns::NetnsId;
 /// O(endpoints x local containers) per change. An isolated change is written at once.
 const HOSTS_EVERY: Duration = Duration::from_secs(1);
 
+/// How often at most each host runs `bridge -batch` for the br0 entries of remote endpoints
+/// while changes stream in (one process per overlay each time).
+const BR0_EVERY: Duration = Duration::from_millis(250);
+
 /// A watch event on a key: its key, creation revision and value (`None`: deleted).
 type Change = (String, crate::store::Revision, Option<Vec<u8>>);
 
@@ -127,6 +131,10 @@ struct State {
     hosts_stale: bool,
     /// When every hosts file was last brought up to date.
     hosts_written: Option<Instant>,
+    /// br0 static entries of remote endpoints not applied yet, per network: (add, delete).
+    br0_pending: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
+    /// When queued br0 entries were last applied.
+    br0_flushed: Option<Instant>,
 }
 
 /// Store records refused by [`cluster::validate`]: each refused value is logged and counted
@@ -541,8 +549,10 @@ impl Agent {
             return Err(AgentError::UnknownNetns(netns.to_owned()));
         }
         let store = self.store()?;
+        let began = Instant::now();
         // The state orders this host's requests; no cluster-wide lock is taken.
         let mut state = lock(&self.state);
+        let waited = began.elapsed();
         let snapshot = self.planning_snapshot(store.as_ref(), &state, network)?;
         let network = snapshot.require_network(network)?.clone();
         let default_name = container
@@ -583,6 +593,7 @@ impl Agent {
             &|_| {},
             cluster::claims::endpoint_reservation,
         )?;
+        let reserved = began.elapsed();
 
         let had_overlay = state.overlays.contains_key(&network.id);
         let undo = |agent: &Agent, state: &mut State, endpoint: &Endpoint| {
@@ -595,7 +606,13 @@ impl Agent {
             undo(self, &mut state, &endpoint);
             return Err(e);
         }
-        self.sync_entries(&mut state, &network.id, &snapshot);
+        // An overlay already here is kept in step by the watch; a queued br0 deletion goes
+        // now, in case it is of the MAC this container is about to take.
+        if had_overlay {
+            self.flush_br0(&mut state, true);
+        } else {
+            self.sync_entries(&mut state, &network.id, &snapshot);
+        }
         let Some(overlay_ns) = state.overlays.get(&network.id).map(|o| o.netns.clone()) else {
             undo(self, &mut state, &endpoint);
             return Err(AgentError::Dataplane("overlay vanished".to_owned()));
@@ -610,6 +627,7 @@ impl Agent {
             mtu,
             ifname: interface.name.as_deref(),
         };
+        let overlaid = began.elapsed();
         endpoint.ifname = match overlay::connect_container(&overlay_ns, &link) {
             Ok(ifname) => ifname,
             Err(e) => {
@@ -617,6 +635,7 @@ impl Agent {
                 return Err(e.into());
             }
         };
+        let plumbed = began.elapsed();
         if let Err(e) = self.publish_local(&mut state, store.as_ref(), &snapshot, &endpoint) {
             if let Err(e) = overlay::disconnect_container(&container.path, &endpoint.ifname) {
                 tracing::error!(error = %e, "rolling back the container interface");
@@ -625,11 +644,22 @@ impl Agent {
             return Err(e);
         }
         // The container's own hosts file now; the others on the network learn its name
-        // with the next refresh.
+        // when the watch brings its record back.
+        let published = began.elapsed();
         self.write_hosts_files(&mut state, &snapshot, Some(&endpoint.netns));
-        state.hosts_stale = true;
-        self.refresh_hosts_files(&mut state);
-        tracing::info!(network = %network.name, name = %endpoint.name, ip = %endpoint.ip, netns, ifname = %endpoint.ifname, "connected");
+        // Milliseconds since the request began at the end of each step.
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::info!(
+            network = %network.name, name = %endpoint.name, ip = %endpoint.ip, netns,
+            ifname = %endpoint.ifname,
+            ms.locked = format!("{:.1}", ms(waited)),
+            ms.reserved = format!("{:.1}", ms(reserved)),
+            ms.overlay = format!("{:.1}", ms(overlaid)),
+            ms.plumbed = format!("{:.1}", ms(plumbed)),
+            ms.published = format!("{:.1}", ms(published)),
+            ms.done = format!("{:.1}", ms(began.elapsed())),
+            "connected"
+        );
         Ok(endpoint)
     }
 
@@ -758,6 +788,7 @@ impl Agent {
         }
         let mut state = lock(&self.state);
         self.program_remote(&mut state, &applied);
+        self.flush_br0(&mut state, false);
         let touched: BTreeSet<&str> = applied
             .iter()
             .map(|a| match a {
@@ -828,7 +859,10 @@ impl Agent {
             let first = match watch.next(Duration::from_millis(250)) {
                 Ok(Some(event)) => event,
                 Ok(None) => {
-                    self.refresh_hosts_files(&mut lock(&self.state));
+                    let mut state = lock(&self.state);
+                    self.flush_br0(&mut state, false);
+                    self.refresh_hosts_files(&mut state);
+                    drop(state);
                     if store.session_epoch() != epoch {
                         tracing::info!("store session renewed; publishing again");
                         return;

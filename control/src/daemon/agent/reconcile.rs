@@ -16,8 +16,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Hosts files to write: by path, the namespace's name and its (address, name) lines.
-type HostsFiles = BTreeMap<PathBuf, (String, Vec<(Ipv4Addr, String)>)>;
+/// What a hosts file's lines come from: the networks whose endpoints it names, and local
+/// endpoints the records do not show yet (address, name).
+type Lines = (BTreeSet<String>, BTreeSet<(Ipv4Addr, String)>);
 
 fn overlay_ip(path: &std::path::Path, args: &[&str]) -> Result<(), plumbing::PlumbingError> {
     plumbing::ip(path, args).map(|_| ())
@@ -162,6 +163,8 @@ impl Agent {
     /// Programs every remote endpoint of the network as a static fdb entry plus an ARP proxy
     /// entry, and removes entries of endpoints that are gone.
     pub(super) fn sync_entries(&self, state: &mut State, network_id: &str, snapshot: &Snapshot) {
+        // The whole network is compared below, queued br0 changes included.
+        state.br0_pending.remove(network_id);
         let Some(o) = state.overlays.get_mut(network_id) else {
             return;
         };
@@ -306,10 +309,10 @@ impl Agent {
     }
 
     /// Programs the remote endpoints added or removed by `applied` into the overlays of
-    /// their networks served here (fdb, ARP proxy, br0), as [`Self::sync_entries`] would
-    /// for the whole network: one `bridge -batch` per overlay for br0.
+    /// their networks served here, as [`Self::sync_entries`] would for the whole network:
+    /// the link's fdb and ARP proxy at once; br0's static entries are queued for
+    /// [`Self::flush_br0`].
     pub(super) fn program_remote(&self, state: &mut State, applied: &[Applied]) {
-        let mut br0: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
         let mut links = lock(&self.links);
         for change in applied {
             let (e, present) = match change {
@@ -331,7 +334,7 @@ impl Agent {
                     }
                 }
             };
-            let (add, del) = br0.entry(e.network.clone()).or_default();
+            let (add, del) = state.br0_pending.entry(e.network.clone()).or_default();
             if present {
                 let entry = FdbSpec {
                     mac: e.mac.clone(),
@@ -354,7 +357,8 @@ impl Agent {
                 if apply(neigh) {
                     o.neigh.insert(e.ip, e.mac.clone());
                 }
-                add.push(e.mac.clone());
+                del.remove(&e.mac);
+                add.insert(e.mac.clone());
             } else {
                 let entry = FdbSpec {
                     mac: e.mac.clone(),
@@ -373,11 +377,26 @@ impl Agent {
                 if o.neigh.get(&e.ip) == Some(&e.mac) && apply(neigh) {
                     o.neigh.remove(&e.ip);
                 }
-                del.push(e.mac.clone());
+                add.remove(&e.mac);
+                del.insert(e.mac.clone());
             }
         }
-        drop(links);
-        for (network, (add, del)) in br0 {
+    }
+
+    /// Applies the queued br0 entries of remote endpoints ([`Self::program_remote`]), one
+    /// `bridge -batch` per overlay, at most every [`super::BR0_EVERY`] unless `now`: a
+    /// stream of changes costs each host a few processes a second, not one per change.
+    /// Forwarding does not wait for them: until its static entry is there, br0 floods a
+    /// frame for a remote MAC to the TAP too.
+    pub(super) fn flush_br0(&self, state: &mut State, now: bool) {
+        let due = state
+            .br0_flushed
+            .is_none_or(|at| at.elapsed() >= super::BR0_EVERY);
+        if state.br0_pending.is_empty() || !(now || due) {
+            return;
+        }
+        state.br0_flushed = Some(std::time::Instant::now());
+        for (network, (add, del)) in std::mem::take(&mut state.br0_pending) {
             let Some(o) = state.overlays.get_mut(&network) else {
                 continue;
             };
@@ -406,31 +425,61 @@ impl Agent {
         snapshot: &Snapshot,
         only: Option<&str>,
     ) {
-        let mut files: HostsFiles = BTreeMap::new();
+        // Per file: its namespace's name and what its lines are made of (the networks of its
+        // endpoints, and those endpoints themselves, which the store may not show yet).
+        let mut files: BTreeMap<PathBuf, (String, Lines)> = BTreeMap::new();
         // Docker containers resolve names through Docker's DNS and vxtap's resolver.
         let wanted = |e: &&Endpoint| !super::is_docker(e) && only.is_none_or(|n| e.netns == n);
         for e in state.local.values().filter(wanted) {
             let Some(path) = hosts::path_for(&e.netns) else {
                 continue;
             };
-            let (_, peers) = files
+            let (_, (networks, own)) = files
                 .entry(path)
-                .or_insert_with(|| (e.netns.clone(), Vec::new()));
-            peers.extend(snapshot.endpoints_of(&e.network).flat_map(|p| {
-                std::iter::once(&p.name)
-                    .chain(&p.aliases)
-                    .map(|name| (p.ip, name.clone()))
-            }));
-            // Our own endpoint, even before the store shows it.
-            peers.push((e.ip, e.name.clone()));
+                .or_insert_with(|| (e.netns.clone(), Lines::default()));
+            networks.insert(e.network.clone());
+            let shown = snapshot
+                .endpoints
+                .get(&(e.network.clone(), e.id.clone()))
+                .is_some_and(|s| s.name == e.name && s.ip == e.ip);
+            if !shown {
+                own.insert((e.ip, e.name.clone()));
+            }
+        }
+        // Containers on the same networks share their lines: rendered once.
+        let mut bodies: BTreeMap<&Lines, String> = BTreeMap::new();
+        for (_, lines) in files.values() {
+            bodies.entry(lines).or_insert_with(|| {
+                let (networks, own) = lines;
+                let mut peers: Vec<(Ipv4Addr, String)> = own.iter().cloned().collect();
+                for network in networks {
+                    peers.extend(snapshot.endpoints_of(network).flat_map(|p| {
+                        std::iter::once(&p.name)
+                            .chain(&p.aliases)
+                            .map(|name| (p.ip, name.clone()))
+                    }));
+                }
+                hosts::body(&peers)
+            });
+        }
+        for (path, (netns, lines)) in &files {
+            let content = hosts::with_header(netns, &bodies[lines]);
+            if state.hosts_files.get(path) == Some(&content) {
+                continue;
+            }
+            // Readable by every process in the container, as /etc/hosts is.
+            match plumbing::write_atomically(path, content.as_bytes(), 0o644) {
+                Ok(()) => {
+                    state.hosts_files.insert(path.clone(), content);
+                }
+                Err(e) => tracing::warn!(error = %e, "writing a hosts file"),
+            }
         }
         if only.is_some() {
-            self.write_hosts_contents(state, &files);
             return;
         }
         state.hosts_stale = false;
         state.hosts_written = Some(std::time::Instant::now());
-        self.write_hosts_contents(state, &files);
         let stale: Vec<PathBuf> = state
             .hosts_files
             .keys()
@@ -442,24 +491,6 @@ impl Agent {
                 tracing::warn!(error = %e, "removing a hosts file");
             }
             state.hosts_files.remove(&path);
-        }
-    }
-
-    /// Writes the hosts files of `files` (path: namespace name and its peers) whose content
-    /// changed.
-    fn write_hosts_contents(&self, state: &mut State, files: &HostsFiles) {
-        for (path, (netns, peers)) in files {
-            let content = hosts::render(netns, peers);
-            if state.hosts_files.get(path) == Some(&content) {
-                continue;
-            }
-            // Readable by every process in the container, as /etc/hosts is.
-            match plumbing::write_atomically(path, content.as_bytes(), 0o644) {
-                Ok(()) => {
-                    state.hosts_files.insert(path.clone(), content);
-                }
-                Err(e) => tracing::warn!(error = %e, "writing a hosts file"),
-            }
         }
     }
 

@@ -105,29 +105,21 @@ impl EtcdStore {
 
     /// Refreshes every lease of `leases` over as few requests as it can (one keep-alive
     /// stream per [`MAX_KEEPALIVES_PER_REQUEST`] leases); the remaining TTL of each, in
-    /// seconds, in the same order, 0 for a lease that no longer exists.
+    /// seconds, in the same order: 0 for a lease that no longer exists, `None` for one the
+    /// stream did not answer (the gateway may end a stream when the request body ends,
+    /// before every answer is out): send those again.
     ///
     /// # Errors
     ///
-    /// `Unreachable`, or `Protocol` when an answer is missing or does not decode.
-    pub fn keep_leases_alive(&self, leases: &[i64]) -> Result<Vec<i64>, StoreError> {
+    /// `Unreachable`, or `Protocol` when an answer does not decode.
+    pub fn keep_leases_alive(&self, leases: &[i64]) -> Result<Vec<Option<i64>>, StoreError> {
         let mut ttls = Vec::with_capacity(leases.len());
         for chunk in leases.chunks(MAX_KEEPALIVES_PER_REQUEST) {
             let answered = self
                 .shared
                 .keep_many_alive(chunk)
                 .map_err(|err| self.shared.error(err))?;
-            for lease in chunk {
-                match answered.get(lease) {
-                    Some(&ttl) => ttls.push(ttl),
-                    None => {
-                        return Err(StoreError::Protocol {
-                            url: self.shared.url.clone(),
-                            reason: format!("no keep-alive answer for lease {lease}"),
-                        })
-                    }
-                }
-            }
+            ttls.extend(chunk.iter().map(|lease| answered.get(lease).copied()));
         }
         Ok(ttls)
     }
