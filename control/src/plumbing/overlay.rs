@@ -1,7 +1,7 @@
 //! What lives inside an overlay namespace: `br0` with the gateway address, the TAP attached
 //! to it, and the veth pairs that connect containers.
 
-use super::{interfaces, ip, PlumbingError};
+use super::{interfaces, ip, ip_batch, PlumbingError};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -152,41 +152,38 @@ pub fn connect_container(
     let outer = format!("ve{}", link.tag);
     let inner = format!("vc{}", link.tag);
     let mtu = link.mtu.to_string();
-    ip(
+    let held = super::held_path(&container);
+    // One batch per namespace. A failure part-way through the first may leave the pair
+    // (either end removes both): it is deleted below, as after any other failure.
+    let outside = ip_batch(
         overlay,
         &[
-            "link", "add", &outer, "mtu", &mtu, "type", "veth", "peer", "name", &inner, "mtu", &mtu,
+            &[
+                "link", "add", &outer, "mtu", &mtu, "type", "veth", "peer", "name", &inner, "mtu",
+                &mtu,
+            ],
+            &["link", "set", &outer, "master", BRIDGE, "up"],
+            &["link", "set", &inner, "netns", &held],
         ],
-    )?;
-    let configured = (|| {
-        ip(overlay, &["link", "set", &outer, "master", BRIDGE, "up"])?;
-        let held = super::held_path(&container);
-        ip(overlay, &["link", "set", &inner, "netns", &held])?;
+    );
+    let address = format!("{}/{}", link.ip, link.prefix);
+    let configured = outside.and_then(|_| {
         // From here the pair spans both namespaces; deleting either end removes both.
-        let in_container = (|| {
-            ip(
-                link.container,
+        let inside = ip_batch(
+            link.container,
+            &[
                 &["link", "set", &inner, "name", &ifname, "address", link.mac],
-            )?;
-            ip(
-                link.container,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/{}", link.ip, link.prefix),
-                    "dev",
-                    &ifname,
-                ],
-            )?;
-            ip(link.container, &["link", "set", &ifname, "up"])?;
-            ip(link.container, &["link", "set", "lo", "up"])
-        })();
-        if in_container.is_err() {
+                &["addr", "add", &address, "dev", &ifname],
+                &["link", "set", &ifname, "up"],
+                &["link", "set", "lo", "up"],
+            ],
+        );
+        if inside.is_err() {
             let _ = ip(link.container, &["link", "del", &inner]);
             let _ = ip(link.container, &["link", "del", &ifname]);
         }
-        in_container
-    })();
+        inside
+    });
     if let Err(e) = configured {
         let _ = ip(overlay, &["link", "del", &outer]);
         return Err(e);
