@@ -304,7 +304,19 @@ fn parallel_connects_claim_distinct_addresses() {
     let racers: Vec<usize> = (0..2)
         .map(|h| cluster.container(&format!("r{h}")))
         .collect();
-    let free_ip = "10.63.0.200";
+    // An address none of the 24 holds (after a lost race they were taken at random).
+    let used: HashSet<String> = cluster.hosts[0].inspect("par")["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["ip"].as_str().map(str::to_owned))
+        .collect();
+    let free_ip = (2..=254)
+        .rev()
+        .map(|d| format!("10.63.0.{d}"))
+        .find(|ip| !used.contains(ip))
+        .expect("a free address");
+    let free_ip = free_ip.as_str();
     for (what, extra) in [("name", vec![]), ("ip", vec!["--ip", free_ip])] {
         let outputs: Vec<std::process::Output> = std::thread::scope(|scope| {
             let handles: Vec<_> = racers
@@ -345,12 +357,12 @@ fn parallel_connects_claim_distinct_addresses() {
             .expect("a loser");
         let message = String::from_utf8_lossy(&lost.stderr);
         let expected = if what == "name" {
-            "endpoint name \"same\" is already used"
+            "endpoint name \"same\" is already used".to_owned()
         } else {
-            "IP 10.63.0.200 is already used"
+            format!("IP {free_ip} is already used")
         };
         assert!(
-            message.contains(expected),
+            message.contains(&expected),
             "{what} race: the loser says {message:?}"
         );
         // The loser left nothing: the winner's is the only endpoint of that name or address.
@@ -359,7 +371,13 @@ fn parallel_connects_claim_distinct_addresses() {
             .as_array()
             .expect("endpoints")
             .iter()
-            .filter(|e| e["name"] == "same" || e["ip"] == free_ip)
+            .filter(|e| {
+                if what == "name" {
+                    e["name"] == "same"
+                } else {
+                    e["ip"] == free_ip
+                }
+            })
             .count();
         assert_eq!(holders, 1, "{what} race: {view:#}");
         // The winner disconnects: the name or address is free again for the loser's host.

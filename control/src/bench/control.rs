@@ -22,7 +22,8 @@
 //! - a dead host purged: `kill` one simulated host, time from its last lease refresh until
 //!   its endpoints are gone from h1's fdb, beside TTL + 1 s;
 //! - connect latency p50/p99 with one client alone (`--serial-connects`, on the first
-//!   client daemon), then connects a second with `--clients` daemons, each connecting
+//!   client daemon), then connects a second with `--clients` daemons (each has connected
+//!   one container and programmed the whole network first, untimed), each connecting
 //!   fresh container namespaces one after the other for `--connect-seconds`, all in
 //!   parallel (through the daemon binary's own `connect` command), then disconnecting them.
 //!
@@ -659,7 +660,7 @@ fn measure(
     }
 
     // Connects: a daemon per client, each connecting its own fresh namespaces.
-    connects(args, &mut topology, binary, &dir, interrupt, column)?;
+    connects(args, &mut topology, binary, &dir, interrupt, total, column)?;
 
     if let Err(e) = sim.quit() {
         column.failures.push(format!("quitting the simulator: {e}"));
@@ -678,6 +679,7 @@ fn connects(
     binary: &Path,
     dir: &Path,
     interrupt: &AtomicBool,
+    remote: usize,
     column: &mut Column,
 ) -> Result<(), BenchError> {
     let clients = args.clients;
@@ -727,6 +729,49 @@ fn connects(
     });
     for result in warm {
         result.map_err(|e| step("warming up the connect daemons", e))?;
+    }
+    // A host's first endpoint on a network makes it program the whole network (once): the
+    // timed connects start when every client has, so they measure the steady state.
+    for run_dir in &run_dirs {
+        let programmed = poll_fdb(run_dir, PROGRAM_TIMEOUT, interrupt, |rows| {
+            rows.len() >= remote
+        })?;
+        if programmed.is_none() {
+            return Err(step(
+                "warming up the connect daemons",
+                format!("a client did not program {remote} endpoints within {PROGRAM_TIMEOUT:?}"),
+            ));
+        }
+    }
+    // Then each lists the network once more to watch it: wait until every client daemon
+    // is idle (under 10% of a CPU over half a second), at most a minute.
+    let pids: Vec<u32> = (1..=clients)
+        .filter_map(|i| {
+            topology.hosts[i]
+                .daemon
+                .as_ref()
+                .and_then(DaemonProcess::pid)
+        })
+        .collect();
+    let ticks = machine::ticks_per_second() as f64;
+    let settle_by = Instant::now() + Duration::from_secs(60);
+    loop {
+        let before: Vec<Option<u64>> = pids.iter().map(|&p| process_ticks(p)).collect();
+        sleep_interruptible(Duration::from_millis(500), interrupt)?;
+        let busy =
+            pids.iter()
+                .zip(&before)
+                .any(|(&pid, before)| match (before, process_ticks(pid)) {
+                    (Some(b), Some(a)) => (a.saturating_sub(*b)) as f64 / ticks > 0.05,
+                    _ => false,
+                });
+        if !busy {
+            break;
+        }
+        if Instant::now() >= settle_by {
+            log("the connect daemons were still busy after a minute; timing anyway");
+            break;
+        }
     }
     if interrupt.load(Ordering::SeqCst) {
         return Err(BenchError::Interrupted);

@@ -399,6 +399,21 @@ pub fn check(listing: &Listing, pins: &Pins) -> Checked {
     }
 }
 
+/// Why [`apply_endpoint_change`] left a change to the whole check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotPlain {
+    /// A network or host record (endpoints may depend on it).
+    NotAnEndpoint,
+    /// A deletion while some record is refused (it may win now).
+    RefusedRecords,
+    /// A key already accepted, written again.
+    Rewritten,
+    /// The record would be refused for this reason.
+    Refused(Reason),
+    /// It holds an IP, MAC or name another endpoint of its network holds.
+    Conflict,
+}
+
 /// An endpoint change [`apply_endpoint_change`] applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -428,24 +443,24 @@ pub fn apply_endpoint_change(
     created: Revision,
     value: Option<&[u8]>,
     nothing_refused: bool,
-) -> Option<Option<Applied>> {
+) -> Result<Option<Applied>, NotPlain> {
     if !key.starts_with(ENDPOINTS) {
-        return None;
+        return Err(NotPlain::NotAnEndpoint);
     }
     let Some(value) = value else {
         if !nothing_refused {
-            return None;
+            return Err(NotPlain::RefusedRecords);
         }
         let Some((_, e)) = pins.endpoints.remove(key) else {
-            return Some(None);
+            return Ok(None);
         };
         snapshot
             .endpoints
             .remove(&(e.network.clone(), e.id.clone()));
-        return Some(Some(Applied::Removed(e)));
+        return Ok(Some(Applied::Removed(e)));
     };
     if pins.endpoints.contains_key(key) {
-        return None;
+        return Err(NotPlain::Rewritten);
     }
     let entry = Entry {
         key: key.to_owned(),
@@ -454,19 +469,19 @@ pub fn apply_endpoint_change(
     };
     let e = decode::<Endpoint>(&entry)
         .and_then(|e| check_endpoint_fields(&e).map(|()| e))
-        .ok()?;
-    check_endpoint_against(snapshot, &e).ok()?;
+        .map_err(|(reason, _)| NotPlain::Refused(reason))?;
+    check_endpoint_against(snapshot, &e).map_err(|(reason, _)| NotPlain::Refused(reason))?;
     let holds_anything = snapshot
         .endpoints_of(&e.network)
         .any(|o| o.ip == e.ip || o.mac == e.mac || o.name == e.name);
     if holds_anything {
-        return None;
+        return Err(NotPlain::Conflict);
     }
     pins.endpoints.insert(entry.key, (created, e.clone()));
     snapshot
         .endpoints
         .insert((e.network.clone(), e.id.clone()), e.clone());
-    Some(Some(Applied::Added(e)))
+    Ok(Some(Applied::Added(e)))
 }
 
 /// What an endpoint holds within its network.
@@ -1343,18 +1358,18 @@ mod tests {
         let b_value = serde_json::to_vec(&b).unwrap();
         let applied =
             apply_endpoint_change(&mut snapshot, &mut pins, &b.key(), 11, Some(&b_value), true);
-        assert_eq!(applied, Some(Some(Applied::Added(b.clone()))));
+        assert_eq!(applied, Ok(Some(Applied::Added(b.clone()))));
         let whole = check(&listing(vec![put(&a, 10), put(&b, 11)]), &start.pins);
         assert_eq!((&snapshot, &pins), (&whole.snapshot, &whole.pins));
 
         // Its deletion.
         let applied = apply_endpoint_change(&mut snapshot, &mut pins, &b.key(), 0, None, true);
-        assert_eq!(applied, Some(Some(Applied::Removed(b.clone()))));
+        assert_eq!(applied, Ok(Some(Applied::Removed(b.clone()))));
         let whole = check(&listing(vec![put(&a, 10)]), &whole.pins);
         assert_eq!((&snapshot, &pins), (&whole.snapshot, &whole.pins));
         // A deletion of what nobody accepted changes nothing.
         let applied = apply_endpoint_change(&mut snapshot, &mut pins, &b.key(), 0, None, true);
-        assert_eq!(applied, Some(None));
+        assert_eq!(applied, Ok(None));
         assert_eq!((&snapshot, &pins), (&whole.snapshot, &whole.pins));
 
         // Not plain: left to the whole check, with nothing changed.
@@ -1370,11 +1385,17 @@ mod tests {
             name: "renamed".to_owned(),
             ..a.clone()
         };
-        for e in [&same_ip, &same_mac, &same_name, &unknown_host, &rewritten] {
+        for (e, why) in [
+            (&same_ip, NotPlain::Conflict),
+            (&same_mac, NotPlain::Conflict),
+            (&same_name, NotPlain::Conflict),
+            (&unknown_host, NotPlain::Refused(Reason::UnknownHost)),
+            (&rewritten, NotPlain::Rewritten),
+        ] {
             let value = serde_json::to_vec(e).unwrap();
             let applied =
                 apply_endpoint_change(&mut snapshot, &mut pins, &e.key(), 12, Some(&value), true);
-            assert_eq!(applied, None, "{e:?}");
+            assert_eq!(applied, Err(why), "{e:?}");
             assert_eq!((&snapshot, &pins), (&before.0, &before.1));
         }
         for (key, value) in [
@@ -1384,11 +1405,11 @@ mod tests {
         ] {
             let applied =
                 apply_endpoint_change(&mut snapshot, &mut pins, &key, 12, Some(value), true);
-            assert_eq!(applied, None, "{key}");
+            assert!(applied.is_err(), "{key}");
         }
         // A deletion while something is refused: the refused one may win now.
         let applied = apply_endpoint_change(&mut snapshot, &mut pins, &a.key(), 0, None, false);
-        assert_eq!(applied, None);
+        assert_eq!(applied, Err(NotPlain::RefusedRecords));
         assert_eq!((&snapshot, &pins), (&before.0, &before.1));
     }
 }

@@ -768,8 +768,9 @@ impl Agent {
                     value.as_deref(),
                     nothing_refused,
                 ) {
-                    Some(done) => applied.extend(done),
-                    None => {
+                    Ok(done) => applied.extend(done),
+                    Err(why) => {
+                        tracing::debug!(key = %validate::escape(key), ?why, "not a plain change; checking every record");
                         plain = false;
                         break;
                     }
@@ -889,7 +890,7 @@ impl Agent {
                         created,
                         ..
                     } => {
-                        own |= self.is_own_key(key);
+                        own |= self.own_record_disturbed(key, value.as_deref());
                         Some((key.clone(), *created, value.clone()))
                     }
                     WatchEvent::Resync => None,
@@ -922,10 +923,26 @@ impl Agent {
         }
     }
 
-    /// Whether `key` is this host's record or one of its local endpoints.
-    fn is_own_key(&self, key: &str) -> bool {
-        key.strip_prefix(cluster::HOSTS) == Some(self.config.host.as_str())
-            || lock(&self.state).local.contains_key(key)
+    /// Whether `key` is this host's record or one of its local endpoints, and `value` (its
+    /// new value, `None`: deleted) is not what this host wrote there: then someone else
+    /// deleted or rewrote it, and it is written back. Our own writes coming back are not.
+    fn own_record_disturbed(&self, key: &str, value: Option<&[u8]>) -> bool {
+        let ours = if key.strip_prefix(cluster::HOSTS) == Some(self.config.host.as_str()) {
+            Some(to_json(&self.host_record()))
+        } else {
+            lock(&self.state).local.get(key).map(to_json)
+        };
+        ours.is_some_and(|ours| value != Some(ours.as_slice()))
+    }
+
+    /// This host's record, as it publishes it.
+    fn host_record(&self) -> cluster::Host {
+        cluster::Host {
+            name: self.config.host.clone(),
+            vtep: self.config.vtep,
+            pid: std::process::id(),
+            started: self.started,
+        }
     }
 }
 

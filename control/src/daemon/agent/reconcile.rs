@@ -543,12 +543,7 @@ impl Agent {
     /// disconnect meanwhile is not undone.
     pub(super) fn publish(&self, store: &dyn Store, listing: &Listing) -> Result<bool, StoreError> {
         let epoch = store.session_epoch();
-        let host = Host {
-            name: self.config.host.clone(),
-            vtep: self.config.vtep,
-            pid: std::process::id(),
-            started: self.started,
-        };
+        let host = self.host_record();
         let mut state = lock(&self.state);
         let (host_ok, missing) = Self::unpublished(&state, listing, epoch, &host);
         if host_ok && missing.is_empty() {
