@@ -137,15 +137,9 @@ impl Agent {
     ) -> Result<(), AgentError> {
         let key = endpoint.key();
         state.local.insert(key.clone(), endpoint.clone());
-        let published = self.save_record(state).and_then(|()| {
-            let committed = claims::commit_adapting(
-                &claims::endpoint_claims(endpoint),
-                claims::missing,
-                |absent| claims::endpoint_republish_txn(endpoint, absent),
-                |txn| store.commit(txn),
-            )?;
-            refused(committed, snapshot)
-        });
+        let published = self
+            .save_record(state)
+            .and_then(|()| refused(republish(store, endpoint)?, snapshot));
         if published.is_err() {
             state.local.remove(&key);
             if let Err(e) = self.save_record(state) {
@@ -215,6 +209,24 @@ impl Agent {
     ) -> Result<(), AgentError> {
         refused(locked.commit(&claims::network_txn(network))?, snapshot)
     }
+}
+
+/// Writes the local `endpoint`'s record and claims again under this session: claims found
+/// missing are created, a claim another endpoint holds is the conflict.
+///
+/// # Errors
+///
+/// The store's failure.
+pub(super) fn republish(
+    store: &dyn Store,
+    endpoint: &Endpoint,
+) -> Result<Committed, crate::store::StoreError> {
+    claims::commit_adapting(
+        &claims::endpoint_claims(endpoint),
+        claims::missing,
+        |absent| claims::endpoint_republish_txn(endpoint, absent),
+        |txn| store.commit(txn),
+    )
 }
 
 /// The addresses of this host's endpoints on network `network_id`.

@@ -376,13 +376,7 @@ impl Agent {
             match store.commit(&txn)? {
                 Committed::Done { .. } => return Ok(()),
                 Committed::Conflict { key, found: None } if key == ip_claim => {
-                    let claimed = claims::commit_adapting(
-                        &claims::endpoint_claims(old),
-                        claims::missing,
-                        |absent| claims::endpoint_republish_txn(old, absent),
-                        |txn| store.commit(txn),
-                    )?;
-                    super::claim::refused(claimed, snapshot)?;
+                    super::claim::refused(super::claim::republish(store, old)?, snapshot)?;
                 }
                 Committed::Conflict { key, .. } if key == new_name && renamed.name != old.name => {
                     tracing::info!(name = %renamed.name, "the name is another endpoint's; keeping the address's");

@@ -6,7 +6,6 @@ use super::{
     link_name, lock, overlay_name, record_path, to_json, Agent, AgentError, Overlay, State,
 };
 use crate::api::{FdbMode, FdbSpec, LinkSpec, Request};
-use crate::cluster::claims;
 use crate::cluster::validate::Applied;
 use crate::cluster::{Endpoint, Host, Network, Snapshot};
 use crate::plumbing::{self, hosts, overlay};
@@ -572,13 +571,7 @@ impl Agent {
                 tracing::error!(endpoint = %e.name, ip = %e.ip, other = %o.name, other_host = %o.host, "not republishing: its name, IP or MAC was taken while it was away");
                 continue;
             }
-            let committed = claims::commit_adapting(
-                &claims::endpoint_claims(e),
-                claims::missing,
-                |absent| claims::endpoint_republish_txn(e, absent),
-                |txn| store.commit(txn),
-            )?;
-            match committed {
+            match super::claim::republish(store, e)? {
                 Committed::Done { .. } => {
                     wrote = true;
                     tracing::info!(endpoint = %e.name, ip = %e.ip, "endpoint published");
