@@ -210,6 +210,11 @@ fn hostile_records(kind: StoreKind) {
         assert!(record_count(&cluster, h, "conflicts", "ip_conflict") >= 1);
     }
     let hosts_file = format!("/etc/netns/{}/hosts", cluster.containers[c_peer].name());
+    // Hosts files follow the records within a second or so (rewritten at most once a
+    // second while changes stream in).
+    harness::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&hosts_file).is_ok_and(|c| c.contains("\tghost\n"))
+    });
     let content = std::fs::read_to_string(&hosts_file).expect("the peer's hosts file");
     assert!(!content.contains("bank.example"), "{content}");
     assert!(content.contains("\tghost\n"), "{content}");
