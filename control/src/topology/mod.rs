@@ -36,7 +36,7 @@ pub use builder::{Attachment, Container, Host, HostKind, NetworkSpec, Topology, 
 pub use daemon::{
     last_lines, log_excerpt, log_tail, DaemonProcess, VtepControl, START_TIMEOUT, STOP_TIMEOUT,
 };
-pub use namespace::Namespace;
+pub use namespace::{Namespace, OWNERS_DIR};
 
 use crate::plumbing::PlumbingError;
 use std::net::Ipv4Addr;

@@ -3,6 +3,11 @@
 //! captures, counters and benchmarks) and `lo` up. Dropping it kills every process left
 //! inside, removes its `/etc/netns` entry and deletes it, during a panic too. It never
 //! touches the root namespace.
+//!
+//! A process killed outright (SIGKILL, or a test binary ended by a time-out's SIGTERM) runs
+//! no `Drop`. So each namespace is recorded with its owner (pid and start time) under
+//! [`OWNERS_DIR`], and the first namespace a process creates first deletes every recorded
+//! namespace whose owner is gone.
 
 use super::TopologyError;
 use crate::plumbing::{self, PlumbingError, COMMAND_TIMEOUT};
@@ -18,6 +23,12 @@ static NETNS_LOCK: Mutex<()> = Mutex::new(());
 
 /// Where `ip netns exec` finds per-namespace files such as `hosts`.
 const ETC_NETNS: &str = "/etc/netns";
+
+/// Who created each namespace: a file per namespace, `PID START_TIME` (root's, on tmpfs).
+pub const OWNERS_DIR: &str = "/run/vxtap-namespaces";
+
+/// The orphans are reaped once per process, before its first namespace.
+static REAPED: std::sync::Once = std::sync::Once::new();
 
 /// How long the processes left in a namespace get to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -46,6 +57,7 @@ impl Namespace {
                 name: name.to_owned(),
             });
         }
+        REAPED.call_once(Namespace::reap_orphans);
         {
             let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             run_ip_netns(&["netns", "add", name])?;
@@ -56,6 +68,7 @@ impl Namespace {
             path,
             deleted: false,
         };
+        record_owner(name)?;
         if Path::new("/proc/sys/net/ipv6").exists() {
             for knob in ["all", "default"] {
                 // /proc/sys/net shows the namespace of the thread that opens it.
@@ -71,6 +84,35 @@ impl Namespace {
         }
         namespace.run_ip(&["link", "set", "lo", "up"])?;
         Ok(namespace)
+    }
+
+    /// Deletes every recorded namespace whose owner is gone (killed before its guards ran),
+    /// with what was left running inside it. Runs by itself before a process's first
+    /// namespace.
+    pub fn reap_orphans() {
+        let Ok(records) = std::fs::read_dir(OWNERS_DIR) else {
+            return;
+        };
+        for record in records.flatten() {
+            let name = record.file_name().to_string_lossy().into_owned();
+            let owner = std::fs::read_to_string(record.path()).unwrap_or_default();
+            if owner_alive(&owner) {
+                continue;
+            }
+            let path = Path::new(NETNS_RUN_DIR).join(&name);
+            if path.exists() {
+                eprintln!(
+                    "cleanup: deleting namespace {name}, left by process {owner:?} which is gone"
+                );
+            }
+            // Its guard's Drop, run now: kills what is inside, deletes it and the record.
+            drop(Namespace {
+                name,
+                path,
+                deleted: false,
+            });
+            let _ = std::fs::remove_file(record.path());
+        }
     }
 
     /// The name `ip netns` knows it by.
@@ -178,6 +220,8 @@ impl Namespace {
             let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             run_ip_netns(&["netns", "del", &self.name])?;
         }
+        // Gone already if the namespace was never recorded.
+        let _ = std::fs::remove_file(Path::new(OWNERS_DIR).join(&self.name));
         etc_result
     }
 }
@@ -189,6 +233,40 @@ impl Drop for Namespace {
             eprintln!("cleanup: {e}");
         }
     }
+}
+
+/// This process as an owner record: its pid and start time (so a reused pid is not taken
+/// for it).
+fn owner_of(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the command name (which may hold spaces and parentheses).
+    let start = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(19)?;
+    Some(format!("{pid} {start}"))
+}
+
+/// Records this process as the owner of namespace `name`.
+fn record_owner(name: &str) -> Result<(), TopologyError> {
+    let dir = Path::new(OWNERS_DIR);
+    let record = dir.join(name);
+    let owner = owner_of(std::process::id()).unwrap_or_default();
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&record, owner))
+        .map_err(TopologyError::io("recording the owner in", &record))
+}
+
+/// Whether owner record `record` names a process still running.
+fn owner_alive(record: &str) -> bool {
+    let Some(pid) = record
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+    else {
+        return false;
+    };
+    owner_of(pid).is_some_and(|now| now == record.trim())
 }
 
 /// `ip netns ...` in the caller's namespace (only `netns add/del/pids`, which touch nothing
@@ -206,5 +284,28 @@ fn run_ip_netns(args: &[&str]) -> Result<(), TopologyError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         }
         .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_this_process_until_it_is_gone() {
+        let me = owner_of(std::process::id()).expect("our own stat");
+        assert!(me.starts_with(&format!("{} ", std::process::id())), "{me}");
+        assert!(owner_alive(&me));
+        // The same pid started at another time is someone else.
+        let pid = std::process::id();
+        assert!(!owner_alive(&format!("{pid} 1")));
+        assert!(!owner_alive(""));
+        assert!(!owner_alive("junk"));
+        // A process that has exited.
+        let mut child = Command::new("true").spawn().expect("true");
+        let gone = child.id();
+        child.wait().expect("wait");
+        let record = format!("{gone} 12345");
+        assert!(!owner_alive(&record));
     }
 }
