@@ -75,17 +75,6 @@ fn percentile(samples: &mut [Duration], p: usize) -> Duration {
     samples[rank.min(samples.len() - 1)]
 }
 
-/// The MAC of endpoint `name` on `network`, from host 0's `network inspect`.
-fn mac_of(cluster: &Cluster, network: &str, name: &str) -> String {
-    let view = cluster.hosts[0].inspect(network);
-    view["endpoints"]
-        .as_array()
-        .and_then(|eps| eps.iter().find(|e| e["name"] == name))
-        .and_then(|e| e["mac"].as_str())
-        .unwrap_or_else(|| panic!("no endpoint {name} on {network}: {view:#}"))
-        .to_owned()
-}
-
 #[test]
 fn simulated_hosts_reach_a_real_daemon() {
     let mut cluster = Cluster::new_with(1, StoreKind::Etcd, |_, _| {
@@ -187,7 +176,7 @@ fn a_new_endpoint_reaches_every_daemon() {
         let c = cluster.container(&format!("c{h}"));
         let name = format!("c{h}");
         cluster.connect(h, "wide", c, &name);
-        macs.push(mac_of(&cluster, "wide", &name));
+        macs.push(cluster.endpoint_mac("wide", &name));
     }
     let dirs = run_dirs(&cluster);
     // Every daemon has every other daemon's endpoint before the measured change.
@@ -213,7 +202,7 @@ fn a_new_endpoint_reaches_every_daemon() {
     let started = Instant::now();
     cluster.connect(0, "wide", extra, "extra");
     let connected = started.elapsed();
-    let mac = mac_of(&cluster, "wide", "extra");
+    let mac = cluster.endpoint_mac("wide", "extra");
     let others: Vec<&PathBuf> = dirs.iter().skip(1).collect();
     let arrivals = wait_everywhere(&others, started, |macs| macs.contains(&mac));
     let mut arrivals: Vec<Duration> = arrivals

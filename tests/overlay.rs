@@ -51,16 +51,6 @@ fn has_mac(cluster: &Cluster, h: usize, mac: &str) -> bool {
     cluster.hosts[h].fdb_entries().iter().any(|(m, _)| m == mac)
 }
 
-fn mac_of(cluster: &Cluster, network: &str, name: &str) -> String {
-    let view = cluster.hosts[0].inspect(network);
-    view["endpoints"]
-        .as_array()
-        .and_then(|eps| eps.iter().find(|e| e["name"] == name))
-        .and_then(|e| e["mac"].as_str())
-        .unwrap_or_else(|| panic!("no endpoint {name} on {network}: {view:#}"))
-        .to_owned()
-}
-
 fn interfaces(cluster: &Cluster, container: usize) -> Vec<String> {
     let mut names = cluster.containers[container].interfaces();
     names.sort();
@@ -78,7 +68,7 @@ fn connect_and_time(
 ) -> Duration {
     cluster.connect(host, network, container, name);
     let start = Instant::now();
-    let mac = mac_of(cluster, network, name);
+    let mac = cluster.endpoint_mac(network, name);
     for other in (0..cluster.hosts.len()).filter(|&h| h != host) {
         // Only hosts with a local endpoint on the network carry its overlay.
         let inspect = cluster.hosts[other].inspect(network);
@@ -287,7 +277,7 @@ fn three_hosts(kind: StoreKind) {
     );
 
     // Disconnect removes the endpoint everywhere.
-    let c2_mac = mac_of(&cluster, "blue", "c2");
+    let c2_mac = cluster.endpoint_mac("blue", "c2");
     let c2_ns = cluster.containers[c2].name().to_owned();
     cluster.hosts[1].cli_ok(&["disconnect", "blue", &c2_ns]);
     assert_eq!(interfaces(&cluster, c2), ["lo"]);
@@ -359,7 +349,7 @@ fn restart_after_sigkill(kind: StoreKind) {
         "no TAP, yet traffic passed"
     );
 
-    let c1_mac = mac_of(&cluster, "blue", "c1");
+    let c1_mac = cluster.endpoint_mac("blue", "c1");
     let start = Instant::now();
     cluster.restart(1);
     let serving = start.elapsed();
@@ -422,7 +412,7 @@ fn etcd_dead_host_expires() {
     connect_and_time(&cluster, 0, "blue", c1, "c1");
     connect_and_time(&cluster, 1, "blue", c2, "c2");
     connect_and_time(&cluster, 2, "blue", c3, "c3");
-    let c3_mac = mac_of(&cluster, "blue", "c3");
+    let c3_mac = cluster.endpoint_mac("blue", "c3");
     cluster.kill(2);
     let start = Instant::now();
     for h in [0, 1] {
@@ -559,7 +549,7 @@ fn etcd_lost_leases_are_republished() {
         "endpoints were not published again: {:#}",
         cluster.hosts[0].inspect("blue")
     );
-    let c2_mac = mac_of(&cluster, "blue", "c2");
+    let c2_mac = cluster.endpoint_mac("blue", "c2");
     assert!(harness::wait_until(PROPAGATION, || has_mac(
         &cluster, 0, &c2_mac
     )));

@@ -303,12 +303,28 @@ impl Cluster {
     ///
     /// If there is no such endpoint.
     pub fn endpoint_ip(&self, network: &str, name: &str) -> Ipv4Addr {
+        let ip = self.endpoint_field(network, name, "ip");
+        ip.parse()
+            .unwrap_or_else(|e| panic!("endpoint {name} on {network}: IP {ip:?}: {e}"))
+    }
+
+    /// The MAC of endpoint `name` on `network`, from host 0's `network inspect`.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such endpoint.
+    pub fn endpoint_mac(&self, network: &str, name: &str) -> String {
+        self.endpoint_field(network, name, "mac")
+    }
+
+    /// Field `field` (a string) of endpoint `name` on `network`, from host 0's inspect.
+    fn endpoint_field(&self, network: &str, name: &str, field: &str) -> String {
         let view = self.hosts[0].inspect(network);
         view["endpoints"]
             .as_array()
             .and_then(|eps| eps.iter().find(|e| e["name"] == name))
-            .and_then(|e| e["ip"].as_str())
-            .and_then(|ip| ip.parse().ok())
+            .and_then(|e| e[field].as_str())
             .unwrap_or_else(|| panic!("no endpoint {name} on {network}: {view:#}"))
+            .to_owned()
     }
 }

@@ -96,7 +96,7 @@ pub fn endpoint_txn(endpoint: &Endpoint) -> Txn {
 
 /// Reserves a new endpoint's IP and name before its container is plumbed: creates both
 /// claims (valued with the endpoint's record key, [`Lifetime::Session`]), provided the
-/// network still exists; writes no record. Once plumbed, [`endpoint_refresh_txn`] writes
+/// network still exists; writes no record. Once plumbed, [`endpoint_republish_txn`] writes
 /// the record (the claims name it); if plumbing fails, [`endpoint_removal`] releases them.
 /// A host that dies in between leaves claims that vanish with its session. Conditions, in
 /// the order a conflict reports them: the IP claim, the name claim, the network record.
@@ -110,14 +110,6 @@ pub fn endpoint_reservation(endpoint: &Endpoint) -> Txn {
             format!("{NETWORKS}{}", endpoint.network),
             Condition::Present,
         )
-}
-
-/// Writes an endpoint and its claims again under this handle's session (after a daemon
-/// restart, whose old session's keys may still live, or for a record written by a vxtap from
-/// before claims): applies only while both claims name the endpoint. The same as
-/// [`endpoint_republish_txn`] with no claim known absent.
-pub fn endpoint_refresh_txn(endpoint: &Endpoint) -> Txn {
-    endpoint_republish_txn(endpoint, &[])
 }
 
 /// Publishes a local endpoint again: each claim not in `absent` must name the endpoint and
@@ -274,12 +266,6 @@ pub fn network_removal(network: &Network, lost: &[String]) -> Txn {
     txn.require(key.clone(), Condition::Present).delete(key)
 }
 
-/// Whether a conflict's `found` is a claim naming `holder` (a record's key): then the claim
-/// is one's own, from an earlier attempt or an earlier session, not someone else's.
-pub fn held_by(found: Option<&Entry>, holder: &str) -> bool {
-    found.is_some_and(|entry| entry.value == holder.as_bytes())
-}
-
 /// The [`ClusterError`] for a conflict on `key` where the store held `found`, naming the
 /// holder from `snapshot` (a holder the snapshot does not know yet is named by its short
 /// id). Works for every txn of this module:
@@ -407,6 +393,11 @@ mod tests {
         .unwrap();
         e.ifname = "eth0".to_owned();
         e
+    }
+
+    /// Whether a conflict's `found` is a claim naming `holder` (a record's key).
+    fn held_by(found: Option<&Entry>, holder: &str) -> bool {
+        found.is_some_and(|entry| entry.value == holder.as_bytes())
     }
 
     fn store() -> (tempfile::TempDir, DirStore) {
@@ -632,9 +623,9 @@ mod tests {
             Committed::Conflict { found, .. } => assert!(held_by(found.as_ref(), &a.key())),
             other => panic!("{other:?}"),
         }
-        assert_done(&store, &endpoint_refresh_txn(&a));
+        assert_done(&store, &endpoint_republish_txn(&a, &[]));
         assert_done(&store, &endpoint_removal(&a, &[]));
-        match commit(&store, &endpoint_refresh_txn(&a)) {
+        match commit(&store, &endpoint_republish_txn(&a, &[])) {
             Committed::Conflict { key, found: None } => assert_eq!(key, ip_claim(NET, a.ip)),
             other => panic!("{other:?}"),
         }
@@ -900,7 +891,7 @@ mod tests {
             refused(&store, &endpoint_reservation(&same_name)).0,
             name_claim(NET, "a")
         );
-        assert_done(&store, &endpoint_refresh_txn(&a));
+        assert_done(&store, &endpoint_republish_txn(&a, &[]));
         assert_eq!(keys(&store, ENDPOINTS), [a.key()]);
         assert_done(&store, &endpoint_removal(&a, &[]));
         assert_eq!(
